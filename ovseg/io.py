@@ -1,0 +1,191 @@
+"""Image loading with validation, and atomic output writing.
+
+``load_image`` turns a path, PIL image or array into an HWC uint8 RGB numpy array, or raises an
+:class:`~ovseg.errors.InputError` that names the rule, the value and the fix. Every file ovseg
+writes goes through ``write_*_atomic``: written to a temporary file in the same folder, flushed,
+fsync'ed and renamed, so an interrupted run never leaves a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = [
+    "MIN_IMAGE_SIDE",
+    "MAX_IMAGE_PIXELS",
+    "load_image",
+    "write_atomic",
+    "write_bytes_atomic",
+    "write_text_atomic",
+    "write_json_atomic",
+    "save_image_atomic",
+]
+
+#: Smallest accepted image side, pixels (the method misses objects below 32x32 anyway).
+MIN_IMAGE_SIDE = 32
+#: Decompression-bomb guard: images with more pixels than this are refused before decoding.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def _check_array(arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise InputError("image array must be HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA)", f"shape {arr.shape} from {what}",
+                         "pass an HWC uint8 RGB array")
+    if arr.dtype != np.uint8:
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+            raise InputError("image array must be uint8 in [0, 255]", f"dtype {arr.dtype}", "convert with arr.astype(np.uint8)")
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0 and float(np.nanmin(arr)) >= 0.0:
+            raise InputError("image array must be uint8 in [0, 255], not float in [0, 1]", f"dtype {arr.dtype}",
+                             "convert with (arr * 255).round().astype(np.uint8)")
+        raise InputError("image array must be uint8 in [0, 255]", f"dtype {arr.dtype}", "convert with arr.astype(np.uint8)")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise InputError(f"image must be at least {MIN_IMAGE_SIDE} px on each side", f"{w}x{h} px ({what})",
+                         "use a larger image or upscale it first")
+    if h * w > MAX_IMAGE_PIXELS:
+        raise InputError(f"image must have at most {MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)",
+                         f"{w}x{h} px ({what})", "downscale the image before passing it to ovseg")
+
+
+def _from_pil(img: Any, what: str) -> np.ndarray:
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        raise InputError("image must be 8-bit per channel", f"mode {mode} ({what})",
+                         "convert it to 8-bit RGB first, e.g. with PIL: img.convert('RGB') after rescaling")
+    if mode == "CMYK":
+        warnings.warn(f"{what}: CMYK image converted to RGB (colours may shift)", stacklevel=3)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Composite over white so transparent regions do not become black objects.
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(canvas, rgba)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def load_image(image: Any) -> np.ndarray:
+    """Load and validate an image.
+
+    Args:
+        image: a path (``str`` / ``Path``), a PIL image, or a numpy array (HxW or HxWxC, uint8).
+
+    Returns:
+        ``np.ndarray`` of shape (H, W, 3), dtype uint8, RGB, values in [0, 255]. Grayscale and
+        palette images are converted; RGBA is composited over white; CMYK is converted with a
+        warning; 16-bit and float images are refused.
+
+    Raises:
+        InputError: missing / empty / truncated / non-image file, unsupported mode, image smaller
+            than 32 px or larger than :data:`MAX_IMAGE_PIXELS`.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, np.ndarray):
+        arr = _check_array(image, "array")
+        _check_size(arr.shape[0], arr.shape[1], "array")
+        return arr
+    if isinstance(image, Image.Image):
+        _check_size(image.height, image.width, "PIL image")
+        return _from_pil(image, "PIL image")
+    if not isinstance(image, (str, os.PathLike)):
+        raise InputError("image must be a file path, PIL image or HWC uint8 numpy array", type(image).__name__,
+                         "pass a path such as data/samples/scene.png")
+    path = Path(image)
+    if not path.exists():
+        raise InputError("image file must exist", str(path), "check the path (relative paths start at the current directory)")
+    if path.is_dir():
+        raise InputError("image path must be a file, not a folder", str(path), "pass one image file")
+    if path.stat().st_size == 0:
+        raise InputError("image file must not be empty", f"{path} (0 bytes)", "re-export or re-download the image")
+    old_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_size(img.height, img.width, str(path))  # header only: before decoding pixels
+                img.load()
+                return _from_pil(img, str(path))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InputError(f"image must have at most {MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)",
+                         f"{path}: {err}", "downscale the image before passing it to ovseg") from None
+    except UnidentifiedImageError:
+        raise InputError("file must be an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, ...)", str(path),
+                         "pass an image file; convert other formats first") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError("image file must be complete and readable", f"{path}: {err}",
+                         "the file looks truncated or corrupt; re-export or re-download it") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+
+# ---- atomic writes ----------------------------------------------------------------------------
+
+def write_atomic(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file atomically: ``writer(fh)`` fills a temp file that is then renamed to ``path``.
+
+    Parent folders are created. If ``writer`` raises, ``path`` is untouched and the temp file removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    return write_atomic(path, lambda fh: fh.write(data))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_image_atomic(path: str | os.PathLike, image: Any) -> Path:
+    """Save a PIL image or HWC uint8 / HW bool array; format from the suffix (PNG recommended)."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        arr = image.astype(np.uint8) * 255 if image.dtype == np.bool_ else image
+        image = Image.fromarray(arr)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
+    return write_atomic(path, lambda fh: image.save(fh, format=fmt))

@@ -1,0 +1,65 @@
+import pytest
+
+from ovseg.config import (PipelineConfig, get_balanced_config, get_config, get_fast_config, get_quality_config,
+                          load_config)
+from ovseg.errors import ConfigError
+
+
+def test_defaults_are_the_thesis_values():
+    c = PipelineConfig()
+    assert c.profile == "mini"
+    assert (c.sam2.points_per_side, c.sam2.pred_iou_thresh, c.sam2.stability_score_thresh) == (32, 0.88, 0.95)
+    assert (c.clip.model, c.clip.pretrained, c.clip.image_size) == ("ViT-L-14-336", "openai", 336)
+    assert c.clip.extract_layers == [6, 12, 18, 24]
+    assert c.alignment.background_weight == 0.3
+    i = c.inpainting
+    assert (i.num_inference_steps, i.guidance_scale, i.mask_blur, i.mask_dilation) == (50, 7.5, 8.0, 5)
+
+
+def test_presets_differ_and_validate():
+    fast, bal, qual = get_fast_config(), get_balanced_config(), get_quality_config()
+    assert fast.sam2.points_per_side < bal.sam2.points_per_side < qual.sam2.points_per_side
+    assert get_config("quality", profile="full").profile == "full"
+    with pytest.raises(ConfigError, match="fast, balanced, quality"):
+        get_config("turbo")
+
+
+def test_yaml_round_trip(tmp_path):
+    with pytest.raises(ConfigError, match="one non-negative weight per extract_layers entry"):
+        get_quality_config("full").replace(**{"clip.layer_weights": [1, 2]})  # two weights, four layers
+    c = get_quality_config("full").replace(**{"alignment.background_weight": 0.4, "clip.extract_layers": [12, 24]})
+    path = tmp_path / "cfg.yaml"
+    c.to_yaml(path)
+    back = load_config(path)
+    assert back == c
+    assert back.to_dict() == c.to_dict()
+
+
+@pytest.mark.parametrize("text,match", [
+    ("sam2: {pred_iou_thresh: 1.5}", r"sam2.pred_iou_thresh must be in \[0.0, 1.0\]; got 1.5"),
+    ("sam2: {points_per_sid: 32}", r"unknown config key 'sam2.points_per_sid'.*valid keys here are: model, points_per_side"),
+    ("banana: 1", r"unknown config key 'banana'"),
+    ("clip: {dense_path: magic}", r"clip.dense_path must be one of 'maskclip', 'tokens'; got 'magic'"),
+    ("clip: {extract_layers: [0, 6]}", r"1-indexed"),
+    ("alignment: {spatial_weighting: 3}", r"must be true or false"),
+    ("inpainting: {num_inference_steps: many}", r"must be an integer"),
+    ("profile: huge", r"profile must be one of 'mini', 'full'"),
+    ("sam2: [1, 2]", r"section 'sam2' must be a mapping"),
+])
+def test_bad_values_name_key_value_and_range(text, match):
+    with pytest.raises(ConfigError, match=match):
+        PipelineConfig.from_yaml(text)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sam2:\n  points_per_side: [1\n")
+    with pytest.raises(ConfigError, match="valid YAML at line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file must exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_partial_yaml_keeps_other_defaults():
+    c = PipelineConfig.from_yaml("sam2:\n  points_per_side: 16\nprofile: full\n")
+    assert c.sam2.points_per_side == 16 and c.profile == "full" and c.sam2.pred_iou_thresh == 0.88
