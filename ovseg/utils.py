@@ -130,11 +130,13 @@ class MaskSet:
         """From sam2 ``SAM2AutomaticMaskGenerator.generate`` records (``output_mode="binary_mask"``)."""
         if not records:
             return cls.empty(shape, source)
+        masks = np.stack([np.asarray(r["segmentation"], bool) for r in records])  # (N, H, W)
         return cls(
-            masks=np.stack([np.asarray(r["segmentation"], bool) for r in records]),
+            masks=masks,
             predicted_iou=np.array([r["predicted_iou"] for r in records], np.float32),
             stability_score=np.array([r["stability_score"] for r in records], np.float32),
-            bbox=np.array([[round(v) for v in r["bbox"]] for r in records], np.int64),
+            # sam2's record boxes use (last pixel - first pixel) as width; recompute the full extent.
+            bbox=masks_to_boxes_xywh(masks),
             area=np.array([r["area"] for r in records], np.int64),
             point_coords=np.array([r["point_coords"][0] for r in records], np.float32),
             crop_box=np.array([[round(v) for v in r["crop_box"]] for r in records], np.int64),

@@ -1,7 +1,13 @@
 import pytest
 
-from ovseg.config import (PipelineConfig, get_balanced_config, get_config, get_fast_config, get_quality_config,
-                          load_config)
+from ovseg.config import (
+    PipelineConfig,
+    get_balanced_config,
+    get_config,
+    get_fast_config,
+    get_quality_config,
+    load_config,
+)
 from ovseg.errors import ConfigError
 
 

@@ -1,0 +1,42 @@
+"""Benchmarks with their targets. Run: python -m nox -s bench  (or python benchmarks/run.py).
+
+Targets (issue #2, 2 CPU cores): alignment of 200 masks x 4 layers x 10 prompts at 336 px
+takes <= 2x one bare (200 x 336*336) @ (336*336 x 10) float32 product, and a per-mask Python
+loop doing the same maths takes >= 20x ovseg's time. ``--stages`` also times the pipeline stages
+(mini profile, or ``--random-init`` full-size models: timing only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stages", action="store_true", help="also time the pipeline stages")
+    parser.add_argument("--random-init", action="store_true", help="full-size random-weight models (timing only)")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--points-per-side", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from ovseg.benchmark import align_benchmark, stage_benchmark
+
+    res = align_benchmark()
+    ok_matmul = res["align_ms"] <= 2 * res["matmul_ms"]
+    ok_loop = res["loop_ms"] >= 20 * res["align_ms"]
+    print(json.dumps(res))
+    print(f"align {res['align_ms']:.2f} ms <= 2 x matmul {res['matmul_ms']:.2f} ms: {'PASS' if ok_matmul else 'FAIL'}")
+    print(f"loop {res['loop_ms']:.1f} ms >= 20 x align: {'PASS' if ok_loop else 'FAIL'} "
+          f"({res['loop_ms'] / res['align_ms']:.0f}x)")
+    if args.stages:
+        stages = stage_benchmark(profile="full" if args.random_init else "mini", random_init=args.random_init,
+                                 steps=args.steps, points_per_side=args.points_per_side, device=args.device)
+        print(json.dumps(stages))
+    return 0 if (ok_matmul and ok_loop) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Task runner: ``python -m nox -s <session>``.
+
+Sessions share one project environment (``.nox/ovseg-env``) instead of one per session: torch alone
+is several GB, so it is installed once and reused; it is rebuilt when pyproject.toml or this file
+changes (a stamp records their hash).
+
+* ``tests``  — the test suite (the README's test command; CI runs it).
+* ``lint``   — ruff.
+* ``demo``   — the main job in the mini profile: segment a shipped sample.
+* ``bench``  — the benchmarks in ``benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+ENV = ROOT / ".nox" / "ovseg-env"
+BIN = ENV / ("Scripts" if os.name == "nt" else "bin")
+# torch first, pinned to the release the project is tested on (override with OVSEG_TORCH).
+TORCH = os.environ.get("OVSEG_TORCH", "torch==2.14.1 torchvision==0.29.1").split()
+# sam2 1.1.0 builds against the installed torch; its optional CUDA extension is skipped.
+SAM2 = "sam2==1.1.0"
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "none"
+
+
+def _stamp() -> str:
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "noxfile.py"):
+        h.update((ROOT / name).read_bytes())
+    h.update(" ".join(TORCH).encode())
+    return h.hexdigest()
+
+
+def _env(session: nox.Session) -> dict[str, str]:
+    """Create or update the shared environment; return env vars that put it first on PATH."""
+    stamp_file = ENV / ".ovseg-stamp"
+    if not (stamp_file.exists() and stamp_file.read_text() == _stamp()):
+        if not (BIN / "python").exists():
+            session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        session.run(*pip, "--upgrade", "pip", "setuptools>=68", "wheel", external=True)
+        session.run(*pip, *TORCH, external=True)
+        session.run(*pip, "-e", f"{ROOT}[test]", external=True)
+        session.run(*pip, "--no-build-isolation", SAM2, external=True, env={"SAM2_BUILD_CUDA": "0"})
+        stamp_file.write_text(_stamp())
+    return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(ENV),
+            "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pass pytest arguments after --)."""
+    env = _env(session)
+    session.run(str(BIN / "python"), "-m", "pytest", "-q", *session.posargs, external=True, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    env = _env(session)
+    session.run(str(BIN / "python"), "-m", "ruff", "check", "ovseg", "tests", "benchmarks", "noxfile.py",
+                external=True, env=env)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Main job (mini profile): segment a shipped sample and write overlay, masks and result.json."""
+    env = _env(session)
+    out = session.run(str(BIN / "python"), "-m", "ovseg", "segment", str(ROOT / "data" / "samples" / "shapes.png"),
+                      "--prompt", "red circle", "--out", str(ROOT / "build" / "demo"),
+                      external=True, env=env, silent=True, success_codes=[0, 3])
+    print(out, end="")
+    if "not installed" in (out or ""):  # exit 3: the mini checkpoints have not landed yet (issue #3)
+        session.skip("the mini profile's models are not in this checkout yet; see the message above")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (speed targets live here, not in tests)."""
+    env = _env(session)
+    session.run(str(BIN / "python"), str(ROOT / "benchmarks" / "run.py"), *session.posargs, external=True, env=env)

@@ -1,0 +1,265 @@
+"""Weights registry: named model entries per profile, where their files come from, how to check them.
+
+Each :class:`WeightEntry` stores its *source* (Hugging Face repo id and file names, or a folder
+inside this repository for the embedded mini models), the sha256 of its files where pinned, and
+the *preprocessing* the weights expect (open_clip's pattern: a pretrained entry is weights plus
+the way to feed them).
+
+Resolution order (:func:`resolve`): an explicit local path -> the entry's local folder -> the
+Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE`` honoured by ``huggingface_hub``) -> a download,
+only when the caller allows it and ``HF_HUB_OFFLINE`` is not set. A miss raises one
+:class:`~ovseg.errors.WeightsError` naming the model, where it was looked for, and the command
+that fetches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import WeightsError
+from .paths import REPO_ROOT
+
+__all__ = ["WeightEntry", "ResolvedWeights", "REGISTRY", "list_models", "get_entry", "default_model",
+           "resolve", "verify", "download", "sha256_file"]
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One model the pipeline can load."""
+
+    name: str  # registry key, used in configs (sam2.model, clip.model, inpainting.model)
+    profile: str  # "full" or "mini"
+    stage: str  # "sam2", "clip" or "inpainting"
+    arch: str  # sam2 config name / open_clip architecture / diffusers pipeline class
+    hf_repo: str | None = None  # Hugging Face repo id
+    files: tuple[str, ...] = ()  # files (or, for diffusers, the model_index.json anchor) in the repo / folder
+    local_dir: str | None = None  # folder relative to the repository root (embedded mini models)
+    sha256: dict[str, str] = field(default_factory=dict)  # file -> sha256; empty = not pinned
+    preprocess: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std, quick_gelu, ...
+    description: str = ""
+    note: str = ""  # availability caveats (withdrawn upstream, mirrors, ...)
+
+    @property
+    def fetch_command(self) -> str:
+        if self.local_dir:
+            return f"git checkout -- {self.local_dir}  (ships with the repository)"
+        if self.stage == "inpainting":
+            return f"ovseg weights download {self.profile} --only {self.name}  (or: hf download {self.hf_repo})"
+        files = " ".join(self.files)
+        return f"ovseg weights download {self.profile} --only {self.name}  (or: hf download {self.hf_repo} {files})"
+
+
+_REGISTRY_LIST = [
+    WeightEntry("sam2.1-hiera-large", "full", "sam2", "configs/sam2.1/sam2.1_hiera_l.yaml",
+                hf_repo="facebook/sam2.1-hiera-large", files=("sam2.1_hiera_large.pt",),
+                preprocess={"image_size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                description="SAM 2.1 Hiera-L (thesis mask generator, 224M params)"),
+    WeightEntry("sam2.1-hiera-base-plus", "full", "sam2", "configs/sam2.1/sam2.1_hiera_b+.yaml",
+                hf_repo="facebook/sam2.1-hiera-base-plus", files=("sam2.1_hiera_base_plus.pt",),
+                preprocess={"image_size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                description="SAM 2.1 Hiera-B+ (smaller, faster)"),
+    WeightEntry("sam2.1-hiera-tiny", "full", "sam2", "configs/sam2.1/sam2.1_hiera_t.yaml",
+                hf_repo="facebook/sam2.1-hiera-tiny", files=("sam2.1_hiera_tiny.pt",),
+                preprocess={"image_size": 1024, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)},
+                description="SAM 2.1 Hiera-T (fastest)"),
+    WeightEntry("ViT-L-14-336", "full", "clip", "ViT-L-14-336",
+                hf_repo="timm/vit_large_patch14_clip_336.openai",
+                files=("open_clip_model.safetensors",),
+                preprocess={"image_size": 336, "mean": OPENAI_CLIP_MEAN, "std": OPENAI_CLIP_STD,
+                            "interpolation": "bicubic", "quick_gelu": True, "pretrained": "openai"},
+                description="OpenAI CLIP ViT-L/14 @ 336 px (thesis feature extractor)"),
+    WeightEntry("sd2-inpainting", "full", "inpainting", "StableDiffusionInpaintPipeline",
+                hf_repo="stabilityai/stable-diffusion-2-inpainting", files=("model_index.json",),
+                preprocess={"image_size": 512},
+                description="Stable Diffusion 2 inpainting (thesis editor)",
+                note="withdrawn upstream: works from a local folder or an existing HF cache; otherwise set "
+                     "inpainting.model to sd15-inpainting or sdxl-inpainting"),
+    WeightEntry("sd15-inpainting", "full", "inpainting", "StableDiffusionInpaintPipeline",
+                hf_repo="stable-diffusion-v1-5/stable-diffusion-inpainting", files=("model_index.json",),
+                preprocess={"image_size": 512},
+                description="Stable Diffusion 1.5 inpainting (community mirror of runwayml's release)"),
+    WeightEntry("sdxl-inpainting", "full", "inpainting", "StableDiffusionXLInpaintPipeline",
+                hf_repo="diffusers/stable-diffusion-xl-1.0-inpainting-0.1", files=("model_index.json",),
+                preprocess={"image_size": 1024},
+                description="SDXL 1.0 inpainting (diffusers team)"),
+    # Embedded mini profile: trained by this project on the mini world (see data/models/*/MODEL_CARD.md).
+    WeightEntry("mini-sam2", "mini", "sam2", "data/models/mini-sam2/config.yaml", local_dir="data/models/mini-sam2",
+                files=("model.safetensors", "config.yaml"), description="mini SAM 2 (small Hiera), trained on the mini world"),
+    WeightEntry("mini-clip", "mini", "clip", "data/models/mini-clip/config.json", local_dir="data/models/mini-clip",
+                files=("model.safetensors", "config.json"), description="mini CLIP (open_clip), trained on the mini world"),
+    WeightEntry("mini-inpainting", "mini", "inpainting", "StableDiffusionInpaintPipeline",
+                local_dir="data/models/mini-inpainting", files=("model_index.json",),
+                description="mini SD inpainting (diffusers classes), trained on the mini world"),
+]
+
+REGISTRY: dict[str, WeightEntry] = {e.name: e for e in _REGISTRY_LIST}
+
+#: Default entry per (profile, stage): the full profile is the thesis's checkpoints.
+_DEFAULTS = {
+    ("full", "sam2"): "sam2.1-hiera-large",
+    ("full", "clip"): "ViT-L-14-336",
+    ("full", "inpainting"): "sd2-inpainting",
+    ("mini", "sam2"): "mini-sam2",
+    ("mini", "clip"): "mini-clip",
+    ("mini", "inpainting"): "mini-inpainting",
+}
+
+
+def list_models(profile: str | None = None, stage: str | None = None) -> list[str]:
+    """Registry names, optionally restricted to a profile and/or stage."""
+    return [e.name for e in _REGISTRY_LIST if (profile is None or e.profile == profile)
+            and (stage is None or e.stage == stage)]
+
+
+def default_model(profile: str, stage: str) -> str:
+    return _DEFAULTS[(profile, stage)]
+
+
+def get_entry(name: str) -> WeightEntry | None:
+    return REGISTRY.get(name)
+
+
+@dataclass
+class ResolvedWeights:
+    """Where a model's files were found: ``path`` is a file (single-file models) or a folder."""
+
+    name: str
+    path: Path
+    origin: str  # "local path", "repository", "HF cache", "downloaded"
+    entry: WeightEntry | None = None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _from_hf_cache(repo: str, filename: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    hit = try_to_load_from_cache(repo, filename)
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def resolve(spec: str, stage: str, allow_download: bool = False) -> ResolvedWeights:
+    """Find the files of model ``spec`` (registry name, local path, or HF repo id) for ``stage``."""
+    # 1. An explicit local path (file or folder).
+    path = Path(spec).expanduser()
+    if path.exists() and (spec.startswith((".", "/", "~")) or os.sep in spec or path.suffix):
+        return ResolvedWeights(spec, path.resolve(), "local path")
+    entry = REGISTRY.get(spec)
+    if entry is not None and entry.stage != stage:
+        raise WeightsError(f"model '{spec}' is a {entry.stage} model, not a {stage} model", spec,
+                           f"choose one of: {', '.join(list_models(stage=stage))}")
+    looked: list[str] = []
+    # 2. The entry's folder inside this repository (embedded models).
+    if entry is not None and entry.local_dir:
+        folder = REPO_ROOT / entry.local_dir
+        missing = [f for f in entry.files if not (folder / f).exists()]
+        if not missing:
+            return ResolvedWeights(spec, folder, "repository", entry)
+        raise WeightsError(f"the {entry.profile} profile's {stage} model '{spec}' is not installed",
+                           f"missing {', '.join(str(folder / f) for f in missing)}",
+                           "the embedded mini models are trained by the project (issue #3) and not in this "
+                           "checkout yet; use --profile full with downloaded weights meanwhile")
+    repo = entry.hf_repo if entry is not None else spec
+    if repo is None or repo.count("/") != 1:
+        known = ", ".join(list_models(stage=stage))
+        raise WeightsError(f"{stage} model must be a registry name, a local path or an HF repo id 'org/name'",
+                           repr(spec), f"use one of: {known}, or an existing path")
+    files = entry.files if entry is not None else (("model_index.json",) if stage == "inpainting" else ())
+    # 3. The Hugging Face cache.
+    for f in files:
+        hit = _from_hf_cache(repo, f)
+        if hit is not None:
+            base = hit.parent if stage == "inpainting" else hit
+            return ResolvedWeights(spec, base, "HF cache", entry)
+    looked.append(f"HF cache {_hf_cache_dir()} for {repo}/{'|'.join(files) or '*'}")
+    # 4. Download, when allowed.
+    if allow_download and not _offline():
+        return ResolvedWeights(spec, download_files(repo, files, stage), "downloaded", entry)
+    fetch = entry.fetch_command if entry is not None else f"hf download {repo}"
+    note = f" ({entry.note})" if entry is not None and entry.note else ""
+    raise WeightsError(f"weights for {stage} model '{spec}' are missing{note}", "looked in " + "; ".join(looked),
+                       f"run `{fetch}`" + (" with HF_HUB_OFFLINE unset" if _offline() else ""))
+
+
+def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
+    """Fetch a model from the Hugging Face hub into the HF cache; returns the file or folder."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        if stage == "inpainting":
+            return Path(snapshot_download(repo, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"]))
+        return Path(hf_hub_download(repo, files[0]))
+    except Exception as err:  # network / auth / repo-gone errors all end the same way for the user
+        raise WeightsError(f"could not download '{repo}'", f"{type(err).__name__}: {str(err).splitlines()[0][:200]}",
+                           "check the network and the repo id; for withdrawn models pass a local folder "
+                           "or a mirror (ovseg weights list)") from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(name: str) -> list[tuple[str, str]]:
+    """Check an entry's files against their pinned sha256.
+
+    Returns (file, status) pairs with status ``ok``, ``not pinned (sha256 ...)`` or ``missing``;
+    raises :class:`WeightsError` on a mismatch.
+    """
+    entry = REGISTRY[name]
+    try:
+        found = resolve(name, entry.stage)
+    except WeightsError:
+        return [(f, "missing") for f in entry.files]
+    rows = []
+    base = found.path if found.path.is_dir() else found.path.parent
+    for f in entry.files:
+        p = base / f
+        if not p.exists():
+            rows.append((f, "missing"))
+            continue
+        digest = sha256_file(p)
+        want = entry.sha256.get(f)
+        if want is None:
+            rows.append((f, f"not pinned (sha256 {digest})"))
+        elif digest != want:
+            raise WeightsError(f"checksum of {p} must match the registry", f"sha256 {digest}, expected {want}",
+                               f"delete the file and fetch it again: {entry.fetch_command}")
+        else:
+            rows.append((f, "ok"))
+    return rows
+
+
+def download(profile: str, only: str | None = None) -> list[ResolvedWeights]:
+    """Fetch every default model of ``profile`` (or just ``only``) into the HF cache."""
+    names = [only] if only else [default_model(profile, s) for s in ("sam2", "clip", "inpainting")]
+    out = []
+    for n in names:
+        entry = REGISTRY.get(n)
+        if entry is None:
+            raise WeightsError("model must be a registry name", repr(n), "see `ovseg weights list`")
+        out.append(resolve(n, entry.stage, allow_download=True))
+    return out

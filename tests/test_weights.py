@@ -1,0 +1,89 @@
+import dataclasses
+
+import pytest
+
+from ovseg import weights as W
+from ovseg.errors import WeightsError
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def _cache_file(cache, repo, filename, data=b"weights"):
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text("rev0")
+    snap = folder / "snapshots" / "rev0"
+    snap.mkdir(parents=True, exist_ok=True)
+    (snap / filename).write_bytes(data)
+    return snap / filename
+
+
+def test_registry_has_both_profiles():
+    assert "sam2.1-hiera-large" in W.list_models("full", "sam2")
+    assert W.default_model("full", "clip") == "ViT-L-14-336"
+    assert set(W.list_models("mini")) == {"mini-sam2", "mini-clip", "mini-inpainting"}
+    e = W.get_entry("ViT-L-14-336")
+    assert e.preprocess["image_size"] == 336 and e.preprocess["quick_gelu"] is True
+    assert "withdrawn" in W.get_entry("sd2-inpainting").note
+
+
+def test_missing_full_weights_name_model_place_and_command(hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as err:
+        W.resolve("sam2.1-hiera-large", "sam2")
+    msg = str(err.value)
+    assert "sam2.1-hiera-large" in msg and str(hf_cache) in msg
+    assert "ovseg weights download full --only sam2.1-hiera-large" in msg
+
+
+def test_mini_not_installed_is_clear():
+    if W.REPO_ROOT.joinpath("data/models/mini-clip/model.safetensors").exists():
+        pytest.skip("mini models present")
+    with pytest.raises(WeightsError, match="mini profile's clip model 'mini-clip' is not installed"):
+        W.resolve("mini-clip", "clip")
+
+
+def test_resolution_order(tmp_path, hf_cache):
+    local = tmp_path / "my.pt"
+    local.write_bytes(b"x")
+    assert W.resolve(str(local), "sam2").origin == "local path"
+    hit = _cache_file(hf_cache, "facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt")
+    found = W.resolve("sam2.1-hiera-large", "sam2")
+    assert found.origin == "HF cache" and found.path == hit
+    # diffusers models resolve to their folder
+    idx = _cache_file(hf_cache, "stable-diffusion-v1-5/stable-diffusion-inpainting", "model_index.json", b"{}")
+    assert W.resolve("sd15-inpainting", "inpainting").path == idx.parent
+    # a repo id that is not in the registry
+    _cache_file(hf_cache, "someone/inpaint-mirror", "model_index.json", b"{}")
+    assert W.resolve("someone/inpaint-mirror", "inpainting").origin == "HF cache"
+
+
+def test_wrong_stage_and_bad_spec():
+    with pytest.raises(WeightsError, match="is a sam2 model, not a clip model"):
+        W.resolve("sam2.1-hiera-large", "clip")
+    with pytest.raises(WeightsError, match="registry name, a local path or an HF repo id"):
+        W.resolve("no-such-model", "sam2")
+
+
+def test_verify_checksums(hf_cache, monkeypatch):
+    path = _cache_file(hf_cache, "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", b"abc")
+    good = W.sha256_file(path)
+    entry = W.REGISTRY["sam2.1-hiera-tiny"]
+    assert W.verify("sam2.1-hiera-tiny")[0][1].startswith("not pinned")
+    monkeypatch.setitem(W.REGISTRY, entry.name, dataclasses.replace(entry, sha256={entry.files[0]: good}))
+    assert W.verify("sam2.1-hiera-tiny") == [(entry.files[0], "ok")]
+    monkeypatch.setitem(W.REGISTRY, entry.name, dataclasses.replace(entry, sha256={entry.files[0]: "0" * 64}))
+    with pytest.raises(WeightsError, match="checksum of .* must match the registry"):
+        W.verify("sam2.1-hiera-tiny")
+
+
+def test_download_refused_offline(hf_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match="with HF_HUB_OFFLINE unset"):
+        W.download("full", only="sam2.1-hiera-tiny")
