@@ -114,7 +114,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from .viz import overlay_masks
 
     image, config = _validate(args)
-    pipe = OpenVocabSegmentationPipeline(config, device=args.device, verbose=False)
+    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=sys.stderr.isatty())
     if args.command == "segment":
         result = pipe.segment(image, args.prompt, top_k=args.top_k)
     else:

@@ -103,16 +103,27 @@ def _model_name(cfg_value: str, profile: str, stage: str) -> str:
 
 
 def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "MaskGenerator":
-    """SAM 2 mask generator for the config's profile (3.2.2)."""
+    """SAM 2 mask generator for the config's profile (3.2.2).
+
+    Registry entries name their sam2 config (``arch``); a local checkpoint is matched to its entry
+    by its published file name (e.g. ``sam2.1_hiera_large.pt``); an embedded model's folder holds
+    its ``config.yaml`` and ``model.safetensors``.
+    """
     from .masks import MaskGenerator, build_sam2_model
 
     name = _model_name(config.sam2.model, config.profile, "sam2")
     found = W.resolve(name, "sam2")
-    arch = found.entry.arch if found.entry is not None else None
-    if arch is None:
-        raise InputError("a local SAM 2 checkpoint needs a registry entry naming its config", name,
-                         "set sam2.model to a registry name (ovseg weights list) and place the file in the HF cache")
-    model = build_sam2_model(arch if not arch.startswith("data/") else str(W.REPO_ROOT / arch), found.path, device)
+    if found.entry is None:  # a local checkpoint file: recognise it by its published file name
+        found.entry = next((W.REGISTRY[n] for n in W.list_models(stage="sam2")
+                            if found.path.name in W.REGISTRY[n].files), None)
+    if found.entry is None:
+        raise InputError("sam2.model must be a registry entry or a checkpoint with its published file name "
+                         "(the name tells which sam2 config it needs)", repr(name),
+                         "use one of: " + ", ".join(W.list_models(stage="sam2")) + ", or keep the file's original name")
+    arch, checkpoint = found.entry.arch, found.path
+    if found.path.is_dir():  # embedded model folder: config + weights side by side
+        arch, checkpoint = str(found.path / "config.yaml"), found.path / found.entry.files[0]
+    model = build_sam2_model(arch, checkpoint, device)
     return MaskGenerator(model, config.sam2, progress=progress)
 
 
@@ -159,15 +170,15 @@ def _clip_from_cache(arch: str, tag: str, pcfg: dict) -> Path:
                          "pass clip.pretrained as a local checkpoint file")
 
 
-def load_inpainter(config: PipelineConfig, device: str = "cpu") -> "Inpainter":
+def load_inpainter(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "Inpainter":
     """Inpainter for the config's profile (3.2.4); the classical method loads no model."""
     from .inpaint import Inpainter, load_inpaint_pipeline
 
     if config.inpainting.method == "classical":
-        return Inpainter(None, config.inpainting)
+        return Inpainter(None, config.inpainting, progress=progress)
     name = _model_name(config.inpainting.model, config.profile, "inpainting")
     found = W.resolve(name, "inpainting")
-    return Inpainter(load_inpaint_pipeline(found.path, device=device), config.inpainting)
+    return Inpainter(load_inpaint_pipeline(found.path, device=device), config.inpainting, progress=progress)
 
 
 # ---- the pipeline ---------------------------------------------------------------------------------
@@ -186,14 +197,16 @@ class OpenVocabSegmentationPipeline:
 
     def __init__(self, config: PipelineConfig | str | None = None, device: str = "cpu", verbose: bool = False, *,
                  mask_generator: "MaskGenerator | None" = None, clip: "DenseCLIP | None" = None,
-                 inpainter: "Inpainter | None" = None):
+                 inpainter: "Inpainter | None" = None, progress: bool | None = None):
         self.config = load_config(config)
         self.device = device
         self.verbose = verbose
+        self.progress = verbose if progress is None else progress  # tqdm bars for the long stages
         self._mask_generator = mask_generator
         self._clip = clip
         self._inpainter = inpainter
         self._cache_key: str | None = None
+        self._image: np.ndarray | None = None
         self._masks: MaskSet | None = None
         self._features: DenseFeatures | None = None
         self.timings: dict[str, float] = {}
@@ -203,7 +216,7 @@ class OpenVocabSegmentationPipeline:
     def mask_generator(self) -> "MaskGenerator":
         if self._mask_generator is None:
             with self._timed("load_masks"):
-                self._mask_generator = load_mask_generator(self.config, self.device, progress=self.verbose)
+                self._mask_generator = load_mask_generator(self.config, self.device, progress=self.progress)
         return self._mask_generator
 
     @property
@@ -217,7 +230,7 @@ class OpenVocabSegmentationPipeline:
     def inpainter(self) -> "Inpainter":
         if self._inpainter is None:
             with self._timed("load_inpainting"):
-                self._inpainter = load_inpainter(self.config, self.device)
+                self._inpainter = load_inpainter(self.config, self.device, progress=self.progress)
         return self._inpainter
 
     @contextmanager
@@ -233,8 +246,20 @@ class OpenVocabSegmentationPipeline:
         arr = load_image(image)
         key = hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest() + str(arr.shape)
         if key != self._cache_key:
-            self._cache_key, self._masks, self._features = key, None, None
+            self._cache_key, self._image, self._masks, self._features = key, arr, None, None
         return arr
+
+    def refilter(self, **changes: Any) -> MaskSet | None:
+        """Change SAM 2 settings (thresholds, NMS, crop layers, ...) for this pipeline.
+
+        ``changes`` are :class:`~ovseg.config.SAM2Config` field names. The last image's masks are
+        regenerated from its cached image embeddings (the encoder does not run again) and returned;
+        ``None`` when no image has been processed yet.
+        """
+        self.config = self.config.replace(**{f"sam2.{k}": v for k, v in changes.items()})
+        self.mask_generator.update_config(self.config.sam2)
+        self._masks = None
+        return None if self._image is None else self.generate_masks(self._image)
 
     def generate_masks(self, image: Any) -> MaskSet:
         """3.2.2: candidate masks of an image (cached for the last image)."""

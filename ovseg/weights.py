@@ -158,8 +158,11 @@ def _hf_cache_dir() -> str:
         return os.path.expanduser("~/.cache/huggingface/hub")
 
 
-def resolve(spec: str, stage: str, allow_download: bool = False) -> ResolvedWeights:
-    """Find the files of model ``spec`` (registry name, local path, or HF repo id) for ``stage``."""
+def resolve(spec: str, stage: str, allow_download: bool = False, check: bool = True) -> ResolvedWeights:
+    """Find the files of model ``spec`` (registry name, local path, or HF repo id) for ``stage``.
+
+    With ``check`` (the default), files whose sha256 the registry pins are verified before use.
+    """
     # 1. An explicit local path (file or folder).
     path = Path(spec).expanduser()
     if path.exists() and (spec.startswith((".", "/", "~")) or os.sep in spec or path.suffix):
@@ -174,6 +177,8 @@ def resolve(spec: str, stage: str, allow_download: bool = False) -> ResolvedWeig
         folder = REPO_ROOT / entry.local_dir
         missing = [f for f in entry.files if not (folder / f).exists()]
         if not missing:
+            if check:
+                _check_pinned(entry, folder)
             return ResolvedWeights(spec, folder, "repository", entry)
         raise WeightsError(f"the {entry.profile} profile's {stage} model '{spec}' is not installed",
                            f"missing {', '.join(str(folder / f) for f in missing)}",
@@ -189,6 +194,8 @@ def resolve(spec: str, stage: str, allow_download: bool = False) -> ResolvedWeig
     for f in files:
         hit = _from_hf_cache(repo, f)
         if hit is not None:
+            if entry is not None and check:
+                _check_pinned(entry, hit.parent)
             base = hit.parent if stage == "inpainting" else hit
             return ResolvedWeights(spec, base, "HF cache", entry)
     looked.append(f"HF cache {_hf_cache_dir()} for {repo}/{'|'.join(files) or '*'}")
@@ -215,6 +222,24 @@ def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
                            "or a mirror (ovseg weights list)") from None
 
 
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+
+
+def _check_pinned(entry: WeightEntry, folder: Path) -> None:
+    """Raise if a file with a pinned sha256 differs (hashes are memoised per file version)."""
+    for f, want in entry.sha256.items():
+        p = folder / f
+        if not p.exists():
+            continue
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        if key not in _VERIFIED:
+            _VERIFIED[key] = sha256_file(p)
+        if _VERIFIED[key] != want:
+            raise WeightsError(f"checksum of {p} must match the registry", f"sha256 {_VERIFIED[key]}, expected {want}",
+                               f"the file is corrupt or was replaced; restore it: {entry.fetch_command}")
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -231,7 +256,7 @@ def verify(name: str) -> list[tuple[str, str]]:
     """
     entry = REGISTRY[name]
     try:
-        found = resolve(name, entry.stage)
+        found = resolve(name, entry.stage, check=False)
     except WeightsError:
         return [(f, "missing") for f in entry.files]
     rows = []

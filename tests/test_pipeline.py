@@ -70,6 +70,17 @@ def test_new_prompt_reuses_masks_and_features(pipe, scene):
     assert set(res.timings) == {"align"}
 
 
+def test_refilter_reuses_the_image_embedding(scene):
+    cfg = tiny_config()
+    p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    before = p.segment(scene, "red circle")
+    calls = p.mask_generator.encoder_calls
+    stricter = p.refilter(pred_iou_thresh=0.5)
+    assert p.mask_generator.encoder_calls == calls and p.config.sam2.pred_iou_thresh == 0.5
+    assert len(stricter) <= before.num_candidates and (stricter.predicted_iou > 0.5).all()
+    assert p.segment(scene, "red circle").num_candidates == len(stricter)
+
+
 def test_deterministic_across_fresh_pipelines(scene):
     a = OpenVocabSegmentationPipeline(tiny_config(), **tiny_components(tiny_config())).segment(scene, "red circle")
     b = OpenVocabSegmentationPipeline(tiny_config(), **tiny_components(tiny_config())).segment(scene, "red circle")

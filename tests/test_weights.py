@@ -87,3 +87,13 @@ def test_download_refused_offline(hf_cache, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="with HF_HUB_OFFLINE unset"):
         W.download("full", only="sam2.1-hiera-tiny")
+
+
+def test_loading_checks_pinned_checksums(hf_cache, monkeypatch):
+    path = _cache_file(hf_cache, "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt", b"abc")
+    entry = W.REGISTRY["sam2.1-hiera-tiny"]
+    monkeypatch.setitem(W.REGISTRY, entry.name, dataclasses.replace(entry, sha256={entry.files[0]: W.sha256_file(path)}))
+    assert W.resolve("sam2.1-hiera-tiny", "sam2").path == path
+    path.write_bytes(b"tampered")
+    with pytest.raises(WeightsError, match="corrupt or was replaced"):
+        W.resolve("sam2.1-hiera-tiny", "sam2")
