@@ -29,7 +29,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import numpy as np
 
 from .config import InpaintingConfig
 from .errors import ConfigError, InputError, WeightsError
+from .weights import offline as _offline
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -179,12 +179,6 @@ def classical_remove(image: np.ndarray, mask: np.ndarray, radius: int, dilation:
 
 
 # ---- loading the diffusers pipeline ------------------------------------------------------------
-
-def _offline() -> bool:
-    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set now (huggingface_hub reads it at import)."""
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
 
 def _download_fix(source: str) -> str:
     return (f"run `hf download {source}` (huggingface-cli download in older huggingface_hub) or "

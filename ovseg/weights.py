@@ -136,8 +136,10 @@ class ResolvedWeights:
     entry: WeightEntry | None = None
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+def offline() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set now (huggingface_hub reads it only at import)."""
+    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _from_hf_cache(repo: str, filename: str) -> Path | None:
@@ -200,12 +202,12 @@ def resolve(spec: str, stage: str, allow_download: bool = False, check: bool = T
             return ResolvedWeights(spec, base, "HF cache", entry)
     looked.append(f"HF cache {_hf_cache_dir()} for {repo}/{'|'.join(files) or '*'}")
     # 4. Download, when allowed.
-    if allow_download and not _offline():
+    if allow_download and not offline():
         return ResolvedWeights(spec, download_files(repo, files, stage), "downloaded", entry)
     fetch = entry.fetch_command if entry is not None else f"hf download {repo}"
     note = f" ({entry.note})" if entry is not None and entry.note else ""
     raise WeightsError(f"weights for {stage} model '{spec}' are missing{note}", "looked in " + "; ".join(looked),
-                       f"run `{fetch}`" + (" with HF_HUB_OFFLINE unset" if _offline() else ""))
+                       f"run `{fetch}`" + (" with HF_HUB_OFFLINE unset" if offline() else ""))
 
 
 def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
