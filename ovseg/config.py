@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 PROFILES = ("mini", "full")
+#: Named prompt-template sets (see ovseg.features.get_templates).
+TEMPLATE_SETS = ("imagenet80", "imagenet7", "none")
 
 # Fields that a profile fixes because they identify the model (weights + architecture-bound
 # preprocessing). With ``profile="mini"`` they come from the weights registry's mini entries.
@@ -120,8 +122,9 @@ class CLIPConfig:
     # the block's output tokens through ln_post and proj.
     dense_path: str = field(default="maskclip", metadata=_choices("maskclip", "tokens"))
     # Prompt templates for text ensembling: "imagenet80" (CLIP's 80 ImageNet templates),
-    # "imagenet7" (the 7-template subset CLIP's authors selected), "none" (raw prompt).
-    templates: str = field(default="imagenet80", metadata=_choices("imagenet80", "imagenet7", "none"))
+    # "imagenet7" (the 7-template subset CLIP's authors selected), "none" (raw prompt), or an
+    # explicit list of templates, each with one "{}" where the prompt goes.
+    templates: str | list[str] = "imagenet80"
     # Images are resized so their short side is image_size, then covered by overlapping windows.
     sliding_window: bool = True
     # Step between windows as a fraction of image_size (2/3 -> 224 px at 336).
@@ -320,6 +323,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string", repr(value), f"quote the value of {key}")
+    if text == "str | list[str]":
+        if isinstance(value, str) and value in TEMPLATE_SETS:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) and v.count("{}") == 1 for v in value):
+            return list(value)
+        raise ConfigError(f"{key} must be one of {', '.join(TEMPLATE_SETS)} or a list of templates with one '{{}}' each",
+                          repr(value), f'e.g. {key}: ["a photo of a {{}}.", "a {{}} in a scene."]')
     if text.startswith("list[int]"):
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return list(value)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import TEMPLATE_SETS
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,16 +43,18 @@ __all__ = ["get_templates", "list_template_sets", "DenseFeatures", "DenseCLIP", 
 
 
 def list_template_sets() -> list[str]:
-    return ["imagenet80", "imagenet7", "none"]
+    return list(TEMPLATE_SETS)
 
 
-def get_templates(name: str) -> list[str]:
+def get_templates(name: str | Sequence[str]) -> list[str]:
     """Prompt templates with a ``{}`` placeholder.
 
     ``imagenet80``: the 80 templates CLIP used for ImageNet zero-shot; ``imagenet7``: the 7-template
     subset its authors selected for speed; ``none``: the bare prompt. Both lists come from
     ``open_clip.zero_shot_metadata`` (imported lazily).
     """
+    if not isinstance(name, str):
+        return list(name)  # an explicit list (validated by the config)
     if name == "none":
         return ["{}"]
     from open_clip import zero_shot_metadata as meta
@@ -134,7 +137,7 @@ class DenseCLIP:
         mean, std: per-channel normalisation of the model's pretrained entry (RGB, [0, 1] scale).
         extract_layers: 1-indexed blocks to read; each must be <= the model's depth.
         dense_path: ``"maskclip"`` or ``"tokens"`` (module docstring).
-        templates: template set name (:func:`get_templates`).
+        templates: template set name or list of templates (:func:`get_templates`).
         image_size: window size in pixels (the model's native input size).
         window_stride: window step as a fraction of ``image_size``.
         max_windows_per_side: bound on the resized long side, in windows.
@@ -142,7 +145,7 @@ class DenseCLIP:
     """
 
     def __init__(self, model: Any, tokenizer: Any, mean: Sequence[float], std: Sequence[float],
-                 extract_layers: Sequence[int], dense_path: str = "maskclip", templates: str = "imagenet80",
+                 extract_layers: Sequence[int], dense_path: str = "maskclip", templates: str | Sequence[str] = "imagenet80",
                  image_size: int | None = None, window_stride: float = 2 / 3, sliding_window: bool = True,
                  max_windows_per_side: int = 4, layer_weights: Sequence[float] | None = None,
                  device: str = "cpu"):

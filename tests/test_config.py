@@ -50,6 +50,8 @@ def test_yaml_round_trip(tmp_path):
     ("alignment: {spatial_weighting: 3}", r"must be true or false"),
     ("inpainting: {num_inference_steps: many}", r"must be an integer"),
     ("profile: huge", r"profile must be one of 'mini', 'full'"),
+    ("clip: {templates: imagenet81}", r"clip.templates must be one of imagenet80, imagenet7, none or a list"),
+    ("clip: {templates: ['a photo of']}", r"one '\{\}' each"),
     ("sam2: [1, 2]", r"section 'sam2' must be a mapping"),
 ])
 def test_bad_values_name_key_value_and_range(text, match):
@@ -69,3 +71,9 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_partial_yaml_keeps_other_defaults():
     c = PipelineConfig.from_yaml("sam2:\n  points_per_side: 16\nprofile: full\n")
     assert c.sam2.points_per_side == 16 and c.profile == "full" and c.sam2.pred_iou_thresh == 0.88
+
+
+def test_custom_template_list_round_trips(tmp_path):
+    c = PipelineConfig.from_yaml("clip:\n  templates: ['a photo of a {}.', 'a drawing of a {}.']\n")
+    assert c.clip.templates == ["a photo of a {}.", "a drawing of a {}."]
+    assert PipelineConfig.from_yaml(c.to_yaml()) == c

@@ -85,3 +85,10 @@ def test_text_ensembling_and_prompt_rules():
 def test_layer_bounds_checked():
     with pytest.raises(InputError, match=r"block numbers in \[1, 4\]"):
         tiny_dense_clip(extract_layers=[6, 12])
+
+
+def test_custom_template_list():
+    dc = tiny_dense_clip(templates=["a {}.", "the {} in a scene"])
+    e = dc.encode_text(["red circle"])
+    manual = dc.encode_text(["red circle"], templates=["a {}.", "the {} in a scene"])
+    assert dc.templates == ["a {}.", "the {} in a scene"] and torch.equal(e, manual)
