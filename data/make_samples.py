@@ -1,17 +1,26 @@
-"""Draw the shipped sample images (deterministic). Run: python data/make_samples.py
+"""Regenerate the shipped data (deterministic): python data/make_samples.py
 
-Until the mini world lands, these are simple hand-specified scenes of the world's vocabulary
-(coloured shapes on smooth backgrounds) used by the README, the demo and the CLI tests.
+* ``data/samples/shapes.png``: a hand-placed scene for the README and the demo.
+* ``data/samples/world_*.png``: four mini-world scenes (256 x 192).
+* ``data/mini_world/eval``: the mini world's evaluation set, 200 scenes of 128 x 128 px (half of
+  them with at least one novel composition), in the "folder" layout with instances and index.json.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-HERE = Path(__file__).resolve().parent / "samples"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from ovseg.io import save_image_atomic  # noqa: E402
+from ovseg.world import EVAL_SEED_OFFSET, SceneConfig, render_scene, write_dataset  # noqa: E402
+
+EVAL_SIZE = 200
 
 
 def shapes() -> Image.Image:
@@ -26,7 +35,17 @@ def shapes() -> Image.Image:
     return img
 
 
+def main() -> None:
+    samples = HERE / "samples"
+    samples.mkdir(parents=True, exist_ok=True)
+    shapes().save(samples / "shapes.png", optimize=True)
+    wide = SceneConfig(size=(192, 256), n_objects=(2, 4), split="base", textured_objects=0.0)
+    for i, seed in enumerate([EVAL_SEED_OFFSET + 500_000 + k for k in range(4)]):  # outside train and eval
+        save_image_atomic(samples / f"world_{i}.png", render_scene(seed, wide).image)
+    seeds = [EVAL_SEED_OFFSET + i for i in range(EVAL_SIZE)]
+    write_dataset(HERE / "mini_world" / "eval", seeds, SceneConfig(split="all", novel_fraction=0.5))
+    print("wrote", samples, "and", HERE / "mini_world" / "eval")
+
+
 if __name__ == "__main__":
-    HERE.mkdir(parents=True, exist_ok=True)
-    shapes().save(HERE / "shapes.png", optimize=True)
-    print("wrote", HERE / "shapes.png")
+    main()

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from ovseg.errors import InputError
+from ovseg.world import (BASE_CLASSES, CLASS_NAMES, EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, load_dataset_index,
+                         referring_prompts, render_scene, write_dataset)
+
+
+def test_vocabulary():
+    assert len(CLASS_NAMES) == 48 and len(NOVEL_CLASSES) == 8 and len(BASE_CLASSES) == 40
+    assert "red star" in NOVEL_CLASSES and "red circle" in BASE_CLASSES
+
+
+def test_deterministic_and_consistent_ground_truth():
+    a, b = render_scene(7), render_scene(7)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label_map, b.label_map)
+    assert a.image.dtype == np.uint8 and a.image.shape == (128, 128, 3)
+    k = len(a.objects)
+    assert a.instance_masks.shape == (k, 128, 128)
+    assert not (a.instance_masks.sum(0) > 1).any()  # visible masks do not overlap
+    for i, o in enumerate(a.objects):
+        m = a.instance_masks[i]
+        assert o.area == int(m.sum()) and (a.label_map[m] == CLASS_NAMES.index(o.class_name) + 1).all()
+        x, y, w, h = o.bbox
+        assert m[y:y + h, x:x + w].sum() == o.area
+    assert (a.label_map[a.instance_masks.sum(0) == 0] == 0).all()
+    assert not np.array_equal(render_scene(8).image, a.image)
+
+
+def test_base_split_never_contains_novel_compositions():
+    cfg = SceneConfig(split="base")
+    for seed in range(60):
+        assert not any(o.novel for o in render_scene(seed, cfg).objects)
+    novel = SceneConfig(split="novel")
+    assert all(o.novel for o in render_scene(1, novel).objects)
+
+
+def test_knobs_size_occlusion_styles():
+    small = render_scene(3, SceneConfig(object_size_px=6, n_objects=(1, 1)))
+    assert 0 < small.objects[0].area < 60
+    occ = render_scene(4, SceneConfig(force_occlusion=0.6, n_objects=(2, 2), object_size=(0.4, 0.4)))
+    assert occ.objects[0].occluded == pytest.approx(0.6, abs=0.15)
+    sketch = render_scene(5, SceneConfig(styles=("outline",), n_objects=(1, 1), backgrounds=("smooth",)))
+    o = sketch.objects[0]
+    assert o.style == "outline" and o.area > 0  # ground truth is the filled region
+    for seed in range(20):
+        sc = render_scene(seed, SceneConfig(max_occlusion=0.3))
+        assert all(o.occluded <= 0.3 + 1e-6 for o in sc.objects)
+    with pytest.raises(InputError, match="split must be"):
+        SceneConfig(split="train")
+
+
+def test_prompts_include_ambiguous_kinds():
+    sc = render_scene(11, SceneConfig(n_objects=(3, 3)))
+    kinds = {p["kind"] for p in referring_prompts(sc)}
+    assert kinds == {"class", "colour", "shape", "vague", "spatial"}
+    left = next(p for p in referring_prompts(sc) if p["kind"] == "spatial")["targets"][0]
+    assert sc.objects[left].centre[0] == min(o.centre[0] for o in sc.objects)
+
+
+def test_write_dataset_round_trip(tmp_path):
+    from PIL import Image
+
+    root = write_dataset(tmp_path / "ds", [EVAL_SEED_OFFSET + i for i in range(3)], SceneConfig())
+    idx = load_dataset_index(root)
+    assert len(idx["images"]) == 3 and isinstance(idx["config"], SceneConfig)
+    stem = idx["images"][0]["stem"]
+    label = np.asarray(Image.open(root / "labels" / f"{stem}.png"))
+    assert np.array_equal(label, render_scene(EVAL_SEED_OFFSET).label_map)
+    assert (root / "classes.txt").read_text().splitlines()[0] == "background"
+
+
+def test_shipped_eval_set_matches_the_generator():
+    from PIL import Image
+
+    from ovseg.paths import DATA_DIR
+
+    root = DATA_DIR / "mini_world" / "eval"
+    idx = load_dataset_index(root)
+    assert len(idx["images"]) == 200
+    rec = idx["images"][17]
+    scene = render_scene(rec["seed"], idx["config"])
+    assert np.array_equal(np.asarray(Image.open(root / "labels" / f"{rec['stem']}.png")), scene.label_map)
+    assert sum(any(o["class_name"] in NOVEL_CLASSES for o in r["objects"]) for r in idx["images"]) >= 60
