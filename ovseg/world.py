@@ -367,7 +367,10 @@ def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
         o.area = int(masks[i].sum())
         o.occluded = float(1 - o.area / full) if full else 1.0
         ys, xs = np.nonzero(masks[i])
-        o.bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)] if o.area else [0, 0, 0, 0]
+        if o.area:
+            o.bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        else:
+            o.bbox = [0, 0, 0, 0]
         label[masks[i]] = CLASS_NAMES.index(o.class_name) + 1
     # 5. sensor noise, quantise
     if cfg.pixel_noise > 0:

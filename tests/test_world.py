@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 
 from ovseg.errors import InputError
-from ovseg.world import (BASE_CLASSES, CLASS_NAMES, EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, load_dataset_index,
-                         referring_prompts, render_scene, write_dataset)
+from ovseg.world import (
+    BASE_CLASSES,
+    CLASS_NAMES,
+    EVAL_SEED_OFFSET,
+    NOVEL_CLASSES,
+    SceneConfig,
+    load_dataset_index,
+    referring_prompts,
+    render_scene,
+    write_dataset,
+)
 
 
 def test_vocabulary():
