@@ -119,8 +119,9 @@ class CLIPConfig:
     layer_weights: list[float] | None = None
     # How patch tokens reach the joint embedding space: "maskclip" = value path of the block
     # (v -> out_proj, no q-k mixing, no FFN) then ln_post and proj, as in MaskCLIP; "tokens" =
-    # the block's output tokens through ln_post and proj.
-    dense_path: str = field(default="maskclip", metadata=_choices("maskclip", "tokens"))
+    # the block's output tokens through ln_post and proj; "sclip" / "clearclip" = those training-free
+    # baselines' attention in the block (Chapter 5 comparison).
+    dense_path: str = field(default="maskclip", metadata=_choices("maskclip", "tokens", "sclip", "clearclip"))
     # Prompt templates for text ensembling: "imagenet80" (CLIP's 80 ImageNet templates),
     # "imagenet7" (the 7-template subset CLIP's authors selected), "none" (raw prompt), or an
     # explicit list of templates, each with one "{}" where the prompt goes.

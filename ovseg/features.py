@@ -9,6 +9,9 @@ ViT (6/12/18/24 of ViT-L/14 in the thesis) and maps each into the joint image-te
   model's ``ln_post`` and ``proj``. This is what makes real CLIP's patch features localise.
 * ``dense_path="tokens"``: the block's output tokens through ``ln_post`` and ``proj``; for models
   trained with a dense loss through that path (the mini profile).
+* ``dense_path="sclip"`` / ``"clearclip"``: the training-free baselines' attention (SCLIP's
+  correlative self-attention with residual; ClearCLIP's q-q attention without residual or FFN),
+  used in the Chapter 5 comparison (:meth:`DenseCLIP._custom_block`).
 
 Each layer's features are L2-normalised; fusion is a weighted mean of normalised features,
 renormalised. Because cosine similarity is linear in the image feature once the text embedding is
@@ -136,7 +139,7 @@ class DenseCLIP:
         tokenizer: the matching open_clip tokenizer.
         mean, std: per-channel normalisation of the model's pretrained entry (RGB, [0, 1] scale).
         extract_layers: 1-indexed blocks to read; each must be <= the model's depth.
-        dense_path: ``"maskclip"`` or ``"tokens"`` (module docstring).
+        dense_path: ``"maskclip"``, ``"tokens"``, ``"sclip"`` or ``"clearclip"`` (module docstring).
         templates: template set name or list of templates (:func:`get_templates`).
         image_size: window size in pixels (the model's native input size).
         window_stride: window step as a fraction of ``image_size``.
@@ -251,19 +254,40 @@ class DenseCLIP:
         return v.ln_pre(x)
 
     @staticmethod
-    def _value_path(block: Any, x: "torch.Tensor") -> "torch.Tensor":
-        """MaskCLIP: block output with attention replaced by its value projection, no residual/FFN."""
+    def _custom_block(block: Any, x: "torch.Tensor", path: str) -> "torch.Tensor":
+        """Block output with a training-free dense attention; x: (B, N, D) tokens entering the block.
+
+        * ``maskclip``: value path ``out_proj(v)`` (each token attends only to itself), no residual, no FFN.
+        * ``sclip``: SCLIP's correlative self-attention ``softmax(q q^T) + softmax(k k^T)`` applied to v,
+          with the residual, no FFN.
+        * ``clearclip``: ClearCLIP's ``softmax(q q^T)`` self-self attention, no residual, no FFN.
+        """
         import torch
 
         attn = block.attn
         if not isinstance(attn, torch.nn.MultiheadAttention):
-            raise InputError("the maskclip dense path needs nn.MultiheadAttention blocks", type(attn).__name__,
+            raise InputError(f"the {path} dense path needs nn.MultiheadAttention blocks", type(attn).__name__,
                              "set clip.dense_path: tokens for this model")
-        d = attn.embed_dim
-        w_v = attn.in_proj_weight[2 * d:]  # (D, D)
-        b_v = attn.in_proj_bias[2 * d:] if attn.in_proj_bias is not None else None
-        v = torch.nn.functional.linear(block.ln_1(x), w_v, b_v)  # (B, N, D)
-        return block.ls_1(attn.out_proj(v))
+        y = block.ln_1(x)
+        b, n, d = y.shape
+        qkv = torch.nn.functional.linear(y, attn.in_proj_weight, attn.in_proj_bias)  # (B, N, 3D)
+        q, k, v = qkv.split(d, dim=-1)
+        if path == "maskclip":
+            out = v  # (B, N, D)
+        else:
+            h = attn.num_heads
+            scale = (d // h) ** -0.5
+
+            def heads(t: "torch.Tensor") -> "torch.Tensor":
+                return t.view(b, n, h, d // h).transpose(1, 2)  # (B, h, N, d/h)
+
+            qh, kh, vh = heads(q), heads(k), heads(v)
+            weights = torch.softmax(qh @ qh.transpose(-1, -2) * scale, dim=-1)  # (B, h, N, N)
+            if path == "sclip":
+                weights = weights + torch.softmax(kh @ kh.transpose(-1, -2) * scale, dim=-1)
+            out = (weights @ vh).transpose(1, 2).reshape(b, n, d)  # (B, N, D)
+        out = block.ls_1(attn.out_proj(out))
+        return x + out if path == "sclip" else out
 
     def _window_features(self, x: "torch.Tensor") -> "torch.Tensor":
         """(B, 3, S, S) -> (L, B, E, g, g) L2-normalised per-layer patch features."""
@@ -277,9 +301,9 @@ class DenseCLIP:
         wanted = set(self.extract_layers)
         out: dict[int, torch.Tensor] = {}
         for i, block in enumerate(v.transformer.resblocks[: max(wanted)], start=1):
-            if i in wanted and self.dense_path == "maskclip":
+            if i in wanted and self.dense_path != "tokens":
                 seq = tokens if batch_first else tokens.transpose(0, 1)
-                out[i] = self._value_path(block, seq)  # (B, 1 + g*g, D)
+                out[i] = self._custom_block(block, seq, self.dense_path)  # (B, 1 + g*g, D)
             tokens = block(tokens)
             if i in wanted and self.dense_path == "tokens":
                 out[i] = tokens if batch_first else tokens.transpose(0, 1)

@@ -45,7 +45,7 @@ def test_yaml_round_trip(tmp_path):
     ("sam2: {pred_iou_thresh: 1.5}", r"sam2.pred_iou_thresh must be in \[0.0, 1.0\]; got 1.5"),
     ("sam2: {points_per_sid: 32}", r"unknown config key 'sam2.points_per_sid'.*valid keys here are: model, points_per_side"),
     ("banana: 1", r"unknown config key 'banana'"),
-    ("clip: {dense_path: magic}", r"clip.dense_path must be one of 'maskclip', 'tokens'; got 'magic'"),
+    ("clip: {dense_path: magic}", r"clip.dense_path must be one of 'maskclip', 'tokens', 'sclip', 'clearclip'; got 'magic'"),
     ("clip: {extract_layers: [0, 6]}", r"1-indexed"),
     ("alignment: {spatial_weighting: 3}", r"must be true or false"),
     ("inpainting: {num_inference_steps: many}", r"must be an integer"),

@@ -92,3 +92,33 @@ def test_custom_template_list():
     e = dc.encode_text(["red circle"])
     manual = dc.encode_text(["red circle"], templates=["a {}.", "the {} in a scene"])
     assert dc.templates == ["a {}.", "the {} in a scene"] and torch.equal(e, manual)
+
+
+@pytest.mark.parametrize("path", ["sclip", "clearclip"])
+def test_training_free_baseline_attention(path):
+    """ClearCLIP: q-q attention, no residual/FFN; SCLIP: (q-q + k-k) attention with residual."""
+    dc = tiny_dense_clip(dense_path=path, extract_layers=[4])
+    img = np.random.default_rng(5).integers(0, 255, (64, 64, 3), np.uint8)
+    x = _normalised_input(dc, img)
+    v = dc.model.visual
+    with torch.no_grad():
+        tokens = dc._embed(x)
+        for blk in v.transformer.resblocks[:3]:
+            tokens = blk(tokens)
+        last = v.transformer.resblocks[3]
+        y = last.ln_1(tokens)
+        d, h = last.attn.embed_dim, last.attn.num_heads
+        q, k, val = torch.nn.functional.linear(y, last.attn.in_proj_weight, last.attn.in_proj_bias).split(d, -1)
+
+        def split(t):
+            return t.view(1, -1, h, d // h).transpose(1, 2)
+
+        out = torch.nn.functional.scaled_dot_product_attention(split(q), split(q), split(val))
+        if path == "sclip":
+            out = out + torch.nn.functional.scaled_dot_product_attention(split(k), split(k), split(val))
+        out = last.attn.out_proj(out.transpose(1, 2).reshape(1, -1, d))
+        if path == "sclip":
+            out = tokens + out
+        ref = torch.nn.functional.normalize(v.ln_post(out)[:, 1:] @ v.proj, dim=-1)
+        ours = dc._window_features(x)[0, 0].flatten(1).T
+    np.testing.assert_allclose(ours, ref[0], atol=1e-5)
