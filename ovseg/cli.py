@@ -10,6 +10,7 @@ thesis ``main.py``            ovseg
 ``--mode replace --edit E``   ``ovseg replace IMAGE --prompt TEXT --edit E``
 ``--mode style --edit E``     ``ovseg style IMAGE --prompt TEXT --edit E``
 ``--mode benchmark``          ``ovseg benchmark [IMAGE]``
+(Chapter 5)                   ``ovseg evaluate --dataset D --root DIR --out DIR``
 ``--config quality``          ``--config fast|balanced|quality|FILE.yaml``
 ============================  =========================================
 
@@ -71,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--points-per-side", type=int, default=None, help="override the SAM 2 grid (default: config)")
     b.add_argument("--repeats", type=int, default=7, help="repeats for the alignment benchmark (median)")
     b.add_argument("--json", action="store_true", help="print a JSON object as the last line")
+
+    e = sub.add_parser("evaluate", help="Chapter 5 evaluation of a dataset (resumable, torchrun-aware)")
+    e.add_argument("--dataset", required=True, choices=("voc", "coco-stuff", "ade20k", "mini", "folder"))
+    e.add_argument("--root", default=None, help="dataset folder (default for mini: the shipped evaluation set)")
+    e.add_argument("--split", default="val", help="dataset split (default val)")
+    e.add_argument("--config", default=None, help="evaluation YAML: protocol keys and an optional pipeline: section")
+    e.add_argument("--method", choices=("ovseg", "dense", "maskclip", "sclip", "clearclip"), default=None,
+                   help="override the protocol's method")
+    e.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--profile", choices=("mini", "full"), default=None)
+    e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
+    e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
 
     w = sub.add_parser("weights", help="list, download or verify model weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
@@ -192,6 +205,35 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
+    from .datasets import load_dataset
+    from .evaluate import load_protocol, run_evaluation, table_rows
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    protocol, config = load_protocol(args.config, profile=args.profile)
+    changes = {k: v for k, v in (("method", args.method), ("max_images", args.max_images)) if v is not None}
+    protocol = dataclasses.replace(protocol, **changes).validate()
+    dataset = load_dataset(args.dataset, args.root, split=args.split)  # validates the layout before models load
+    device = args.device
+    if device is None:
+        import torch
+
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda"):
+            os.environ.setdefault("OVSEG_DIST_BACKEND", "nccl")
+    pipe = OpenVocabSegmentationPipeline(config, device=device)
+    result = run_evaluation(dataset, pipe, protocol, args.out)
+    if result is not None:
+        for row in table_rows([result]):
+            miou = "" if row["mIoU"] is None else f"{row['mIoU']:.1f}"
+            print(f"{row['method']:34} {row['dataset']:11} {row['split']:6} mIoU {miou:>5}  {row['source']}")
+        print(f"-> {args.out}/metrics.json")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -201,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_segment(args)
         if args.command == "weights":
             return _cmd_weights(args)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
         return _cmd_benchmark(args)
     except OvsegError as err:
         print(f"ovseg: error: {err}", file=sys.stderr)

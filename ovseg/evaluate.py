@@ -1,0 +1,365 @@
+"""Chapter 5 evaluation: one written-down protocol, resumable and distributed runs, tables.
+
+A run evaluates one method on one dataset under an :class:`EvalProtocol` plus the pipeline's
+:class:`~ovseg.config.PipelineConfig` (templates, resolution, sliding window, thresholds). Both are
+written to ``OUT/protocol.yaml``; its hash labels every table row.
+
+Durability: every finished image appends one JSON line (stem, sparse confusion matrix, seconds)
+to ``OUT/results.rank<r>.jsonl``, flushed and fsync'ed. A restarted run skips every stem already
+in any results file, so a killed run recomputes at most the image in flight, and because
+confusion matrices are integer counts the final numbers equal an uninterrupted run exactly.
+
+Distribution: under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set) rank r takes images
+``i % WORLD_SIZE == r``; at the end the ranks' confusion matrices are summed with
+``torch.distributed.all_reduce`` (gloo on CPU, nccl on GPUs) and rank 0 writes ``metrics.json``
+and the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .datasets import SegDataset
+    from .pipeline import OpenVocabSegmentationPipeline
+
+__all__ = ["METHODS", "EvalProtocol", "predict_labels", "run_evaluation", "load_protocol", "REPORTED",
+           "write_tables", "table_rows"]
+
+#: "ovseg" is the thesis method (SAM 2 masks + alignment); the others are per-pixel dense
+#: baselines on the same CLIP: the pipeline's multi-layer features ("dense") or the last block
+#: with MaskCLIP's value path, SCLIP's correlative self-attention or ClearCLIP's q-q attention.
+METHODS = ("ovseg", "dense", "maskclip", "sclip", "clearclip")
+
+#: Published numbers (mIoU %), shown as "reported" rows next to what ovseg measures.
+REPORTED: list[dict[str, Any]] = [
+    *({"method": "thesis (reported)", "dataset": d, "split": s, "mIoU": v, "source": "thesis README, Chapter 5"}
+      for d, s, v in (("voc", "all", 58.4), ("coco-stuff", "all", 35.9), ("ade20k", "all", 33.2),
+                      ("coco-stuff", "base", 45.2), ("coco-stuff", "novel", 32.4))),
+    *({"method": f"{m} (reported, ViT-B/16)", "dataset": d, "split": "all", "mIoU": v, "source": src}
+      for m, src, vals in (("MaskCLIP", "Zhou et al., ECCV 2022", (43.4, 16.7, 11.9)),
+                           ("SCLIP", "Wang et al., 2023", (59.1, 22.4, 16.1)),
+                           ("ProxyCLIP", "Lan et al., ECCV 2024", (61.3, 26.5, 20.2)))
+      for d, v in zip(("voc", "coco-stuff", "ade20k"), vals)),
+]
+
+
+@dataclass
+class EvalProtocol:
+    """How predictions are made and scored (written next to every result)."""
+
+    # Method: one of METHODS.
+    method: str = "ovseg"
+    # Extra prompts for the background class of datasets that have one (SCLIP-style background set);
+    # the class's own name is always included.
+    background_names: list[str] = field(default_factory=lambda: ["background", "sky", "wall", "floor", "ground"])
+    # Pixels whose best-class softmax probability (cosines x logit_scale) is below this become
+    # background (datasets with a background class only); 0 = off.
+    prob_threshold: float = 0.0
+    # Temperature of that softmax (CLIP's learned scale is ~100).
+    logit_scale: float = 100.0
+    # ovseg: pixels no accepted mask covers take the dense per-pixel argmax ("dense") or background.
+    unassigned: str = "dense"
+    # Evaluate only the first N images (stem order); None = all.
+    max_images: int | None = None
+
+    def validate(self) -> "EvalProtocol":
+        if self.method not in METHODS:
+            raise ConfigError("protocol.method must be one of " + ", ".join(METHODS), repr(self.method),
+                              "e.g. method: ovseg")
+        if self.unassigned not in ("dense", "background"):
+            raise ConfigError("protocol.unassigned must be 'dense' or 'background'", repr(self.unassigned), "pick one")
+        if not 0.0 <= self.prob_threshold < 1.0:
+            raise ConfigError("protocol.prob_threshold must be in [0, 1)", self.prob_threshold, "0 turns it off")
+        if self.max_images is not None and self.max_images < 1:
+            raise ConfigError("protocol.max_images must be a positive integer or null", self.max_images, "e.g. 50")
+        return self
+
+
+def load_protocol(spec: str | Path | None, profile: str | None = None) -> tuple[EvalProtocol, Any]:
+    """(protocol, pipeline config) from an evaluation YAML: top-level protocol keys plus an optional
+    ``pipeline:`` section (a PipelineConfig mapping or a preset name)."""
+    import yaml
+
+    from .config import PipelineConfig, load_config
+
+    data: dict[str, Any] = {}
+    if spec is not None:
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError("evaluation config file must exist", str(path), "pass a YAML file or leave --config out")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("evaluation config must be valid YAML", str(err).splitlines()[0], "fix the syntax") from None
+        if not isinstance(data, dict):
+            raise ConfigError("evaluation config must be a mapping", type(data).__name__, "write 'method: ovseg' etc.")
+    pipe_spec = data.pop("pipeline", None)
+    known = {f for f in EvalProtocol.__dataclass_fields__}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown evaluation config key '{unknown[0]}'", repr(data[unknown[0]]),
+                          f"valid keys: {', '.join(sorted(known))}, pipeline")
+    protocol = EvalProtocol(**data).validate()
+    if isinstance(pipe_spec, dict):
+        cfg = PipelineConfig.from_dict(pipe_spec)
+    else:
+        cfg = load_config(pipe_spec)
+    if profile is not None:
+        cfg = cfg.replace(profile=profile)
+    return protocol, cfg
+
+
+def _protocol_text(protocol: EvalProtocol, config: Any, dataset: "SegDataset") -> str:
+    import yaml
+
+    doc = {"dataset": {"name": dataset.name, "split": dataset.split, "classes": len(dataset.class_names)},
+           "protocol": asdict(protocol), "pipeline": config.to_dict()}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+# ---- prediction ------------------------------------------------------------------------------------------
+
+def _prompts(dataset: "SegDataset", protocol: EvalProtocol) -> tuple[list[str], np.ndarray]:
+    """Prompt texts and, for each, the class index it votes for."""
+    prompts, owner = [], []
+    for c, name in enumerate(dataset.class_names):
+        names = [name]
+        if c == dataset.background_index:
+            names += [n for n in protocol.background_names if n != name]
+        for n in names:
+            prompts.append(n)
+            owner.append(c)
+    return prompts, np.asarray(owner, np.int64)
+
+
+def _dense_clip_for(pipe: "OpenVocabSegmentationPipeline", method: str) -> Any:
+    """The pipeline's CLIP read through a baseline's last-block attention (shares the weights)."""
+    from .features import DenseCLIP
+
+    c = pipe.clip
+    if method == "dense":
+        return c
+    cache = pipe.__dict__.setdefault("_baseline_clips", {})
+    if method not in cache:
+        cache[method] = DenseCLIP(c.model, c.tokenizer, c.mean.flatten().tolist(), c.std.flatten().tolist(),
+                                  extract_layers=[c.depth], dense_path=method, templates=c.templates,
+                                  image_size=c.image_size, window_stride=c.stride / c.image_size,
+                                  sliding_window=c.sliding_window, max_windows_per_side=c.max_windows_per_side,
+                                  device=c.device)
+    return cache[method]
+
+
+def predict_labels(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, prompts: Sequence[str], owner: np.ndarray,
+                   protocol: EvalProtocol, background_index: int | None, chunk: int = 32) -> np.ndarray:
+    """(H, W) int64 class indices for one image under the protocol."""
+    import torch
+
+    h, w = image.shape[:2]
+    method = "dense" if protocol.method == "ovseg" else protocol.method
+    clip = _dense_clip_for(pipe, method)
+    feats = pipe.dense_features(image) if method == "dense" else clip.dense_features(image)
+    text = clip.encode_text(list(prompts))  # (T, E)
+    # 1. per-pixel best prompt over the dense similarity maps, in chunks of prompts to bound memory
+    best = torch.full((h, w), -float("inf"))
+    arg = torch.zeros((h, w), dtype=torch.long)
+    denom = torch.zeros((h, w))
+    for k in range(0, len(prompts), chunk):
+        sim = feats.similarity(text[k:k + chunk], size=(h, w), weights=clip.layer_weights)  # (t, H, W)
+        val, idx = sim.max(dim=0)
+        better = val > best
+        best, arg = torch.where(better, val, best), torch.where(better, idx + k, arg)
+        if protocol.prob_threshold > 0:
+            denom += torch.exp(protocol.logit_scale * (sim - 1.0)).sum(dim=0)  # shifted for stability
+    dense = owner[arg.numpy()]  # (H, W) class indices
+    if protocol.prob_threshold > 0 and background_index is not None:
+        prob = torch.exp(protocol.logit_scale * (best - 1.0)) / denom  # softmax probability of the best prompt
+        dense = np.where(prob.numpy() < protocol.prob_threshold, background_index, dense)
+    if protocol.method != "ovseg":
+        return dense
+    # 2. thesis method: each pixel takes the class of the best-scoring SAM 2 mask covering it
+    sem = pipe.segment_semantic(image, list(prompts))
+    labels = np.where(sem.label_map >= 0, owner[np.maximum(sem.label_map, 0)], -1)
+    fill = dense if protocol.unassigned == "dense" or background_index is None else np.full_like(dense, background_index)
+    return np.where(labels >= 0, labels, fill).astype(np.int64)
+
+
+# ---- the durable store ---------------------------------------------------------------------------------------
+
+def _read_results(out: Path) -> dict[str, list[list[int]]]:
+    """stem -> sparse confusion entries, from every rank's results file (first occurrence wins)."""
+    done: dict[str, list[list[int]]] = {}
+    for path in sorted(out.glob("results.rank*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # a line cut by a crash: that image is recomputed
+                rec = json.loads(line)
+                done.setdefault(rec["stem"], rec["cm"])
+    return done
+
+
+def _repair_tail(path: Path) -> None:
+    """Drop a partial last line left by a crash, so appends start on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+# ---- the runner -----------------------------------------------------------------------------------------------
+
+def _dist() -> tuple[int, int, Any]:
+    """(rank, world_size, torch.distributed or None) from the torchrun environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if os.environ.get("OVSEG_DIST_BACKEND") == "nccl" else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), dist
+
+
+def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline", protocol: EvalProtocol,
+                   out_dir: str | Path, progress: bool | None = None) -> dict[str, Any] | None:
+    """Evaluate ``pipe`` on ``dataset``; returns the metrics dict on rank 0 (None elsewhere)."""
+    from .io import write_json_atomic, write_text_atomic
+    from .metrics import confusion_matrix, dense_confusion, metrics_from_confusion, sparse_confusion
+
+    protocol.validate()
+    rank, world, dist = _dist()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # 1. the protocol: written once, and a resumed run must match it
+    text = _protocol_text(protocol, pipe.config, dataset)
+    proto_path = out / "protocol.yaml"
+    if proto_path.exists() and proto_path.read_text() != text:
+        raise InputError("--out must hold results of the same protocol to resume", str(proto_path),
+                         "use a new --out folder, or delete that one to start over")
+    if rank == 0 and not proto_path.exists():
+        write_text_atomic(proto_path, text)
+    protocol_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
+    # 2. what is left to do on this rank
+    n = len(dataset) if protocol.max_images is None else min(len(dataset), protocol.max_images)
+    own = [i for i in range(n) if i % world == rank]
+    store = out / f"results.rank{rank}.jsonl"
+    _repair_tail(store)
+    done = _read_results(out)
+    todo = [i for i in own if dataset.stems[i] not in done]
+    prompts, owner = _prompts(dataset, protocol)
+    c = len(dataset.class_names)
+    show = (rank == 0) if progress is None else progress
+    # 3. evaluate, appending one durable line per image
+    from tqdm.auto import tqdm
+
+    with open(store, "a", encoding="utf-8") as fh:
+        for i in tqdm(todo, desc=f"evaluate {dataset.name} [{protocol.method}]", unit="img", disable=not show,
+                      initial=len(own) - len(todo), total=len(own)):
+            start = time.perf_counter()
+            sample = dataset[i]
+            pred = predict_labels(pipe, sample.image, prompts, owner, protocol, dataset.background_index)
+            cm = confusion_matrix(pred, sample.label, c, dataset.ignore_index)
+            rec = {"stem": sample.stem, "cm": sparse_confusion(cm), "s": round(time.perf_counter() - start, 4)}
+            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done[sample.stem] = rec["cm"]
+    # 4. merge: each rank sums its own shard (wherever a stem was stored), then all-reduce
+    total = np.zeros((c, c), np.int64)
+    for i in own:
+        total += dense_confusion(done[dataset.stems[i]], c)
+    if dist is not None:
+        import torch
+
+        t = torch.from_numpy(total)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        total = t.numpy()
+        dist.barrier()
+    if rank != 0:
+        return None
+    # 5. metrics and tables (rank 0)
+    m = metrics_from_confusion(total)
+    result = {"dataset": dataset.name, "split": dataset.split, "method": protocol.method, "profile": pipe.config.profile,
+              "n_images": n, "protocol_hash": protocol_hash,
+              **m.to_dict(dataset.class_names, dataset.splits)}
+    write_json_atomic(out / "metrics.json", result)
+    write_tables(table_rows([result]), out, "table")
+    return result
+
+
+# ---- tables ----------------------------------------------------------------------------------------------------
+
+def table_rows(results: Sequence[dict[str, Any]], reported: bool = True) -> list[dict[str, Any]]:
+    """One row per (method, dataset, split): measured rows, then the published ones for those datasets."""
+    rows = []
+    for r in results:
+        splits = ["all"] + [k[len("mIoU_"):] for k in r if k.startswith("mIoU_")]
+        for s in splits:
+            v = r["mIoU"] if s == "all" else r[f"mIoU_{s}"]
+            rows.append({"method": f"ovseg:{r['method']} ({r['profile']})", "dataset": r["dataset"], "split": s,
+                         "mIoU": None if v is None else round(100 * v, 1),
+                         "pixel_acc": None if s != "all" or r["pixel_accuracy"] is None else round(100 * r["pixel_accuracy"], 1),
+                         "mean_F1": None if s != "all" or r["mean_f1"] is None else round(100 * r["mean_f1"], 1),
+                         "images": r["n_images"], "protocol": r["protocol_hash"], "source": "measured"})
+    if reported:
+        datasets = {r["dataset"] for r in results}
+        rows += [{"method": p["method"], "dataset": p["dataset"], "split": p["split"], "mIoU": p["mIoU"],
+                  "pixel_acc": None, "mean_F1": None, "images": None, "protocol": None, "source": p["source"]}
+                 for p in REPORTED if p["dataset"] in datasets]
+    return rows
+
+
+def write_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str) -> list[Path]:
+    """``name.csv``, ``name.md`` and ``name.tex`` (atomic). Measured and reported rows are separated."""
+    import csv
+    import io
+
+    from .io import write_text_atomic
+
+    out = Path(out_dir)
+    cols = ["method", "dataset", "split", "mIoU", "pixel_acc", "mean_F1", "images", "protocol", "source"]
+
+    def cell(v: Any) -> str:
+        return "" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: cell(r.get(k)) for k in cols})
+    measured = [r for r in rows if r["source"] == "measured"]
+    published = [r for r in rows if r["source"] != "measured"]
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(cell(r.get(k)) for k in cols) + " |" for r in measured]
+    if published:
+        md += ["| *reported in the literature* |" + " |" * (len(cols) - 1)]
+        md += ["| " + " | ".join(cell(r.get(k)) for k in cols) + " |" for r in published]
+
+    def tex_escape(s: str) -> str:
+        return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
+
+    tex = ["\\begin{tabular}{" + "l" * 3 + "r" * 4 + "ll}", "\\toprule",
+           " & ".join(tex_escape(c) for c in cols) + " \\\\", "\\midrule"]
+    tex += [" & ".join(tex_escape(cell(r.get(k))) for k in cols) + " \\\\" for r in measured]
+    if published:
+        tex += ["\\midrule", f"\\multicolumn{{{len(cols)}}}{{l}}{{\\emph{{reported in the literature}}}} \\\\"]
+        tex += [" & ".join(tex_escape(cell(r.get(k))) for k in cols) + " \\\\" for r in published]
+    tex += ["\\bottomrule", "\\end{tabular}"]
+    return [write_text_atomic(out / f"{name}.csv", buf.getvalue()),
+            write_text_atomic(out / f"{name}.md", "\n".join(md) + "\n"),
+            write_text_atomic(out / f"{name}.tex", "\n".join(tex) + "\n")]

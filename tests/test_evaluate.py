@@ -1,0 +1,163 @@
+"""Evaluation runner: protocol, durable store, SIGKILL + resume, 2-process gloo, tables."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovseg.errors import ConfigError, InputError
+from ovseg.evaluate import EvalProtocol, load_protocol, run_evaluation, table_rows, write_tables
+
+WORKER = Path(__file__).with_name("eval_worker.py")
+
+
+def make_folder(root: Path, n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("background\nred circle\nblue square\n")
+    for i in range(n):
+        img = np.full((64, 80, 3), 200, np.uint8)
+        lab = np.zeros((64, 80), np.uint8)
+        y, x = rng.integers(5, 30, 2)
+        img[y:y + 20, x:x + 20] = (220, 40, 40)
+        lab[y:y + 20, x:x + 20] = 1
+        img[40:60, 50:75] = (40, 80, 220)
+        lab[40:60, 50:75] = 2
+        lab[0, :] = 255
+        Image.fromarray(img).save(root / "images" / f"im{i:02d}.png")
+        Image.fromarray(lab).save(root / "labels" / f"im{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_folder(tmp_path_factory.mktemp("data") / "ds")
+
+
+def _run(root, out, method="ovseg", env=None, wait=True):
+    cmd = [sys.executable, str(WORKER), str(root), str(out), method]
+    e = dict(os.environ, **(env or {}))
+    if wait:
+        return subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _metrics(out):
+    m = json.loads((Path(out) / "metrics.json").read_text())
+    return {k: m[k] for k in ("mIoU", "pixel_accuracy", "per_class_iou", "precision", "recall", "f1", "n_images")}
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    r = _run(folder, out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_single_run_writes_metrics_protocol_and_tables(reference):
+    m = json.loads((reference / "metrics.json").read_text())
+    for key in ("mIoU", "per_class_iou", "pixel_accuracy", "precision", "recall", "f1", "n_images", "protocol_hash"):
+        assert key in m
+    assert m["n_images"] == 6 and set(m["per_class_iou"]) == {"background", "red circle", "blue square"}
+    assert (reference / "protocol.yaml").read_text().startswith("dataset:")
+    lines = (reference / "results.rank0.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(line)["stem"] for line in lines)
+    assert {p.name for p in reference.iterdir()} >= {"table.csv", "table.md", "table.tex"}
+
+
+def test_sigkill_midway_then_resume_equals_uninterrupted(folder, reference, tmp_path):
+    out = tmp_path / "killed"
+    proc = _run(folder, out, wait=False)
+    store = out / "results.rank0.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if store.exists() and len(store.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(store.read_text().splitlines())
+    assert 2 <= n_before < 6 and not (out / "metrics.json").exists()
+    with open(store, "a") as fh:  # simulate a line cut mid-write by the kill
+        fh.write('{"stem": "im0')
+    r = _run(folder, out)
+    assert r.returncode == 0, r.stderr
+    assert len(store.read_text().splitlines()) == 6  # nothing done twice, the cut line repaired
+    assert _metrics(out) == _metrics(reference)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_equals_single_process(folder, reference, tmp_path):
+    out = tmp_path / "dist"
+    port = str(_free_port())
+    procs = [_run(folder, out, wait=False, env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2",
+                                                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for r in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert len((out / "results.rank0.jsonl").read_text().splitlines()) == 3
+    assert len((out / "results.rank1.jsonl").read_text().splitlines()) == 3
+    assert _metrics(out) == _metrics(reference)
+
+
+def test_resume_refuses_a_different_protocol(folder, reference, tmp_path):
+    import shutil
+
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.datasets import load_dataset
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    with pytest.raises(InputError, match="same protocol to resume"):
+        run_evaluation(load_dataset("folder", folder), pipe, EvalProtocol(method="maskclip"), out, progress=False)
+
+
+@pytest.mark.parametrize("method", ["dense", "maskclip", "sclip", "clearclip"])
+def test_baselines_run_under_the_same_protocol(folder, tmp_path, method):
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.datasets import load_dataset
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = run_evaluation(load_dataset("folder", folder), pipe, EvalProtocol(method=method, max_images=2,
+                                                                             prob_threshold=0.5), tmp_path, progress=False)
+    assert res["method"] == method and res["n_images"] == 2 and 0 <= res["pixel_accuracy"] <= 1
+
+
+def test_protocol_yaml_and_tables(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("method: sclip\nprob_threshold: 0.3\npipeline:\n  clip: {templates: imagenet7}\n")
+    protocol, cfg = load_protocol(path, profile="full")
+    assert protocol.method == "sclip" and cfg.clip.templates == "imagenet7" and cfg.profile == "full"
+    path.write_text("methd: sclip\n")
+    with pytest.raises(ConfigError, match="unknown evaluation config key 'methd'"):
+        load_protocol(path)
+    with pytest.raises(ConfigError, match="protocol.method must be one of"):
+        EvalProtocol(method="magic").validate()
+    rows = table_rows([{"method": "ovseg", "profile": "mini", "dataset": "voc", "split": "val", "mIoU": 0.5,
+                        "pixel_accuracy": 0.8, "mean_f1": 0.6, "n_images": 3, "protocol_hash": "abc",
+                        "mIoU_novel": 0.25}])
+    assert [r["split"] for r in rows if r["source"] == "measured"] == ["all", "novel"]
+    assert any(r["method"].startswith("SCLIP") and r["mIoU"] == 59.1 for r in rows)
+    paths = write_tables(rows, tmp_path, "t")
+    assert "reported in the literature" in paths[1].read_text() and paths[2].read_text().startswith("\\begin{tabular}")
