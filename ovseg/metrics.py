@@ -116,3 +116,94 @@ def metrics_from_confusion(cm: np.ndarray) -> SegmentationMetrics:
     total = cm.sum()
     return SegmentationMetrics(iou, precision, recall, f1, float(tp.sum() / total) if total else float("nan"),
                                cm.astype(np.int64))
+
+
+# ---- edit quality: FID and CLIP score with a pluggable feature extractor ------------------------------------
+
+def _clip_pixels(clip: Any, images: "Any") -> "Any":
+    """(N, 3, H, W) uint8 or float in [0, 1] -> CLIP-normalised (N, 3, S, S) float at the model's size."""
+    import torch
+
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    x = torch.nn.functional.interpolate(x, size=(clip.image_size, clip.image_size), mode="bicubic",
+                                        align_corners=False, antialias=True).clamp(0, 1)
+    return (x - clip.mean.to(x)) / clip.std.to(x)
+
+
+def clip_image_features(clip: Any) -> "Any":
+    """A ``torch.nn.Module`` mapping (N, 3, H, W) uint8 images to (N, E) CLIP image embeddings.
+
+    It is the pluggable ``feature`` of torchmetrics' ``FrechetInceptionDistance``: offline (mini
+    profile) FID is computed on the mini CLIP's image embeddings instead of Inception-v3 features;
+    tables say which extractor was used.
+    """
+    import torch
+
+    class CLIPImageFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = clip
+            self.num_features = int(clip.model.visual.output_dim)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.clip.model.encode_image(_clip_pixels(self.clip, images)).float().clone()
+
+    return CLIPImageFeatures()
+
+
+def fid_metric(extractor: Any = "inception") -> "Any":
+    """torchmetrics ``FrechetInceptionDistance`` on Inception-v3 (``"inception"``, needs the
+    ``torch-fidelity`` package and its weights) or on a :class:`~ovseg.features.DenseCLIP`'s image
+    embeddings (offline). Feed it uint8 (N, 3, H, W) images with ``update(images, real=...)``."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from .errors import WeightsError
+
+    if extractor == "inception":
+        try:
+            import torch_fidelity  # noqa: F401
+        except ImportError:
+            raise WeightsError("FID on Inception-v3 needs the torch-fidelity package and its Inception weights",
+                               "torch_fidelity not installed",
+                               "pip install torch-fidelity (online), or pass a CLIP extractor (mini profile)") from None
+        return FrechetInceptionDistance(feature=2048)
+    return FrechetInceptionDistance(feature=clip_image_features(extractor))
+
+
+def clip_score_metric(clip: Any = None) -> "Any":
+    """torchmetrics ``CLIPScore``: 100 x cosine(image, text) embeddings.
+
+    ``clip=None`` uses torchmetrics' default (OpenAI CLIP ViT-L/14 through transformers, full profile);
+    a :class:`~ovseg.features.DenseCLIP` (e.g. the mini CLIP) is adapted to the model/processor
+    interface torchmetrics expects, so the score runs offline.
+    """
+    from torchmetrics.multimodal.clip_score import CLIPScore
+
+    if clip is None:
+        return CLIPScore()
+    import types
+
+    import torch
+
+    class _Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = clip
+            self.config = types.SimpleNamespace()  # no text_config: torchmetrics skips its HF length check
+
+        def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.clip.model.encode_image(pixel_values).float().clone()
+
+        def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return self.clip.model.encode_text(input_ids).float().clone()
+
+    def processor(text: Any = None, images: Any = None, **_: Any) -> dict[str, torch.Tensor]:
+        if images is not None:
+            return {"pixel_values": _clip_pixels(clip, torch.stack(list(images)))}
+        ids = clip.tokenizer(list(text))
+        return {"input_ids": ids, "attention_mask": (ids != 0).long()}
+
+    return CLIPScore(model_name_or_path=lambda: (_Model(), processor))

@@ -53,3 +53,30 @@ def test_sparse_round_trip_and_additivity():
     np.testing.assert_array_equal(total, sum(cms))
     with pytest.raises(ValueError, match="class indices"):
         confusion_matrix(np.full((2, 2), 4), np.zeros((2, 2), int), 4)
+
+
+def test_fid_and_clip_score_on_a_clip_extractor():
+    from conftest import tiny_dense_clip
+
+    from ovseg.metrics import _clip_pixels, clip_score_metric, fid_metric
+
+    clip = tiny_dense_clip()
+    rng = np.random.default_rng(0)
+    real = torch.from_numpy(rng.integers(0, 255, (8, 3, 48, 48), dtype=np.uint8))
+    fake = torch.from_numpy(rng.integers(0, 255, (8, 3, 48, 48), dtype=np.uint8))
+    fid = fid_metric(clip)
+    fid.update(real, real=True)
+    fid.update(real, real=False)
+    same = float(fid.compute())
+    fid.reset()
+    fid.update(real, real=True)
+    fid.update(fake // 4, real=False)  # much darker images
+    assert abs(same) < 1e-3 < float(fid.compute())
+    score = clip_score_metric(clip)
+    value = float(score(real[:2], ["a red circle", "a blue square"]))
+    assert -100.0 <= value <= 100.0
+    with torch.no_grad():  # torchmetrics clamps the score at 0, as CLIPScore does
+        manual = torch.nn.functional.cosine_similarity(
+            clip.model.encode_image(_clip_pixels(clip, real[:2])),
+            clip.model.encode_text(clip.tokenizer(["a red circle", "a blue square"]))).clamp_min(0) * 100
+    assert value == pytest.approx(float(manual.mean()), abs=1e-3)
