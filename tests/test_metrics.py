@@ -57,7 +57,6 @@ def test_sparse_round_trip_and_additivity():
 
 def test_fid_and_clip_score_on_a_clip_extractor():
     from conftest import tiny_dense_clip
-
     from ovseg.metrics import _clip_pixels, clip_score_metric, fid_metric
 
     clip = tiny_dense_clip()
