@@ -446,14 +446,14 @@ class Inpainter:
         # 1. Operation, and what the method supports.
         if operation not in OPERATIONS:
             raise InputError("operation must be one of " + ", ".join(OPERATIONS), repr(operation),
-                             "pass --operation remove, replace or style")
+                             "use remove, replace or style (CLI: ovseg remove|replace|style)")
         if self.config.method == "classical" and operation != "remove":
             raise InputError(f"inpainting.method 'classical' supports only remove, not {operation}",
                              repr(operation), "set inpainting.method: diffusion for replace and style")
         # 2. Prompt: replace and style say what to paint.
         if operation in ("replace", "style") and (not isinstance(edit_prompt, str) or not edit_prompt.strip()):
             raise InputError(f"{operation} needs a non-empty edit prompt describing the new content",
-                             repr(edit_prompt), f'pass e.g. --edit-prompt "a red sports car" with {operation}')
+                             repr(edit_prompt), f'pass e.g. --edit "a red sports car" with {operation}')
         # 3. Image and mask: types, shapes, coverage.
         _check_image(image)
         _check_mask(mask, image.shape[:2])

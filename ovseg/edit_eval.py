@@ -1,0 +1,195 @@
+"""Edit quality (3.2.4 evaluated): preservation, success and realism of remove / replace / style.
+
+An *edit set* is built from mini-world evaluation scenes: one object per scene, its exact mask,
+and an operation with its prompt:
+
+* ``remove``: success = the edited region is classified as background;
+* ``replace``: ``edit_prompt`` is another class (base, or novel, reported separately); success = the
+  region is classified as that class;
+* ``style``: a colour change keeping the shape (``"blue star"`` -> ``"green star"``); success = the
+  region is classified with the same shape and the new colour.
+
+The region is classified by the segmentation stage itself: dense CLIP features averaged over the
+edit mask (3.2.3 alignment with the background prompt as one more class).
+
+Preservation: PSNR / SSIM over the pixels outside the blended (dilated + blurred) mask; identical by
+construction, so PSNR is reported as ``inf`` (JSON string) when nothing outside changed. Realism:
+FID between edited scenes and the unedited scenes, and CLIP score of ``edit_prompt`` against the
+edited region's crop, through :mod:`ovseg.metrics` (which extractor is used is reported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import OpenVocabSegmentationPipeline
+
+__all__ = ["EditCase", "build_edit_set", "classify_region", "psnr_ssim_outside", "evaluate_edits"]
+
+
+@dataclass
+class EditCase:
+    """One edit to evaluate. ``mask`` is (H, W) bool; ``target`` is the class the edit should produce
+    (``"background"`` for remove)."""
+
+    seed: int
+    image: np.ndarray  # (H, W, 3) uint8
+    mask: np.ndarray
+    operation: str
+    object_class: str
+    edit_prompt: str | None
+    target: str
+    novel_prompt: bool
+
+
+def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "style"), seed: int = 0,
+                   min_area: int = 300) -> list[EditCase]:
+    """``n`` edit cases from evaluation scenes (seeds from ``EVAL_SEED_OFFSET``), operations cycling.
+
+    The edited object is the largest visible one of each scene (at least ``min_area`` px). Replace
+    prompts alternate between base and novel classes; style keeps the shape and changes the colour.
+    """
+    from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, render_scene
+
+    rng = np.random.default_rng(seed)
+    cfg = SceneConfig(split="all", n_objects=(1, 3))
+    cases: list[EditCase] = []
+    k = 0
+    while len(cases) < n:
+        scene = render_scene(EVAL_SEED_OFFSET + 2_000_000 + k, cfg)
+        k += 1
+        areas = [o.area for o in scene.objects]
+        if not areas or max(areas) < min_area:
+            continue
+        i = int(np.argmax(areas))
+        obj = scene.objects[i]
+        op = operations[len(cases) % len(operations)]
+        if op == "remove":
+            prompt, target, novel = None, "background", False
+        elif op == "replace":
+            novel = len(cases) % 2 == 1
+            pool = sorted(NOVEL_CLASSES) if novel else BASE_CLASSES
+            choices = [c for c in pool if c != obj.class_name]
+            target = choices[int(rng.integers(len(choices)))]
+            prompt = target
+        else:
+            colours = [c for c in COLOURS if c != obj.colour]
+            target = f"{colours[int(rng.integers(len(colours)))]} {obj.shape}"
+            prompt, novel = target, target in NOVEL_CLASSES
+        cases.append(EditCase(scene.seed, scene.image, scene.instance_masks[i], op, obj.class_name, prompt, target, novel))
+    return cases
+
+
+def classify_region(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, mask: np.ndarray,
+                    class_names: Sequence[str]) -> str:
+    """The class (or ``"background"``) whose prompt best matches the region, by mask-averaged alignment."""
+    from .align import score_masks
+    from .utils import MaskSet, score_shape
+
+    names = ["background", *class_names]
+    feats = pipe.clip.dense_features(image)
+    a = pipe.config.alignment
+    shape = score_shape(*mask.shape, a.score_max_side)
+    sim = feats.similarity(pipe.clip.encode_text(names), size=shape, weights=pipe.clip.layer_weights)
+    weights = MaskSet.from_masks(mask[None]).score_weights(shape, 0.0, 0.0)
+    scores = score_masks(weights, sim, alpha=0.0)  # plain S_i: which prompt the region itself matches best
+    return names[int(scores.final[0].argmax())]
+
+
+def psnr_ssim_outside(before: np.ndarray, after: np.ndarray, blended: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB, ``inf`` if identical) and mean SSIM over pixels where the blended mask is 0."""
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    outside = blended <= 0
+    if not outside.any():
+        return float("nan"), float("nan")
+    diff = before.astype(np.float64)[outside] - after.astype(np.float64)[outside]
+    mse = float((diff ** 2).mean())
+    psnr = math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+    a = torch.from_numpy(before).permute(2, 0, 1)[None].double() / 255
+    b = torch.from_numpy(after).permute(2, 0, 1)[None].double() / 255
+    _, ssim_map = structural_similarity_index_measure(b, a, data_range=1.0, return_full_image=True)
+    ssim = float(ssim_map[0].mean(0).numpy()[outside].mean())
+    return psnr, ssim
+
+
+def _crop(image: np.ndarray, mask: np.ndarray, pad: int = 4) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    y0, y1 = max(0, ys.min() - pad), min(mask.shape[0], ys.max() + pad + 1)
+    x0, x1 = max(0, xs.min() - pad), min(mask.shape[1], xs.max() + pad + 1)
+    return image[y0:y1, x0:x1]
+
+
+def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase], seed: int = 0,
+                   realism: bool = True) -> dict[str, Any]:
+    """Run every edit with the pipeline's inpainter and score it; returns a JSON-friendly summary."""
+    import time
+
+    import torch
+
+    from .inpaint import prepare_mask
+    from .metrics import clip_score_metric, fid_metric
+    from .world import CLASS_NAMES
+
+    cfg = pipe.config.inpainting
+    rows = []
+    edited_imgs, real_imgs, crops, prompts = [], [], [], []
+    for case in cases:
+        # 1. edit with the exact object mask (evaluates the editor, not the segmenter)
+        start = time.perf_counter()
+        res = pipe.inpainter.edit(case.image, case.mask, case.operation, edit_prompt=case.edit_prompt,
+                                  object_prompt=case.object_class, seed=seed)
+        seconds = time.perf_counter() - start
+        out = np.array(res.image)  # (H, W, 3) uint8, writable copy
+        # 2. preservation outside the blended mask
+        blended = prepare_mask(case.mask, cfg.mask_dilation, cfg.mask_blur)
+        psnr, ssim = psnr_ssim_outside(case.image, out, blended)
+        # 3. success: what the segmentation stage now sees in the region
+        found = classify_region(pipe, out, case.mask, CLASS_NAMES)
+        success = found == case.target  # style's target is the same shape in the new colour
+        rows.append({"seed": case.seed, "operation": case.operation, "object": case.object_class,
+                     "edit_prompt": case.edit_prompt, "target": case.target, "novel_prompt": case.novel_prompt,
+                     "found": found, "success": bool(success), "psnr_outside_db": psnr, "ssim_outside": ssim,
+                     "seconds": round(seconds, 4)})
+        edited_imgs.append(torch.from_numpy(out).permute(2, 0, 1))
+        real_imgs.append(torch.from_numpy(case.image).permute(2, 0, 1))
+        if case.edit_prompt:
+            crops.append(torch.from_numpy(np.ascontiguousarray(_crop(out, case.mask))).permute(2, 0, 1))
+            prompts.append(case.edit_prompt)
+
+    def rate(op: str, novel: bool | None = None) -> float | None:
+        sel = [r for r in rows if r["operation"] == op and (novel is None or r["novel_prompt"] == novel)]
+        return round(sum(r["success"] for r in sel) / len(sel), 4) if sel else None
+
+    psnrs = [r["psnr_outside_db"] for r in rows]
+    summary: dict[str, Any] = {
+        "n_edits": len(rows), "method": cfg.method, "steps": cfg.num_inference_steps,
+        "psnr_outside_min_db": "inf" if all(math.isinf(p) for p in psnrs) else round(min(psnrs), 3),
+        "ssim_outside_mean": round(float(np.nanmean([r["ssim_outside"] for r in rows])), 6),
+        "success_remove": rate("remove"), "success_replace_base": rate("replace", False),
+        "success_replace_novel": rate("replace", True), "success_style": rate("style"),
+        "seconds_per_edit": round(float(np.mean([r["seconds"] for r in rows])), 4),
+    }
+    if realism and rows:
+        # 4. realism: FID edited vs unedited scenes, CLIP score of the prompt vs the edited region
+        extractor = pipe.clip if pipe.config.profile == "mini" else "inception"
+        fid = fid_metric(extractor)
+        fid.update(torch.stack(real_imgs), real=True)
+        fid.update(torch.stack(edited_imgs), real=False)
+        summary["fid"] = round(float(fid.compute()), 4)
+        summary["fid_features"] = "Inception-v3 pool3" if isinstance(extractor, str) else "mini CLIP image embeddings"
+        if crops:
+            score = clip_score_metric(pipe.clip if pipe.config.profile == "mini" else None)
+            summary["clip_score"] = round(float(sum(float(score(c[None], [p])) for c, p in zip(crops, prompts)) / len(crops)), 4)
+            summary["clip_score_model"] = "mini CLIP" if pipe.config.profile == "mini" else "openai/clip-vit-large-patch14"
+    for r in rows:
+        r["psnr_outside_db"] = "inf" if math.isinf(r["psnr_outside_db"]) else round(r["psnr_outside_db"], 3)
+    summary["edits"] = rows
+    return summary

@@ -1,0 +1,67 @@
+import math
+
+import numpy as np
+import pytest
+
+from ovseg.edit_eval import build_edit_set, classify_region, evaluate_edits, psnr_ssim_outside
+from ovseg.world import CLASS_NAMES, NOVEL_CLASSES
+
+
+def test_edit_set_is_deterministic_and_well_formed():
+    a, b = build_edit_set(6), build_edit_set(6)
+    assert [c.seed for c in a] == [c.seed for c in b]
+    assert [c.operation for c in a] == ["remove", "replace", "style"] * 2
+    for c in a:
+        assert c.mask.dtype == bool and c.mask.sum() >= 300 and c.image.shape[:2] == c.mask.shape
+        if c.operation == "remove":
+            assert c.target == "background" and c.edit_prompt is None
+        else:
+            assert c.edit_prompt == c.target and c.target in CLASS_NAMES and c.target != c.object_class
+        if c.operation == "style":
+            assert c.target.split()[1] == c.object_class.split()[1]  # shape kept
+    replaces = [c for c in build_edit_set(12) if c.operation == "replace"]
+    assert any(c.novel_prompt and c.target in NOVEL_CLASSES for c in replaces)
+    assert any(not c.novel_prompt for c in replaces)
+
+
+def test_psnr_ssim_outside():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 40, 3), np.uint8)
+    blended = np.zeros((40, 40), np.float32)
+    blended[10:20, 10:20] = 1
+    out = img.copy()
+    out[10:20, 10:20] = 0
+    psnr, ssim = psnr_ssim_outside(img, out, blended)
+    assert math.isinf(psnr) and 0.5 < ssim <= 1.0
+    out[0, 0] = 255 - out[0, 0]
+    assert math.isfinite(psnr_ssim_outside(img, out, blended)[0])
+
+
+def test_evaluate_edits_with_tiny_models():
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    cases = build_edit_set(3)
+    assert classify_region(pipe, cases[0].image, cases[0].mask, CLASS_NAMES) in ["background", *CLASS_NAMES]
+    res = evaluate_edits(pipe, cases, realism=False)
+    assert res["n_edits"] == 3 and res["psnr_outside_min_db"] == "inf"  # outside pixels preserved exactly
+    assert {r["operation"] for r in res["edits"]} == {"remove", "replace", "style"}
+    for key in ("success_remove", "success_replace_novel", "success_style"):  # one case each
+        assert res[key] in (0.0, 1.0)
+    assert res["success_replace_base"] is None
+
+
+@pytest.mark.parametrize("profile", ["mini"])
+def test_realism_metrics_name_their_extractor(profile):
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config().replace(profile=profile)
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = evaluate_edits(pipe, build_edit_set(2, operations=("replace",)), realism=True)
+    assert res["fid_features"] == "mini CLIP image embeddings" and res["clip_score_model"] == "mini CLIP"
+    assert math.isfinite(res["fid"]) and 0 <= res["clip_score"] <= 100
