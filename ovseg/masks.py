@@ -399,7 +399,10 @@ class MaskGenerator:
 
 @functools.lru_cache(maxsize=1)
 def _amg_class() -> type:
-    """sam2's generator plus the small-region clean-up that sam2 1.1.0 defines but never calls.
+    """sam2's generator plus two repairs of sam2 1.1.0, without changing what it computes.
+
+    A crop that yields no mask gets an empty (0, 4) ``crop_boxes`` tensor (sam2 stores a (0,)
+    tensor that crashes its cross-crop NMS whenever ``crop_n_layers > 0``).
 
     ``SAM2AutomaticMaskGenerator.postprocess_small_regions`` (fill holes and drop islands smaller
     than ``min_mask_region_area`` with OpenCV, then box NMS preferring untouched masks) is run on the
@@ -409,6 +412,14 @@ def _amg_class() -> type:
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     class _Generator(SAM2AutomaticMaskGenerator):
+        def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+            data = super()._process_crop(*args, **kwargs)
+            if len(data["rles"]) == 0:  # sam2 1.1.0 leaves a (0,) tensor here, which breaks its crop NMS
+                import torch
+
+                data["crop_boxes"] = torch.zeros((0, 4), dtype=torch.int64)
+            return data
+
         def _generate_masks(self, image: np.ndarray) -> Any:
             data = super()._generate_masks(image)
             if self.min_mask_region_area > 0:

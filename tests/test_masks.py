@@ -324,3 +324,10 @@ def test_min_mask_region_area_removes_small_islands(model, image):
     assert len(filtered) > 0
     assert all(smallest_island(m) >= 100 for m in filtered.masks)
     np.testing.assert_array_equal(filtered.area, filtered.masks.reshape(len(filtered), -1).sum(1))
+
+
+def test_crop_layers_with_no_surviving_masks_return_an_empty_set(model, image):
+    """sam2 1.1.0 crashes in its crop NMS when a crop yields no mask; ovseg returns an empty MaskSet."""
+    strict = dataclasses.replace(LOOSE, crop_n_layers=1, pred_iou_thresh=1.0)
+    ms = MaskGenerator(model, strict).generate(image)
+    assert len(ms) == 0 and ms.masks.shape == (0, *image.shape[:2])
