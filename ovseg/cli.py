@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
 
+    t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
+    t.add_argument("model", choices=("mini-clip", "mini-sam2"))
+    t.add_argument("args", nargs=argparse.REMAINDER, help="passed to the trainer, e.g. --out DIR --minutes 60 --resume")
+
     w = sub.add_parser("weights", help="list, download or verify model weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wl = wsub.add_parser("list", help="registry entries and whether their files are present")
@@ -245,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_weights(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
+        if args.command == "train":
+            from importlib import import_module
+
+            trainer = import_module(f".train.{args.model.replace('-', '_')}", __package__)
+            return int(trainer.main(args.args) or 0)
         return _cmd_benchmark(args)
     except OvsegError as err:
         print(f"ovseg: error: {err}", file=sys.stderr)

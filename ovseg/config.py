@@ -55,6 +55,8 @@ PROFILE_PINNED_FIELDS = (
     "clip.image_size",
     "clip.extract_layers",
     "clip.dense_path",
+    "clip.templates",
+    "clip.layer_weights",
     "inpainting.model",
 )
 
@@ -234,7 +236,11 @@ class PipelineConfig:
         if not isinstance(data, dict):
             raise ConfigError("a config must be a mapping of sections to settings", type(data).__name__,
                               "write YAML like 'sam2: {points_per_side: 32}'")
-        cfg = copy.deepcopy(base) if base is not None else get_balanced_config()
+        if base is not None:
+            cfg = copy.deepcopy(base)
+        else:  # the balanced preset of the profile the data asks for (presets differ per profile)
+            profile = data.get("profile", "mini")
+            cfg = get_balanced_config(profile if profile in PROFILES else "mini")
         for key, value in data.items():
             if key in _SECTION_TYPES:
                 if not isinstance(value, dict):
@@ -376,31 +382,43 @@ def _validate_section(section: Any, prefix: str) -> None:
 
 # ---- presets -----------------------------------------------------------------------------
 
+#: Mask-generator settings of the mini profile's presets, measured on the mini world (see
+#: data/models/mini-sam2/MODEL_CARD.md): a 128 px SAM 2 predicts 32 x 32 mask logits, so its IoU and
+#: stability scores run lower than full-size SAM 2's and the thesis cut-offs (0.88 / 0.95) reject
+#: nearly every mask; 16 x 16 points cover 128 px scenes as densely as 32 x 32 cover 1024 px photos.
+MINI_SAM2_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"points_per_side": 8, "crop_n_layers": 0, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7},
+    "balanced": {"points_per_side": 16, "crop_n_layers": 1, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7},
+    "quality": {"points_per_side": 24, "crop_n_layers": 1, "pred_iou_thresh": 0.6, "stability_score_thresh": 0.8},
+}
+
+
+def _preset(name: str, profile: str, changes: dict[str, Any]) -> PipelineConfig:
+    cfg = PipelineConfig(profile=profile, name=name)
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        setattr(getattr(cfg, section), key, value)
+    if profile == "mini":
+        for key, value in MINI_SAM2_PRESETS[name].items():
+            setattr(cfg.sam2, key, value)
+    return cfg.validate()
+
+
 def get_balanced_config(profile: str = "mini") -> PipelineConfig:
-    """The thesis defaults (README: 10-20 s per image on an RTX 3090)."""
-    return PipelineConfig(profile=profile, name="balanced")
+    """The thesis defaults (README: 10-20 s per image on an RTX 3090); mini: MINI_SAM2_PRESETS."""
+    return _preset("balanced", profile, {})
 
 
 def get_fast_config(profile: str = "mini") -> PipelineConfig:
     """Fewer prompts, no crop layers, two feature layers, 7 templates, 25 steps."""
-    cfg = PipelineConfig(profile=profile, name="fast")
-    cfg.sam2.points_per_side = 16
-    cfg.sam2.crop_n_layers = 0
-    cfg.clip.templates = "imagenet7"
-    cfg.clip.extract_layers = [12, 24]
-    cfg.inpainting.num_inference_steps = 25
-    return cfg.validate()
+    return _preset("fast", profile, {"sam2.points_per_side": 16, "sam2.crop_n_layers": 0, "clip.templates": "imagenet7",
+                                     "clip.extract_layers": [12, 24], "inpainting.num_inference_steps": 25})
 
 
 def get_quality_config(profile: str = "mini") -> PipelineConfig:
     """Denser grid, two crop layers, mask refinement, stricter filtering, 75 steps."""
-    cfg = PipelineConfig(profile=profile, name="quality")
-    cfg.sam2.points_per_side = 48
-    cfg.sam2.crop_n_layers = 2
-    cfg.sam2.use_m2m = True
-    cfg.sam2.pred_iou_thresh = 0.90
-    cfg.inpainting.num_inference_steps = 75
-    return cfg.validate()
+    return _preset("quality", profile, {"sam2.points_per_side": 48, "sam2.crop_n_layers": 2, "sam2.use_m2m": True,
+                                        "sam2.pred_iou_thresh": 0.90, "inpainting.num_inference_steps": 75})
 
 
 PRESETS = {"fast": get_fast_config, "balanced": get_balanced_config, "quality": get_quality_config}
@@ -418,14 +436,12 @@ def get_config(name: str = "balanced", profile: str = "mini") -> PipelineConfig:
 
 def load_config(spec: str | Path | PipelineConfig | None = None, profile: str | None = None) -> PipelineConfig:
     """Resolve a preset name, YAML path or config object; ``profile`` overrides the config's."""
-    if spec is None:
-        cfg = get_balanced_config()
-    elif isinstance(spec, PipelineConfig):
+    if spec is None or (isinstance(spec, str) and not spec.endswith((".yaml", ".yml"))):
+        return get_config(spec or "balanced", profile or "mini")  # a preset, built for its profile
+    if isinstance(spec, PipelineConfig):
         cfg = copy.deepcopy(spec)
-    elif isinstance(spec, Path) or str(spec).endswith((".yaml", ".yml")):
-        cfg = PipelineConfig.from_yaml(Path(spec))
     else:
-        cfg = get_config(str(spec))
+        cfg = PipelineConfig.from_yaml(Path(spec))
     if profile is not None:
-        cfg = cfg.replace(profile=profile)
+        cfg = cfg.replace(profile=profile)  # an explicit config keeps its other settings
     return cfg

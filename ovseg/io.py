@@ -145,6 +145,12 @@ def load_image(image: Any) -> np.ndarray:
 
 # ---- atomic writes ----------------------------------------------------------------------------
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
     """Write a file atomically: ``writer(fh)`` fills a temp file that is then renamed to ``path``.
 
@@ -158,6 +164,7 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,7 +334,9 @@ class MaskGenerator:
 
     # ---- internals ----------------------------------------------------------------------
     def _build_amg(self, config: SAM2Config) -> "SAM2AutomaticMaskGenerator":
-        amg = _amg_class()(self.model, output_mode="binary_mask", **{name: getattr(config, name) for name in _AMG_FIELDS})
+        with warnings.catch_warnings():  # sam2 1.1.0 scripts its transforms with torch.jit, which torch now deprecates
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+            amg = _amg_class()(self.model, output_mode="binary_mask", **{name: getattr(config, name) for name in _AMG_FIELDS})
         predictor = amg.predictor
         # Small regions are cleaned on the final masks (_amg_class); the predictor's own low-res
         # variant needs sam2's CUDA extension, so it is switched off for identical results everywhere.

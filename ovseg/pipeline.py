@@ -140,6 +140,14 @@ def load_dense_clip(config: PipelineConfig, device: str = "cpu") -> "DenseCLIP":
     c = config.clip
     name = _model_name(c.model, config.profile, "clip")
     entry = W.get_entry(name)
+    if entry is not None and entry.local_dir:  # embedded mini CLIP: architecture and inference settings ship with it
+        from .mini_clip import load_mini_clip
+
+        model, tokenizer, m = load_mini_clip(W.resolve(name, "clip").path, device)
+        return DenseCLIP(model, tokenizer, m["mean"], m["std"], extract_layers=m["extract_layers"],
+                         dense_path=m["dense_path"], templates=m["templates"], image_size=m["image_size"],
+                         window_stride=c.window_stride, sliding_window=c.sliding_window,
+                         max_windows_per_side=c.max_windows_per_side, device=device)
     if entry is not None:
         path, arch, pre = W.resolve(name, "clip").path, entry.arch, entry.preprocess
     else:

@@ -77,3 +77,28 @@ def test_custom_template_list_round_trips(tmp_path):
     c = PipelineConfig.from_yaml("clip:\n  templates: ['a photo of a {}.', 'a drawing of a {}.']\n")
     assert c.clip.templates == ["a photo of a {}.", "a drawing of a {}."]
     assert PipelineConfig.from_yaml(c.to_yaml()) == c
+
+
+def test_presets_are_built_for_their_profile():
+    from ovseg.config import MINI_SAM2_PRESETS
+
+    full, mini = get_balanced_config("full"), get_balanced_config("mini")
+    assert (full.sam2.points_per_side, full.sam2.pred_iou_thresh, full.sam2.stability_score_thresh) == (32, 0.88, 0.95)
+    for key, value in MINI_SAM2_PRESETS["balanced"].items():
+        assert getattr(mini.sam2, key) == value
+    assert mini.clip == full.clip and mini.alignment == full.alignment  # only the mask generator differs
+    assert PipelineConfig.from_yaml("profile: full\n").sam2 == full.sam2
+    assert load_config("quality", profile="full").sam2.points_per_side == 48
+    assert load_config(None).profile == "mini"
+
+
+def test_files_are_written_with_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        get_balanced_config().to_yaml(tmp_path / "c.yaml")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "c.yaml").st_mode) == 0o644  # not mkstemp's 0600

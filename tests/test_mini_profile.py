@@ -1,0 +1,51 @@
+"""The embedded mini profile end to end, with the shipped checkpoints (plumbing, not quality:
+quality is measured by `ovseg evaluate --dataset mini` and reported in the model cards)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ovseg.paths import DATA_DIR, SAMPLES_DIR
+
+MODELS = DATA_DIR / "models"
+pytestmark = pytest.mark.skipif(
+    not all((MODELS / m / f).exists() for m, f in (("mini-clip", "model.safetensors"), ("mini-sam2", "model.safetensors"))),
+    reason="mini checkpoints not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    import torch
+
+    from ovseg import OpenVocabSegmentationPipeline
+
+    torch.manual_seed(0)
+    return OpenVocabSegmentationPipeline()  # no arguments: mini profile, balanced preset, CPU
+
+
+def test_default_pipeline_is_the_mini_profile(pipe):
+    from ovseg.masks import MaskGenerator
+
+    assert pipe.config.profile == "mini"
+    assert isinstance(pipe.mask_generator, MaskGenerator)
+    assert pipe.clip.image_size == 128 and pipe.clip.dense_path == "tokens"
+
+
+def test_segment_any_size_image(pipe):
+    res = pipe.segment(SAMPLES_DIR / "world_0.png", "red circle", top_k=3)  # 256 x 192, not the model size
+    assert res.profile == "mini" and res.mask_source == "sam2" and res.num_candidates > 0
+    for m in res.segmentation_masks:
+        assert m.mask.shape == (192, 256)
+    sem = pipe.segment_semantic(SAMPLES_DIR / "world_1.png", ["red circle", "blue square", "green star"])
+    assert sem.label_map.shape == (192, 256)
+
+
+def test_cli_segment_on_a_sample(tmp_path, capsys):
+    from ovseg.cli import main
+
+    assert main(["segment", str(SAMPLES_DIR / "shapes.png"), "--prompt", "red circle", "--out", str(tmp_path),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["profile"] == "mini" and (tmp_path / "result.json").exists() and (tmp_path / "overlay.png").exists()
+    assert np.isfinite([m["final_score"] for m in out["masks"]]).all()
