@@ -161,3 +161,23 @@ def test_protocol_yaml_and_tables(tmp_path):
     assert any(r["method"].startswith("SCLIP") and r["mIoU"] == 59.1 for r in rows)
     paths = write_tables(rows, tmp_path, "t")
     assert "reported in the literature" in paths[1].read_text() and paths[2].read_text().startswith("\\begin{tabular}")
+
+
+@pytest.mark.parametrize("name", ["voc", "coco-stuff", "ade20k"])
+def test_runner_on_fake_trees_in_the_real_layouts(name, tmp_path):
+    """The full-dataset path: real on-disk layouts (tiny fake trees), every class prompt, metrics and splits."""
+    from test_datasets import _ade_tree, _coco_tree, _voc_tree
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.datasets import load_dataset
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    root = {"voc": _voc_tree, "coco-stuff": _coco_tree, "ade20k": _ade_tree}[name](tmp_path / "data")
+    ds = load_dataset(name, root)
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = run_evaluation(ds, pipe, EvalProtocol(method="maskclip"), tmp_path / "out", progress=False)
+    assert res["dataset"] == name and res["n_images"] == len(ds)
+    assert len(res["per_class_iou"]) == {"voc": 21, "coco-stuff": 171, "ade20k": 150}[name]
+    if name == "coco-stuff":
+        assert "mIoU_novel" in res and "mIoU_base" in res
