@@ -325,41 +325,11 @@ def table_rows(results: Sequence[dict[str, Any]], reported: bool = True) -> list
 
 
 def write_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str) -> list[Path]:
-    """``name.csv``, ``name.md`` and ``name.tex`` (atomic). Measured and reported rows are separated."""
-    import csv
-    import io
+    """``name.csv``, ``name.md`` and ``name.tex`` (atomic); measured rows first, published ones in their own section."""
+    from .report import save_table
 
-    from .io import write_text_atomic
-
-    out = Path(out_dir)
     cols = ["method", "dataset", "split", "mIoU", "pixel_acc", "mean_F1", "images", "protocol", "source"]
-
-    def cell(v: Any) -> str:
-        return "" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v))
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: cell(r.get(k)) for k in cols})
     measured = [r for r in rows if r["source"] == "measured"]
     published = [r for r in rows if r["source"] != "measured"]
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(cell(r.get(k)) for k in cols) + " |" for r in measured]
-    if published:
-        md += ["| *reported in the literature* |" + " |" * (len(cols) - 1)]
-        md += ["| " + " | ".join(cell(r.get(k)) for k in cols) + " |" for r in published]
-
-    def tex_escape(s: str) -> str:
-        return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
-
-    tex = ["\\begin{tabular}{" + "l" * 3 + "r" * 4 + "ll}", "\\toprule",
-           " & ".join(tex_escape(c) for c in cols) + " \\\\", "\\midrule"]
-    tex += [" & ".join(tex_escape(cell(r.get(k))) for k in cols) + " \\\\" for r in measured]
-    if published:
-        tex += ["\\midrule", f"\\multicolumn{{{len(cols)}}}{{l}}{{\\emph{{reported in the literature}}}} \\\\"]
-        tex += [" & ".join(tex_escape(cell(r.get(k))) for k in cols) + " \\\\" for r in published]
-    tex += ["\\bottomrule", "\\end{tabular}"]
-    return [write_text_atomic(out / f"{name}.csv", buf.getvalue()),
-            write_text_atomic(out / f"{name}.md", "\n".join(md) + "\n"),
-            write_text_atomic(out / f"{name}.tex", "\n".join(tex) + "\n")]
+    groups = [(None, measured)] + ([("reported in the literature", published)] if published else [])
+    return save_table(rows, name, cols, digits=1, groups=groups, root=Path(out_dir), manifest=False)
