@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     wd.add_argument("--only", default=None, help="one registry entry")
     wv = wsub.add_parser("verify", help="check files against their sha256")
     wv.add_argument("name", nargs="?", default=None, help="registry entry (default: all present)")
+    wp = wsub.add_parser("pin", help="record the sha256 of an embedded model's files (after training)")
+    wp.add_argument("name", choices=("mini-sam2", "mini-clip", "mini-inpainting"))
     return parser
 
 
@@ -177,6 +179,9 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     if args.weights_command == "download":
         for r in W.download(args.profile, args.only):
             print(f"{r.name}: {r.origin} -> {r.path}")
+        return 0
+    if args.weights_command == "pin":
+        print(f"wrote {W.pin(args.name)}")
         return 0
     names = [args.name] if args.name else W.list_models()
     for name in names:

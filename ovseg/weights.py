@@ -24,7 +24,7 @@ from .errors import WeightsError
 from .paths import REPO_ROOT
 
 __all__ = ["WeightEntry", "ResolvedWeights", "REGISTRY", "list_models", "get_entry", "default_model",
-           "resolve", "verify", "download", "sha256_file"]
+           "resolve", "verify", "download", "sha256_file", "pinned_sha256", "pin"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -227,9 +227,37 @@ def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
+def pinned_sha256(entry: WeightEntry) -> dict[str, str]:
+    """The entry's pinned hashes: its own, or for embedded models the ``SHA256SUMS`` file in its folder
+    (``<sha256>  <file>`` lines, written by ``ovseg weights pin NAME`` when a model is exported)."""
+    if entry.sha256 or not entry.local_dir:
+        return dict(entry.sha256)
+    sums = REPO_ROOT / entry.local_dir / "SHA256SUMS"
+    if not sums.is_file():
+        return {}
+    pairs = (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
+    return {name.strip(): digest for digest, name in pairs}
+
+
+def pin(name: str) -> Path:
+    """Write ``SHA256SUMS`` for an embedded model's files (run after exporting a trained model)."""
+    from .io import write_text_atomic
+
+    entry = REGISTRY[name]
+    if not entry.local_dir:
+        raise WeightsError("only embedded models are pinned with a SHA256SUMS file", name,
+                           "pin downloaded models by editing their registry entry's sha256")
+    folder = REPO_ROOT / entry.local_dir
+    missing = [f for f in entry.files if not (folder / f).is_file()]
+    if missing:
+        raise WeightsError(f"all files of '{name}' must exist to pin them", f"missing {missing}", "export the model first")
+    lines = [f"{sha256_file(folder / f)}  {f}" for f in entry.files]
+    return write_text_atomic(folder / "SHA256SUMS", "\n".join(lines) + "\n")
+
+
 def _check_pinned(entry: WeightEntry, folder: Path) -> None:
     """Raise if a file with a pinned sha256 differs (hashes are memoised per file version)."""
-    for f, want in entry.sha256.items():
+    for f, want in pinned_sha256(entry).items():
         p = folder / f
         if not p.exists():
             continue
@@ -269,7 +297,7 @@ def verify(name: str) -> list[tuple[str, str]]:
             rows.append((f, "missing"))
             continue
         digest = sha256_file(p)
-        want = entry.sha256.get(f)
+        want = pinned_sha256(entry).get(f)
         if want is None:
             rows.append((f, f"not pinned (sha256 {digest})"))
         elif digest != want:

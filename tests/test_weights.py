@@ -96,3 +96,18 @@ def test_loading_checks_pinned_checksums(hf_cache, monkeypatch):
     path.write_bytes(b"tampered")
     with pytest.raises(WeightsError, match="corrupt or was replaced"):
         W.resolve("sam2.1-hiera-tiny", "sam2")
+
+
+def test_embedded_models_are_pinned_by_their_sha256sums(tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "REPO_ROOT", tmp_path)
+    folder = tmp_path / "data/models/mini-clip"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    W.pin("mini-clip")
+    assert set(W.pinned_sha256(W.REGISTRY["mini-clip"])) == {"model.safetensors", "config.json"}
+    assert W.resolve("mini-clip", "clip").origin == "repository"
+    assert [s for _, s in W.verify("mini-clip")] == ["ok", "ok"]
+    (folder / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(WeightsError, match="corrupt or was replaced"):
+        W.resolve("mini-clip", "clip")
