@@ -255,6 +255,14 @@ def pin(name: str) -> Path:
     return write_text_atomic(folder / "SHA256SUMS", "\n".join(lines) + "\n")
 
 
+def pin_if_embedded(folder: str | Path, name: str) -> Path | None:
+    """Pin ``name`` when ``folder`` is its embedded folder (trainers call this after each export)."""
+    entry = REGISTRY[name]
+    if entry.local_dir and Path(folder).resolve() == (REPO_ROOT / entry.local_dir).resolve():
+        return pin(name)
+    return None
+
+
 def _check_pinned(entry: WeightEntry, folder: Path) -> None:
     """Raise if a file with a pinned sha256 differs (hashes are memoised per file version)."""
     for f, want in pinned_sha256(entry).items():

@@ -489,6 +489,7 @@ def _inference_cfg(cfg: TrainConfig) -> dict[str, Any]:
 def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> None:
     from ..io import write_text_atomic
     from ..mini_clip import save_mini_clip
+    from ..weights import pin_if_embedded
 
     cfg = trainer.cfg
     training = {"steps": trainer.step, "total_steps": trainer.total_steps, "wall_seconds": round(trainer.wall, 1),
@@ -530,6 +531,7 @@ def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> 
     else:
         lines.append("- not evaluated")
     write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
+    pin_if_embedded(folder, "mini-clip")  # SHA256SUMS for the weights registry
 
 
 # ---- loop --------------------------------------------------------------------------------------------------

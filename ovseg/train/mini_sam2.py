@@ -501,6 +501,9 @@ def export_model(model: Any, model_dir: str | Path = MODEL_DIR, config_path: str
         tmp = model_dir / "MODEL_CARD.md.tmp"
         tmp.write_text(card)
         os.replace(tmp, model_dir / "MODEL_CARD.md")
+    from ..weights import pin_if_embedded
+
+    pin_if_embedded(model_dir, "mini-sam2")  # SHA256SUMS for the weights registry
     return out
 
 
