@@ -383,6 +383,17 @@ def _coco_stuff_lut() -> np.ndarray:
     return lut
 
 
+def _jpg_png_pairs(img_dir: Path, ann_dir: Path, img_rel: str, label_rule: str) -> tuple[list[str], list[Path], list[Path]]:
+    """Sorted stems of ``img_dir/<stem>.jpg`` with their ``ann_dir/<stem>.png`` labels (all must exist)."""
+    found = _list_images(img_dir, (".jpg",))
+    if not found:
+        raise InputError(f"{img_rel} must hold <stem>.jpg images", f"no .jpg file in {img_dir}", "check the root")
+    stems = sorted(found)
+    labels = [ann_dir / f"{s}.png" for s in stems]
+    _check_files("label", labels, label_rule)
+    return stems, [found[s] for s in stems], labels
+
+
 def _load_coco_stuff(root: Path, split: str) -> SegDataset:
     _require_root(root, "coco-stuff")
     sub = split if split.endswith("2017") else f"{split}2017"
@@ -393,13 +404,8 @@ def _load_coco_stuff(root: Path, split: str) -> SegDataset:
     if ann_dir is None:
         raise InputError(f"expected annotations/{sub} or stuffthingmaps_trainval2017/{sub} under the coco-stuff root",
                          f"neither exists in {root}", "extract stuffthingmaps_trainval2017.zip into the root")
-    found = _list_images(img_dir, (".jpg",))
-    if not found:
-        raise InputError(f"images/{sub} must hold <stem>.jpg images", f"no .jpg file in {img_dir}", "check the root")
-    stems = sorted(found)
-    images = [found[s] for s in stems]
-    labels = [ann_dir / f"{s}.png" for s in stems]
-    _check_files("label", labels, f"{ann_dir.parent.name}/{sub}/<stem>.png for each images/{sub}/<stem>.jpg")
+    stems, images, labels = _jpg_png_pairs(img_dir, ann_dir, f"images/{sub}",
+                                           f"{ann_dir.parent.name}/{sub}/<stem>.png for each images/{sub}/<stem>.jpg")
     classes = list(COCO_STUFF_CLASSES)
     return SegDataset("coco-stuff", root, split, classes, IGNORE_INDEX, None, stems,
                       _splits_from_names(classes, COCO_STUFF_NOVEL, None), images, labels, _coco_stuff_lut(),
@@ -418,13 +424,8 @@ def _load_ade20k(root: Path, split: str) -> SegDataset:
                            "pass --root as ADEChallengeData2016 or its parent folder")
     ann_dir = _require_dir(base / "annotations" / sub, f"{prefix}annotations/{sub} under the ade20k root",
                            "extract ADEChallengeData2016.zip fully")
-    found = _list_images(img_dir, (".jpg",))
-    if not found:
-        raise InputError(f"images/{sub} must hold <stem>.jpg images", f"no .jpg file in {img_dir}", "check the root")
-    stems = sorted(found)
-    images = [found[s] for s in stems]
-    labels = [ann_dir / f"{s}.png" for s in stems]
-    _check_files("label", labels, f"{prefix}annotations/{sub}/<stem>.png for each image")
+    stems, images, labels = _jpg_png_pairs(img_dir, ann_dir, f"images/{sub}",
+                                           f"{prefix}annotations/{sub}/<stem>.png for each image")
     lut = np.full(256, _INVALID, np.int64)
     lut[1:151] = np.arange(150)
     lut[0] = IGNORE_INDEX  # "other": not one of the 150 classes

@@ -24,17 +24,22 @@ def test_tokens_path_matches_open_clip_intermediates():
         np.testing.assert_allclose(ours[i, 0].flatten(1).T.detach(), r[0].detach(), atol=1e-5)
 
 
-def test_maskclip_value_path_equals_self_only_attention():
-    """The value path is attention where every token attends only to itself."""
-    dc = tiny_dense_clip(dense_path="maskclip", extract_layers=[4])
-    img = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
-    x = _normalised_input(dc, img)
-    v = dc.model.visual
+def _last_block_inputs(path: str, seed: int):
+    """A tiny DenseCLIP reading block 4 through ``path``, a normalised input, and the tokens entering block 4."""
+    dc = tiny_dense_clip(dense_path=path, extract_layers=[4])
+    x = _normalised_input(dc, np.random.default_rng(seed).integers(0, 255, (64, 64, 3), np.uint8))
     with torch.no_grad():
         tokens = dc._embed(x)
-        for blk in v.transformer.resblocks[:3]:
+        for blk in dc.model.visual.transformer.resblocks[:3]:
             tokens = blk(tokens)
-        last = v.transformer.resblocks[3]
+    return dc, x, tokens, dc.model.visual.transformer.resblocks[3]
+
+
+def test_maskclip_value_path_equals_self_only_attention():
+    """The value path is attention where every token attends only to itself."""
+    dc, x, tokens, last = _last_block_inputs("maskclip", 1)
+    v = dc.model.visual
+    with torch.no_grad():
         n = tokens.shape[1]
         eye_only = torch.full((n, n), float("-inf"))
         eye_only.fill_diagonal_(0)
@@ -97,15 +102,9 @@ def test_custom_template_list():
 @pytest.mark.parametrize("path", ["sclip", "clearclip"])
 def test_training_free_baseline_attention(path):
     """ClearCLIP: q-q attention, no residual/FFN; SCLIP: (q-q + k-k) attention with residual."""
-    dc = tiny_dense_clip(dense_path=path, extract_layers=[4])
-    img = np.random.default_rng(5).integers(0, 255, (64, 64, 3), np.uint8)
-    x = _normalised_input(dc, img)
+    dc, x, tokens, last = _last_block_inputs(path, 5)
     v = dc.model.visual
     with torch.no_grad():
-        tokens = dc._embed(x)
-        for blk in v.transformer.resblocks[:3]:
-            tokens = blk(tokens)
-        last = v.transformer.resblocks[3]
         y = last.ln_1(tokens)
         d, h = last.attn.embed_dim, last.attn.num_heads
         q, k, val = torch.nn.functional.linear(y, last.attn.in_proj_weight, last.attn.in_proj_bias).split(d, -1)
