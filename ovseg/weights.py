@@ -182,10 +182,13 @@ def resolve(spec: str, stage: str, allow_download: bool = False, check: bool = T
             if check:
                 _check_pinned(entry, folder)
             return ResolvedWeights(spec, folder, "repository", entry)
+        fix = ("the mini inpainting model is not trained yet (issue #4); for remove use the classical method "
+               "(a config with inpainting: {method: classical}), or --profile full with downloaded weights"
+               if stage == "inpainting" else
+               "the embedded mini models ship with the repository (git checkout -- data/models) or are trained "
+               f"with `ovseg train {spec}`; or use --profile full with downloaded weights")
         raise WeightsError(f"the {entry.profile} profile's {stage} model '{spec}' is not installed",
-                           f"missing {', '.join(str(folder / f) for f in missing)}",
-                           "the embedded mini models are trained by the project (issue #3) and not in this "
-                           "checkout yet; use --profile full with downloaded weights meanwhile")
+                           f"missing {', '.join(str(folder / f) for f in missing)}", fix)
     repo = entry.hf_repo if entry is not None else spec
     if repo is None or repo.count("/") != 1:
         known = ", ".join(list_models(stage=stage))
