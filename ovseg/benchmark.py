@@ -185,3 +185,24 @@ def stage_benchmark(image: Any = None, prompt: str = "red circle", profile: str 
             "image_size": list(arr.shape[:2]), "num_masks": result.num_candidates,
             "steps": cfg.inpainting.num_inference_steps, "points_per_side": cfg.sam2.points_per_side,
             "note": "RANDOM WEIGHTS: timing only, results meaningless" if random_init else ""}
+
+
+def explorer_benchmark(image: Any = None, prompt: str = "red circle", repeats: int = 9) -> dict[str, Any]:
+    """Milliseconds of one explorer slider change (re-filter + re-score, no model run), mini profile."""
+    from .explorer import Explorer
+    from .paths import SAMPLES_DIR
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    ex = Explorer(OpenVocabSegmentationPipeline())
+    start = time.perf_counter()
+    ex.set_image(image if image is not None else SAMPLES_DIR / "world_1.png")
+    first_s = time.perf_counter() - start
+    ex.score(prompt)  # text embedding cached, as after the first keystroke
+    settings = iter(np.linspace(0.3, 0.8, repeats + 1).tolist() * 2)
+
+    def slider_change():
+        t = next(settings)
+        return ex.score(prompt, masks=ex.filter(t, 0.5), alpha=0.3, top_k=5)
+
+    return {"set_image_s": round(first_s, 3), "rescore_ms": _median_ms(slider_change, repeats, warmup=1),
+            "pool_masks": len(ex.pool)}

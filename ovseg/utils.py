@@ -188,5 +188,5 @@ class MaskSet:
         if key not in self._cache:
             cover = resize_masks(self.masks, shape)  # (N, h, w) float32
             weights = boundary_weights(cover, boundary_width, min_weight) if boundary_width > 0 else cover
-            self._cache[key] = np.ascontiguousarray(weights.reshape(len(self), -1))
+            self._cache[key] = np.ascontiguousarray(weights.reshape(len(self), shape[0] * shape[1]))  # N may be 0
         return self._cache[key]

@@ -113,6 +113,15 @@ def test_edit_input_errors_before_any_model(scene):
     assert comps["mask_generator"].encoder_calls == 0
 
 
+def test_no_candidate_masks_at_all(scene):
+    cfg = tiny_config().replace(**{"sam2.pred_iou_thresh": 1.0})  # nothing passes the generator
+    p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = p.segment(scene, "red circle")
+    assert res.num_candidates == 0 and res.segmentation_masks == []
+    sem = p.segment_semantic(scene, ["red circle", "blue square"])
+    assert (sem.label_map == -1).all()
+
+
 def test_no_match_is_an_error_for_edits(scene):
     cfg = tiny_config().replace(**{"alignment.similarity_threshold": 1.0})
     p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
