@@ -3,8 +3,9 @@
 Targets (issue #2, 2 CPU cores): alignment of 200 masks x 4 layers x 10 prompts at 336 px
 takes <= 2x one bare (200 x 336*336) @ (336*336 x 10) float32 product, and a per-mask Python
 loop doing the same maths takes >= 20x ovseg's time. ``--explorer``: one explorer slider change
-(re-filter + re-score of cached masks and features) takes <= 100 ms on the mini profile. ``--stages`` also times the pipeline stages
-(mini profile, or ``--random-init`` full-size models: timing only).
+(re-filter + re-score of cached masks and features) takes <= 100 ms on the mini profile.
+``--stages`` also times the pipeline stages (mini profile, or ``--random-init`` full-size models:
+timing only).
 """
 
 from __future__ import annotations
