@@ -48,7 +48,7 @@ def _env(session: nox.Session) -> dict[str, str]:
         pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         session.run(*pip, "--upgrade", "pip", "setuptools>=68", "wheel", external=True)
         session.run(*pip, *TORCH, external=True)
-        session.run(*pip, "-e", f"{ROOT}[test]", external=True)
+        session.run(*pip, "-e", f"{ROOT}[test,notebooks]", external=True)
         session.run(*pip, "--no-build-isolation", SAM2, external=True, env={"SAM2_BUILD_CUDA": "0"})
         stamp_file.write_text(_stamp())
     return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(ENV),
