@@ -279,9 +279,17 @@ def _object_colour(rng: np.random.Generator, colour: str, cfg: SceneConfig) -> n
     return np.clip(base + rng.normal(0, cfg.colour_jitter, 3), 0, 255)
 
 
-def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
-    """Render the scene of ``seed`` (deterministic for a given config)."""
+def render_scene(seed: int, cfg: SceneConfig | None = None, edit: tuple[int, str | None] | None = None) -> Scene:
+    """Render the scene of ``seed`` (deterministic for a given config).
+
+    ``edit=(i, new_class)`` renders the same scene with object ``i`` (its index in the unedited
+    scene's ``objects``) replaced by ``new_class`` at the same place, size and rotation, or removed
+    when ``new_class`` is None; every other pixel of the scene is drawn exactly as without the edit
+    (same random draws), so the pair is an exact ground truth for remove / replace / restyle.
+    """
     cfg = cfg or SceneConfig()
+    if edit is not None and edit[1] is not None and edit[1] not in CLASS_NAMES:
+        raise InputError("edit class must be one of the world's class names", repr(edit[1]), "e.g. 'blue star'")
     rng = np.random.default_rng(seed)
     h, w = cfg.size
     short = min(h, w)
@@ -293,7 +301,9 @@ def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
         n = max(n, 2)
     names = _pick_classes(rng, n, cfg)
     covers: list[np.ndarray] = []  # (H, W) float coverage of each drawn object
-    solids: list[np.ndarray] = []  # (H, W) bool coverage >= 0.5
+    solids: list[np.ndarray] = []  # (H, W) bool placement footprint of each placed object
+    placed = 0  # objects placed so far (the index an edit refers to)
+    placements: list[tuple[float, float, float]] = []  # (cx, cy, diameter) of each placed object
     hidden: list[np.ndarray] = []  # (H, W) bool pixels of object i covered by later objects
     objects: list[SceneObject] = []
     for k, name in enumerate(names):
@@ -305,13 +315,12 @@ def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
         for _attempt in range(30):
             if cfg.force_occlusion is not None and k == 1:
                 # slide the occluder along a random direction until it hides ~force_occlusion of object 0
-                o0 = objects[0]
+                (x0, y0, d0), first = placements[0], solids[0]
                 ang = rng.uniform(0, 2 * np.pi)
                 target = cfg.force_occlusion
-                first = covers[0] >= 0.5
                 cands = []
-                for dist in np.linspace(0, r + o0.diameter / 2, 24):
-                    cx, cy = o0.centre[0] + dist * math.cos(ang), o0.centre[1] + dist * math.sin(ang)
+                for dist in np.linspace(0, r + d0 / 2, 24):
+                    cx, cy = x0 + dist * math.cos(ang), y0 + dist * math.sin(ang)
                     cov = _coverage(shape, cx, cy, r, rot, (h, w))
                     frac = float(((cov >= 0.5) & first).sum() / max(first.sum(), 1))
                     cands.append((abs(frac - target), cx, cy, cov))
@@ -331,9 +340,18 @@ def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
         if best is None:
             continue  # could not place it without hiding others too much: fewer objects
         cx, cy, cov = best
+        place = cov >= 0.5  # the placement footprint later objects were checked against
+        placements.append((cx, cy, d))
+        edited = edit is not None and edit[0] == placed
+        removed = edited and edit[1] is None
+        if edited and not removed:
+            name = edit[1]
+            colour, shape = name.split(" ")
+            cov = _coverage(shape, cx, cy, r, rot, (h, w))
+        placed += 1
         style = cfg.styles[int(rng.integers(len(cfg.styles)))]
         textured = style == "textured" or rng.random() < cfg.textured_objects
-        # 3. paint: colour, shading, texture, style
+        # 3. paint: colour, shading, texture, style (a removed object makes the same random draws, unpainted)
         col = _object_colour(rng, colour, cfg)
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         a = rng.uniform(0, 2 * np.pi)
@@ -345,13 +363,14 @@ def render_scene(seed: int, cfg: SceneConfig | None = None) -> Scene:
         alpha = cov
         if style == "outline":
             alpha = _outline(cov, max(1.0, 0.08 * d))
+        for i in range(len(hidden)):
+            hidden[i] |= place
+        solids.append(place)
+        hidden.append(np.zeros((h, w), bool))
+        if removed:
+            continue
         img = img * (1 - alpha[..., None]) + np.clip(paint, 0, 255) * alpha[..., None]
         covers.append(cov)
-        solid = cov >= 0.5
-        for i in range(len(hidden)):
-            hidden[i] |= solid
-        solids.append(solid)
-        hidden.append(np.zeros((h, w), bool))
         objects.append(SceneObject(name, colour, shape, (float(cx), float(cy)), float(d), rot, style, bool(textured)))
     # 4. ground truth: visible masks (later objects on top); the region of an outline sketch is its filled shape
     k = len(objects)

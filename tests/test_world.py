@@ -91,3 +91,25 @@ def test_shipped_eval_set_matches_the_generator():
     scene = render_scene(rec["seed"], idx["config"])
     assert np.array_equal(np.asarray(Image.open(root / "labels" / f"{rec['stem']}.png")), scene.label_map)
     assert sum(any(o["class_name"] in NOVEL_CLASSES for o in r["objects"]) for r in idx["images"]) >= 60
+
+
+def test_edit_pairs_are_exact_ground_truth():
+    import cv2
+
+    cfg = SceneConfig(n_objects=(3, 3), max_occlusion=0.2)
+    src = render_scene(21, cfg)
+    removed = render_scene(21, cfg, edit=(1, None))
+    replaced = render_scene(21, cfg, edit=(1, "green star"))
+    obj = src.objects[1]
+
+    def halo(m):  # the object plus its anti-aliased edge
+        return cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+
+    region = halo(src.instance_masks[1] | replaced.instance_masks[1])
+    assert np.array_equal(src.image[~region], replaced.image[~region])  # everything else drawn identically
+    assert np.array_equal(src.image[~halo(src.instance_masks[1])], removed.image[~halo(src.instance_masks[1])])
+    assert [o.class_name for o in removed.objects] == [o.class_name for i, o in enumerate(src.objects) if i != 1]
+    assert replaced.objects[1].class_name == "green star" and replaced.objects[1].centre == obj.centre
+    assert (removed.label_map[src.instance_masks[1]] != CLASS_NAMES.index(obj.class_name) + 1).all()
+    with pytest.raises(InputError, match="edit class must be one of"):
+        render_scene(21, cfg, edit=(0, "pink circle"))
