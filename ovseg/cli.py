@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
-    t.add_argument("model", choices=("mini-clip", "mini-sam2"))
+    t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-inpainting"))
     t.add_argument("args", nargs=argparse.REMAINDER, help="passed to the trainer, e.g. --out DIR --minutes 60 --resume")
 
     w = sub.add_parser("weights", help="list, download or verify model weights")

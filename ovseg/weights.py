@@ -95,7 +95,10 @@ _REGISTRY_LIST = [
     WeightEntry("mini-clip", "mini", "clip", "data/models/mini-clip/config.json", local_dir="data/models/mini-clip",
                 files=("model.safetensors", "config.json"), description="mini CLIP (open_clip), trained on the mini world"),
     WeightEntry("mini-inpainting", "mini", "inpainting", "StableDiffusionInpaintPipeline",
-                local_dir="data/models/mini-inpainting", files=("model_index.json",),
+                local_dir="data/models/mini-inpainting",
+                files=("model_index.json", "unet/diffusion_pytorch_model.safetensors",
+                       "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+                       "tokenizer/vocab.json"),
                 description="mini SD inpainting (diffusers classes), trained on the mini world"),
 ]
 

@@ -1,0 +1,299 @@
+"""Train the mini inpainting model (issue #4): ``python -m ovseg.train.mini_inpainting --out DIR --minutes M [--resume]``.
+
+The model is made of the diffusers classes of Stable Diffusion inpainting, small:
+``AutoencoderKL`` (4 latent channels, x4 downsampling: 128 px scenes -> 32 x 32 latents),
+``UNet2DConditionModel`` with 9 input channels (noisy latents, mask, masked-image latents), the mini
+CLIP's text tower converted to a frozen ``CLIPTextModel`` (:mod:`ovseg.mini_inpaint`) and the CLIP
+tokenizer built offline. ``StableDiffusionInpaintPipeline.from_pretrained(<export dir>)`` is then the
+very code path of the full profile.
+
+Two stages, one resumable run: first the VAE (L1 + MSE reconstruction, small KL), then the UNet on
+*edit pairs* of the mini world: :func:`ovseg.world.render_scene` draws the same scene with one
+object removed, replaced by another class or restyled (new colour), so every training example has an
+exact target. The masked image is the source with the dilated edit region blanked (SD's
+convention); the prompt is the remove prompt of :class:`~ovseg.config.InpaintingConfig` for
+removals and the new class name otherwise; 10% of prompts are dropped for classifier-free guidance.
+Training scenes use seeds below ``EVAL_SEED_OFFSET`` and ``split="base"``: novel compositions never
+appear, neither as source nor as target.
+
+Every step's data is a pure function of ``(seed, step)``, so ``--resume`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import InpaintingConfig
+from ..errors import InputError
+from ..paths import DATA_DIR
+from ..world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, SceneConfig, render_scene
+
+EXPORT_DIR = DATA_DIR / "models" / "mini-inpainting"
+MINI_CLIP_DIR = DATA_DIR / "models" / "mini-clip"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines the trained weights (with the step counts)."""
+
+    seed: int = 0
+    image_size: int = 128
+    vae_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # x4 downsampling
+    unet_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    attention_head_dim: int = 8
+    norm_groups: int = 16  # GroupNorm groups in the VAE and UNet (must divide every channel count)
+    vae_steps: int = 3000
+    unet_steps: int = 12000
+    batch_size: int = 16
+    lr_vae: float = 5e-4
+    lr_unet: float = 3e-4
+    kl_weight: float = 1e-6
+    dilation: int = 3  # px grown around the edit region when building the mask
+    cfg_dropout: float = 0.1
+    train_timesteps: int = 1000
+
+    def scene_config(self) -> SceneConfig:
+        return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
+
+
+def build_components(cfg: TrainConfig, text_encoder: Any, tokenizer: Any) -> dict[str, Any]:
+    """Fresh (seeded) VAE + UNet and the DDPM training scheduler around a given text encoder."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(cfg.seed)
+    n = len(cfg.vae_channels)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        block_out_channels=tuple(cfg.vae_channels), down_block_types=("DownEncoderBlock2D",) * n,
+                        up_block_types=("UpDecoderBlock2D",) * n, sample_size=cfg.image_size, norm_num_groups=cfg.norm_groups)
+    m = len(cfg.unet_channels)
+    unet = UNet2DConditionModel(sample_size=cfg.image_size // 2 ** (n - 1), in_channels=9, out_channels=4,
+                                layers_per_block=1, block_out_channels=tuple(cfg.unet_channels), norm_num_groups=cfg.norm_groups,
+                                down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (m - 1),
+                                up_block_types=("CrossAttnUpBlock2D",) * (m - 1) + ("UpBlock2D",),
+                                cross_attention_dim=text_encoder.config.hidden_size,
+                                attention_head_dim=cfg.attention_head_dim)
+    sched = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_start=0.00085, beta_end=0.012,
+                          beta_schedule="scaled_linear", clip_sample=False)
+    return {"vae": vae, "unet": unet, "text_encoder": text_encoder.eval().requires_grad_(False), "tokenizer": tokenizer,
+            "scheduler": sched}
+
+
+def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any]:
+    """The UNet batch of ``step``: source / target images (B, 3, S, S) in [-1, 1], masks (B, 1, S, S) in {0, 1},
+    prompts (B,), as a pure function of ``(cfg.seed, step)``."""
+    import cv2
+    import torch
+
+    rng = np.random.default_rng([cfg.seed, step, 104729])
+    scfg = cfg.scene_config()
+    src, tgt, masks, prompts = [], [], [], []
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.dilation + 1,) * 2)
+    while len(src) < cfg.batch_size:
+        seed = int(rng.integers(0, EVAL_SEED_OFFSET))
+        scene = render_scene(seed, scfg)
+        if not scene.objects:
+            continue
+        i = int(rng.integers(len(scene.objects)))
+        obj = scene.objects[i]
+        op = ("remove", "replace", "style")[int(rng.integers(3))]
+        if op == "remove":
+            new, prompt = None, remove_prompt
+        elif op == "replace":
+            new = [c for c in BASE_CLASSES if c != obj.class_name][int(rng.integers(len(BASE_CLASSES) - 1))]
+            prompt = new
+        else:
+            colours = [c for c in COLOURS if c != obj.colour and f"{c} {obj.shape}" in BASE_CLASSES]
+            new = f"{colours[int(rng.integers(len(colours)))]} {obj.shape}"
+            prompt = new
+        target = render_scene(seed, scfg, edit=(i, new))
+        region = scene.instance_masks[i].copy()
+        if new is not None:
+            region |= target.instance_masks[i]
+        region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+        if rng.random() < cfg.cfg_dropout:
+            prompt = ""
+        src.append(scene.image)
+        tgt.append(target.image)
+        masks.append(region)
+        prompts.append(prompt)
+
+    def to_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, S, S) in [-1, 1]
+
+    return {"source": to_tensor(src), "target": to_tensor(tgt),
+            "mask": torch.from_numpy(np.stack(masks)).float()[:, None], "prompts": prompts}
+
+
+def vae_batch(cfg: TrainConfig, step: int) -> Any:
+    """(B, 3, S, S) scenes in [-1, 1] for the VAE stage (pure function of ``(seed, step)``)."""
+    import torch
+
+    rng = np.random.default_rng([cfg.seed, step, 7411])
+    scfg = replace_styles(cfg.scene_config())
+    imgs = [render_scene(int(s), scfg).image for s in rng.integers(0, EVAL_SEED_OFFSET, size=cfg.batch_size)]
+    return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def replace_styles(scfg: SceneConfig) -> SceneConfig:
+    """The VAE sees every rendering style (it must reconstruct whatever the UNet may be asked for)."""
+    from dataclasses import replace
+
+    return replace(scfg, styles=("filled", "filled", "outline", "textured"))
+
+
+class Trainer:
+    """Both stages, their optimisers and the step counter; ``save`` / ``load`` resume exactly."""
+
+    def __init__(self, cfg: TrainConfig, clip_dir: Path = MINI_CLIP_DIR, tokenizer_dir: Path | None = None):
+        import tempfile
+
+        import torch
+
+        from ..mini_clip import load_mini_clip
+        from ..mini_inpaint import text_encoder_from_mini_clip
+
+        self.cfg = cfg
+        clip, tok, _ = load_mini_clip(clip_dir)
+        tok_dir = Path(tokenizer_dir or tempfile.mkdtemp(prefix="ovseg-tok-"))
+        text_encoder, tokenizer = text_encoder_from_mini_clip(clip, tok, tok_dir)
+        self.parts = build_components(cfg, text_encoder, tokenizer)
+        self.opt_vae = torch.optim.AdamW(self.parts["vae"].parameters(), lr=cfg.lr_vae, weight_decay=0.01)
+        self.opt_unet = torch.optim.AdamW(self.parts["unet"].parameters(), lr=cfg.lr_unet, weight_decay=0.01)
+        self.step = 0
+        self.wall = 0.0
+        self.remove_prompt = InpaintingConfig().remove_prompt
+
+    # ---- one step of either stage ------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        import torch
+
+        torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)
+        vae, unet = self.parts["vae"], self.parts["unet"]
+        if self.step < self.cfg.vae_steps:  # 1. VAE: reconstruction + KL
+            x = vae_batch(self.cfg, self.step)
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+            kl = post.kl().mean()
+            loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + self.cfg.kl_weight * kl
+            self.opt_vae.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            self.opt_vae.step()
+            out = {"stage": 0.0, "loss": float(loss.detach()), "kl": float(kl.detach())}
+        else:  # 2. UNet: epsilon prediction on edit pairs, SD inpainting conditioning
+            b = edit_batch(self.cfg, self.step, self.remove_prompt)
+            with torch.no_grad():
+                sf = vae.config.scaling_factor
+                latents = vae.encode(b["target"]).latent_dist.sample() * sf  # (B, 4, s, s)
+                masked = vae.encode(b["source"] * (b["mask"] < 0.5)).latent_dist.sample() * sf
+                mask = torch.nn.functional.interpolate(b["mask"], size=latents.shape[-2:])  # (B, 1, s, s)
+                tok = self.parts["tokenizer"](b["prompts"], padding="max_length", truncation=True,
+                                              max_length=self.parts["tokenizer"].model_max_length, return_tensors="pt")
+                context = self.parts["text_encoder"](tok.input_ids).last_hidden_state
+            noise = torch.randn_like(latents)
+            sched = self.parts["scheduler"]
+            t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],))
+            noisy = sched.add_noise(latents, noise, t)
+            pred = unet(torch.cat([noisy, mask, masked], dim=1), t, encoder_hidden_states=context).sample
+            loss = ((pred - noise) ** 2).mean()
+            self.opt_unet.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            self.opt_unet.step()
+            out = {"stage": 1.0, "loss": float(loss.detach())}
+        self.step += 1
+        return out
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        import io as _io
+
+        import torch
+
+        from ..io import write_bytes_atomic
+
+        buf = _io.BytesIO()
+        torch.save({"cfg": asdict(self.cfg), "step": self.step, "wall": self.wall,
+                    "vae": self.parts["vae"].state_dict(), "unet": self.parts["unet"].state_dict(),
+                    "opt_vae": self.opt_vae.state_dict(), "opt_unet": self.opt_unet.state_dict()}, buf)
+        write_bytes_atomic(path, buf.getvalue())
+
+    def load(self, path: Path) -> None:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["cfg"] != asdict(self.cfg):
+            raise InputError("a resumed run must use the configuration it started with", str(path),
+                             "drop the overrides or start a new --out folder")
+        self.parts["vae"].load_state_dict(state["vae"])
+        self.parts["unet"].load_state_dict(state["unet"])
+        self.opt_vae.load_state_dict(state["opt_vae"])
+        self.opt_unet.load_state_dict(state["opt_unet"])
+        self.step, self.wall = int(state["step"]), float(state["wall"])
+
+    def export(self, folder: Path) -> Path:
+        """``StableDiffusionInpaintPipeline.save_pretrained(folder)`` with a DDIM scheduler for inference."""
+        from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+        from ..weights import pin_if_embedded
+
+        p = self.parts
+        sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+        pipe = StableDiffusionInpaintPipeline(vae=p["vae"], text_encoder=p["text_encoder"], tokenizer=p["tokenizer"],
+                                              unet=p["unet"], scheduler=sched, safety_checker=None,
+                                              feature_extractor=None, requires_safety_checker=False)
+        pipe.save_pretrained(str(folder), safe_serialization=True)
+        pin_if_embedded(folder, "mini-inpainting")
+        return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m ovseg.train.mini_inpainting", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="run folder: state.pt, train_log.jsonl")
+    p.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this invocation")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--config", default=None, help="JSON of TrainConfig overrides (new runs only)")
+    p.add_argument("--export", default=str(EXPORT_DIR), help="export folder ('' = none)")
+    p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    state = out / "state.pt"
+    if state.exists() and not args.resume:
+        raise SystemExit(f"{state} exists: pass --resume to continue it, or use a new --out")
+    cfg = TrainConfig(**json.loads(args.config)) if args.config else TrainConfig()
+    trainer = Trainer(cfg)
+    if args.resume and state.exists():
+        trainer.load(state)
+    out.mkdir(parents=True, exist_ok=True)
+    start, last_ckpt = time.perf_counter(), time.perf_counter()
+    total = cfg.vae_steps + cfg.unet_steps
+    with open(out / "train_log.jsonl", "a") as log:
+        while trainer.step < total and time.perf_counter() - start < args.minutes * 60:
+            t0 = time.perf_counter()
+            rec = trainer.train_step()
+            trainer.wall += time.perf_counter() - t0
+            if trainer.step % 25 == 0:
+                log.write(json.dumps({"step": trainer.step, "wall": round(trainer.wall, 1), **rec}) + "\n")
+                log.flush()
+            if time.perf_counter() - last_ckpt > args.checkpoint_minutes * 60:
+                trainer.save(state)
+                last_ckpt = time.perf_counter()
+    trainer.save(state)
+    if args.export:
+        trainer.export(Path(args.export))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

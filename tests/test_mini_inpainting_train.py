@@ -1,0 +1,80 @@
+"""The mini inpainting trainer: diffusers classes, edit pairs from the world, exact resume, export -> load -> edit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ovseg.train.mini_inpainting import TrainConfig, Trainer, edit_batch
+from ovseg.world import NOVEL_CLASSES
+
+TINY = dict(image_size=64, vae_channels=[8, 16], unet_channels=[16, 32], attention_head_dim=4, norm_groups=4,
+            batch_size=2, vae_steps=1, unet_steps=3)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    from ovseg.mini_clip import build_mini_clip, build_tokenizer, save_mini_clip
+
+    arch = {"embed_dim": 16, "vision": {"image_size": 64, "patch_size": 8, "width": 16, "layers": 1, "head_width": 8,
+                                        "mlp_ratio": 2.0}, "text": {"width": 16, "heads": 2, "layers": 1}}
+    tok = build_tokenizer(context_length=16)
+    folder = tmp_path_factory.mktemp("clip")
+    save_mini_clip(build_mini_clip(arch, tok.vocab_size, 16, seed=0), tok, folder, dtype="float32")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trainer(clip_dir, tmp_path):
+    return Trainer(TrainConfig(**TINY), clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+
+
+def test_edit_batches_are_exact_and_base_only():
+    cfg = TrainConfig(**{**TINY, "batch_size": 6})
+    a, b = edit_batch(cfg, 5, "empty background"), edit_batch(cfg, 5, "empty background")
+    assert torch.equal(a["source"], b["source"]) and a["prompts"] == b["prompts"]
+    assert a["source"].shape == (6, 3, 64, 64) and a["mask"].shape == (6, 1, 64, 64)
+    outside = a["mask"].expand_as(a["source"]) < 0.5
+    assert torch.equal(a["source"][outside], a["target"][outside])  # the edit changes only the masked region
+    for step in range(10):
+        assert not any(p in NOVEL_CLASSES for p in edit_batch(cfg, step, "x")["prompts"])
+
+
+def test_steps_resume_exactly_and_export_loads_into_the_full_profile_code_path(clip_dir, tmp_path):
+    straight = _trainer(clip_dir, tmp_path)
+    losses = [straight.train_step()["loss"] for _ in range(3)]  # 1 VAE step, 2 UNet steps
+    assert all(np.isfinite(losses))
+    first = _trainer(clip_dir, tmp_path)
+    first.train_step(), first.train_step()
+    first.save(tmp_path / "state.pt")
+    resumed = _trainer(clip_dir, tmp_path)
+    resumed.load(tmp_path / "state.pt")
+    assert resumed.train_step()["loss"] == pytest.approx(losses[2], abs=0, rel=0)
+    for k, v in straight.parts["unet"].state_dict().items():
+        assert torch.equal(v, resumed.parts["unet"].state_dict()[k]), k
+    from ovseg.errors import InputError
+
+    with pytest.raises(InputError, match="configuration it started with"):
+        other = Trainer(dataclasses.replace(TrainConfig(**TINY), lr_unet=1.0), clip_dir=clip_dir,
+                        tokenizer_dir=tmp_path / "tok")
+        other.load(tmp_path / "state.pt")
+
+    from ovseg.config import InpaintingConfig
+    from ovseg.inpaint import Inpainter, load_inpaint_pipeline
+    from ovseg.world import SceneConfig, render_scene
+
+    folder = straight.export(tmp_path / "export")
+    pipe = load_inpaint_pipeline(folder)
+    assert type(pipe).__name__ == "StableDiffusionInpaintPipeline"
+    scene = render_scene(3, SceneConfig(size=(64, 64), n_objects=(1, 1)))
+    res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
+        scene.image, scene.instance_masks[0], "replace", edit_prompt="blue star", seed=0)
+    assert np.asarray(res.image).shape == (64, 64, 3)
