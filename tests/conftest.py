@@ -38,6 +38,17 @@ def tiny_dense_clip(seed: int = 0, **kwargs):
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test with one torch thread (the trainers' setting), restoring the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def scene() -> np.ndarray:
     """(96, 128, 3) uint8: grey background, a red disc on the left, a blue square on the right."""
     img = np.full((96, 128, 3), 200, np.uint8)

@@ -29,12 +29,7 @@ def tiny_cfg(**kw):
     return TrainConfig(**opts)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # trainers are specified and tested at 1 thread
 
 
 def test_tokenizer_remap_round_trip_and_unknown_words():

@@ -25,12 +25,7 @@ def clip_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # trainers are specified and tested at 1 thread
 
 
 def _trainer(clip_dir, tmp_path):

@@ -15,13 +15,7 @@ from ovseg.masks import MaskGenerator, build_sam2_model  # noqa: E402
 from ovseg.train import mini_sam2  # noqa: E402
 from ovseg.world import EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, render_scene  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # trainers are specified and tested at 1 thread
 
 
 def _small_cfg(**kw) -> mini_sam2.TrainConfig:
