@@ -4,9 +4,12 @@ Sessions share one project environment (``.nox/ovseg-env``) instead of one per s
 is several GB, so it is installed once and reused; it is rebuilt when pyproject.toml or this file
 changes (a stamp records their hash).
 
-* ``tests``  — the test suite (the README's test command; CI runs it).
-* ``lint``   — ruff.
-* ``demo``   — the main job in the mini profile: segment a shipped sample.
+* ``figures`` — the main job (mini profile): run every chapter notebook headlessly (papermill) and
+  regenerate ``figures/`` with its ``MANIFEST.json``; ``-- --only 3.2.3`` for some notebooks.
+* ``figures_check`` — regenerate into a temporary folder and fail on drift beyond the stated tolerance.
+* ``tests``  — the test suite plus the notebooks under nbval (the README's test command; CI runs it).
+* ``lint``   — ruff, and notebooks committed clean (``python -m ovseg.regen clean`` fixes them).
+* ``demo``   — segment a shipped sample with the CLI (a one-image smoke run).
 * ``bench``  — the benchmarks in ``benchmarks/``.
 """
 
@@ -55,11 +58,17 @@ def _env(session: nox.Session) -> dict[str, str]:
             "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
 
 
+# nbval: every notebook runs top to bottom in a kernel of this environment with its default (small)
+# parameters; only cells marked "# NBVAL_CHECK_OUTPUT" have their printed output compared.
+NBVAL = ["notebooks", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", "900"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (pass pytest arguments after --)."""
+    """Run the test suite and the notebooks under nbval (pytest arguments after -- replace the defaults)."""
     env = _env(session)
-    session.run(str(BIN / "python"), "-m", "pytest", "-q", *session.posargs, external=True, env=env)
+    args = session.posargs or ["tests", *NBVAL]
+    session.run(str(BIN / "python"), "-m", "pytest", "-q", *args, external=True, env=env)
 
 
 @nox.session
@@ -67,6 +76,23 @@ def lint(session: nox.Session) -> None:
     env = _env(session)
     session.run(str(BIN / "python"), "-m", "ruff", "check", "ovseg", "tests", "benchmarks", "noxfile.py",
                 external=True, env=env)
+    session.run(str(BIN / "python"), "-m", "ovseg.regen", "clean", "--check", external=True, env=env)
+
+
+@nox.session
+def figures(session: nox.Session) -> None:
+    """Main job: regenerate every figure and table in figures/ from the notebooks (mini profile)."""
+    env = _env(session)
+    only = ["--only", *session.posargs] if session.posargs else []
+    session.run(str(BIN / "python"), "-m", "ovseg.regen", "run", *only, external=True, env=env)
+
+
+@nox.session
+def figures_check(session: nox.Session) -> None:
+    """Regenerate into a temporary folder and compare with the committed figures/ (tolerance in ovseg.regen)."""
+    env = _env(session)
+    only = ["--only", *session.posargs] if session.posargs else []
+    session.run(str(BIN / "python"), "-m", "ovseg.regen", "check", *only, external=True, env=env)
 
 
 @nox.session

@@ -195,6 +195,36 @@ def stage_benchmark(image: Any = None, prompt: str = "red circle", profile: str 
             "note": "RANDOM WEIGHTS: timing only, results meaningless" if random_init else ""}
 
 
+def mini_throughput_benchmark(n_images: int = 20, config: Any = "balanced") -> dict[str, Any]:
+    """Issue #3 targets on the mini profile: model load seconds (SAM 2 + CLIP, weights checked) and
+    per-image seconds of ``segment`` end to end on the shipped evaluation scenes (after one warm-up image).
+
+    Call it in a fresh process for an honest load time (torch's first-use costs are included).
+    """
+    import torch
+
+    from .datasets import load_dataset
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    dataset = load_dataset("mini")
+    start = time.perf_counter()
+    pipe = OpenVocabSegmentationPipeline(config)
+    pipe.mask_generator, pipe.clip  # noqa: B018 - load both now
+    load_s = time.perf_counter() - start
+    per_image = []
+    with torch.inference_mode():
+        for i in range(n_images + 1):
+            sample = dataset[i]
+            names = [dataset.class_names[c] for c in np.unique(sample.label) if 0 < c < 255] or ["red circle"]
+            t0 = time.perf_counter()
+            pipe.segment(sample.image, names[0], top_k=1)
+            if i:  # the first image warms up the kernels
+                per_image.append(time.perf_counter() - t0)
+    return {"load_s": round(load_s, 3), "per_image_median_s": round(float(np.median(per_image)), 3),
+            "per_image_max_s": round(float(np.max(per_image)), 3), "n_images": n_images,
+            "image_size": list(sample.image.shape[:2]), "config": pipe.config.name, "threads": torch.get_num_threads()}
+
+
 def explorer_benchmark(image: Any = None, prompt: str = "red circle", repeats: int = 9) -> dict[str, Any]:
     """Milliseconds of one explorer slider change (re-filter + re-score, no model run), mini profile."""
     from .explorer import Explorer

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--profile", choices=("mini", "full"), default=None)
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
+    e.add_argument("--task", choices=("semantic", "referring"), default="semantic",
+                   help="semantic: label every pixel (Chapter 5 tables); referring: segment(image, class name), "
+                        "top-1 mask IoU against that class, written to OUT/referring.json")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
     t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-inpainting"))
@@ -234,6 +237,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if device.startswith("cuda"):
             os.environ.setdefault("OVSEG_DIST_BACKEND", "nccl")
     pipe = OpenVocabSegmentationPipeline(config, device=device)
+    if args.task == "referring":
+        from .evaluate import referring_evaluation
+        from .io import write_json_atomic
+
+        ref = referring_evaluation(dataset, pipe, protocol.max_images, progress=True)
+        write_json_atomic(Path(args.out) / "referring.json", ref)
+        print(f"referring top-1 mean IoU {ref['mean_iou']} (base {ref['mean_iou_base']}, novel {ref['mean_iou_novel']}); "
+              f"IoU>=0.5 rate {ref['hit_rate']} over {ref['n_prompts']} prompts in {ref['n_images']} images")
+        print(f"-> {args.out}/referring.json")
+        return 0
     result = run_evaluation(dataset, pipe, protocol, args.out)
     if result is not None:
         for row in table_rows([result]):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["METHODS", "EvalProtocol", "predict_labels", "run_evaluation", "load_protocol", "REPORTED",
-           "write_tables", "table_rows"]
+           "write_tables", "table_rows", "referring_evaluation"]
 
 #: "ovseg" is the thesis method (SAM 2 masks + alignment); the others are per-pixel dense
 #: baselines on the same CLIP: the pipeline's multi-layer features ("dense") or the last block
@@ -300,6 +300,61 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
     write_json_atomic(out / "metrics.json", result)
     write_tables(table_rows([result]), out, "table")
     return result
+
+
+# ---- referring segmentation (issue #3 target) -----------------------------------------------------------------
+
+def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline", max_images: int | None = None,
+                         progress: bool = False) -> dict[str, Any]:
+    """Referring segmentation: for every class present in an image, ``segment(image, class_name, top_k=1)``.
+
+    The top-1 mask is scored against the union of that class's ground-truth pixels (IoU); a prompt whose
+    ranking is empty (no mask above ``alignment.similarity_threshold``) scores 0. All prompts of an image
+    are scored in one alignment pass (the same masks, features and ranking as :meth:`segment`).
+
+    Returns:
+        ``{"n_images", "n_prompts", "mean_iou", "mean_iou_base", "mean_iou_novel", "hit_rate"`` (IoU >= 0.5)
+        ``, "hit_rate_base", "hit_rate_novel", "per_class": {name: mean IoU}}``.
+    """
+    from .align import rank_masks
+
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    novel = set(dataset.splits.get("novel", [])) if dataset.splits else set()
+    records: list[tuple[int, float]] = []  # (class index, IoU)
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(n), desc=f"referring {dataset.name}", unit="img", disable=not progress):
+        sample = dataset[i]
+        present = [int(c) for c in np.unique(sample.label) if c != dataset.ignore_index and c != dataset.background_index]
+        if not present:
+            continue
+        names = [dataset.class_names[c] for c in present]
+        masks, scores = pipe.score(sample.image, names)
+        for t, c in enumerate(present):
+            gt = sample.label == c  # (H, W) bool
+            order = rank_masks(scores, t, pipe.config.alignment.similarity_threshold, 1)
+            if len(order) == 0:
+                records.append((c, 0.0))
+                continue
+            pred = masks.masks[int(order[0])]
+            inter = np.logical_and(pred, gt).sum()
+            union = np.logical_or(pred, gt).sum()
+            records.append((c, float(inter / union) if union else 0.0))
+
+    def mean(sel: list[float]) -> float | None:
+        return round(float(np.mean(sel)), 4) if sel else None
+
+    ious = [v for _, v in records]
+    base = [v for c, v in records if c not in novel]
+    nov = [v for c, v in records if c in novel]
+    per_class: dict[str, list[float]] = {}
+    for c, v in records:
+        per_class.setdefault(dataset.class_names[c], []).append(v)
+    return {"dataset": dataset.name, "profile": pipe.config.profile, "n_images": n, "n_prompts": len(records),
+            "mean_iou": mean(ious), "mean_iou_base": mean(base), "mean_iou_novel": mean(nov),
+            "hit_rate": mean([float(v >= 0.5) for v in ious]), "hit_rate_base": mean([float(v >= 0.5) for v in base]),
+            "hit_rate_novel": mean([float(v >= 0.5) for v in nov]),
+            "per_class": {k: mean(v) for k, v in sorted(per_class.items())}}
 
 
 # ---- tables ----------------------------------------------------------------------------------------------------

@@ -26,18 +26,66 @@ from typing import Any
 from .io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from .paths import FIGURES_DIR, REPO_ROOT
 
-__all__ = ["set_context", "save_figure", "save_table", "table_text", "record", "STYLE", "provenance"]
+__all__ = ["set_context", "notebook_setup", "output_root", "save_figure", "save_table", "table_text", "record", "STYLE",
+           "provenance"]
 
 #: Matplotlib settings for stable output (Agg, fixed DPI and fonts, no hash salt in SVG).
 STYLE = {"figure.dpi": 100, "savefig.dpi": 150, "font.family": "DejaVu Sans", "font.size": 9,
          "svg.hashsalt": "ovseg", "pdf.fonttype": 42, "axes.titlesize": 9}
 
-_CONTEXT: dict[str, Any] = {"notebook": None, "parameters": {}, "profile": None}
+_CONTEXT: dict[str, Any] = {"notebook": None, "parameters": {}, "profile": None, "root": None}
 
 
-def set_context(notebook: str | None = None, parameters: dict[str, Any] | None = None, profile: str | None = None) -> None:
-    """Name the producer of the following outputs (e.g. the notebook and its papermill parameters)."""
-    _CONTEXT.update(notebook=notebook, parameters=dict(parameters or {}), profile=profile)
+def set_context(notebook: str | None = None, parameters: dict[str, Any] | None = None, profile: str | None = None,
+                root: str | Path | None = None) -> None:
+    """Name the producer of the following outputs (e.g. the notebook and its papermill parameters).
+
+    ``root`` (relative paths are anchored at the repository root) becomes the default output folder of
+    :func:`save_figure` / :func:`save_table`; ``None`` keeps ``figures/``.
+    """
+    if root is not None:
+        root = Path(root)
+        root = root if root.is_absolute() else REPO_ROOT / root
+    _CONTEXT.update(notebook=notebook, parameters=dict(parameters or {}), profile=profile, root=root)
+
+
+def output_root() -> Path:
+    """Where :func:`save_figure` / :func:`save_table` write by default (``figures/`` unless :func:`set_context` said)."""
+    return Path(_CONTEXT["root"] or FIGURES_DIR)
+
+
+def notebook_setup(notebook: str, parameters: dict[str, Any], profile: str = "mini", out_dir: str | Path | None = None,
+                   seed: int = 0) -> Path:
+    """First cell of every chapter notebook: stable matplotlib style, seeds, provenance context.
+
+    Args:
+        notebook: the notebook's path relative to the repository root (``notebooks/<name>.ipynb``).
+        parameters: the papermill parameters the notebook ran with (recorded with every output).
+        profile: ``"mini"`` or ``"full"``.
+        out_dir: where figures and tables go (relative to the repository root); ``None`` -> ``figures/``.
+        seed: seeds numpy's and torch's global generators.
+
+    Returns:
+        The output folder (absolute; created).
+    """
+    import random
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.rcParams.update(STYLE)
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    set_context(notebook, parameters, profile, out_dir)
+    root = output_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def _git_revision() -> str | None:
@@ -100,7 +148,7 @@ def _locked(path: Path) -> Iterator[None]:
 def record(paths: Sequence[Path], cell: str | None = None, parameters: dict[str, Any] | None = None,
            root: Path | None = None) -> None:
     """Add or replace the manifest records of ``paths`` (files under ``root``, default ``figures/``)."""
-    root = Path(root or FIGURES_DIR)
+    root = Path(root or output_root())
     manifest = root / "MANIFEST.json"
     prov = provenance(cell, parameters)
     with _locked(manifest):
@@ -118,7 +166,7 @@ def save_figure(fig: Any, name: str, cell: str | None = None, formats: Sequence[
     """Write ``fig`` as ``<root>/<name>.<fmt>`` for each format (atomic, no timestamps) and record it."""
     import matplotlib
 
-    root = Path(root or FIGURES_DIR)
+    root = Path(root or output_root())
     paths = []
     with matplotlib.rc_context(STYLE):
         for fmt in formats:
@@ -173,7 +221,7 @@ def save_table(rows: Sequence[dict[str, Any]], name: str, columns: Sequence[str]
                digits: int = 3, groups: Sequence[tuple[str | None, Sequence[dict[str, Any]]]] | None = None,
                parameters: dict[str, Any] | None = None, root: Path | None = None, manifest: bool = True) -> list[Path]:
     """Write ``<root>/<name>.csv|md|tex`` atomically (and record them in the manifest)."""
-    root = Path(root or FIGURES_DIR)
+    root = Path(root or output_root())
     columns = list(columns or (rows[0].keys() if rows else []))
     text = table_text(rows, columns, digits, groups)
     paths = [write_text_atomic(root / f"{name}.{ext}", text[ext]) for ext in ("csv", "md", "tex")]

@@ -181,3 +181,50 @@ def test_runner_on_fake_trees_in_the_real_layouts(name, tmp_path):
     assert len(res["per_class_iou"]) == {"voc": 21, "coco-stuff": 171, "ade20k": 150}[name]
     if name == "coco-stuff":
         assert "mIoU_novel" in res and "mIoU_base" in res
+
+
+def _referring_setup(tmp_path):
+    from ovseg.datasets import load_dataset
+    from ovseg.world import SceneConfig, write_dataset
+
+    root = write_dataset(tmp_path / "mini", [11, 12, 13], SceneConfig(n_objects=(2, 3), split="all"))
+    return load_dataset("mini", root)
+
+
+class _GroundTruthPipe:
+    """score(): one mask per ground-truth class (label == c), scored 1 for its own class name, 0 otherwise;
+    ``swap`` ranks every class's mask last (the worst ranking)."""
+
+    def __init__(self, dataset, swap=False):
+        from ovseg.config import get_balanced_config
+
+        self.dataset, self.swap = dataset, swap
+        self.config = get_balanced_config()
+
+    def score(self, image, names):
+        from ovseg.align import AlignmentScores
+        from ovseg.utils import MaskSet
+
+        sample = next(s for s in (self.dataset[i] for i in range(len(self.dataset))) if np.array_equal(s.image, image))
+        cls = [self.dataset.class_names.index(n) for n in names]
+        masks = np.stack([sample.label == c for c in cls])  # (N, H, W), N = T
+        n = len(cls)
+        ms = MaskSet(masks, np.ones(n, np.float32), np.ones(n, np.float32), np.zeros((n, 4), np.int64),
+                     masks.sum((1, 2)), np.zeros((n, 2), np.float32), np.zeros((n, 4), np.int64), source="ground-truth")
+        final = np.eye(n, dtype=np.float32)
+        if self.swap and n > 1:
+            final = 1.0 - final
+        return ms, AlignmentScores(final, np.zeros_like(final), final, 0.0)
+
+
+def test_referring_evaluation_scores_top1_mask_iou(tmp_path):
+    from ovseg.evaluate import referring_evaluation
+
+    ds = _referring_setup(tmp_path)
+    perfect = referring_evaluation(ds, _GroundTruthPipe(ds))
+    assert perfect["mean_iou"] == 1.0 and perfect["hit_rate"] == 1.0 and perfect["n_images"] == 3
+    n_prompts = sum(len({c for c in np.unique(ds[i].label) if c != 0}) for i in range(3))
+    assert perfect["n_prompts"] == n_prompts
+    worst = referring_evaluation(ds, _GroundTruthPipe(ds, swap=True))
+    assert worst["mean_iou"] == 0.0  # another class's mask never overlaps this class's pixels
+    assert set(worst["per_class"]) == set(perfect["per_class"])

@@ -1,0 +1,359 @@
+"""Regenerate every figure and table from the chapter notebooks, and check that nothing drifted.
+
+``python -m ovseg.regen run`` (what ``nox -s figures`` calls) executes each notebook in
+``notebooks/`` headlessly with papermill in a fresh kernel, with the parameters of
+``notebooks/figures.yaml`` (plus ``out_dir``), into a staging folder; executed copies go to
+``build/notebooks/``. Only when every notebook succeeded does the staging folder replace
+``figures/`` (so a failing run never leaves a half-regenerated ``figures/``). Then the manifest is
+checked: every file listed, with its sha256, and produced by a notebook.
+
+``python -m ovseg.regen check`` regenerates into a temporary folder and compares with the committed
+``figures/`` within :data:`TOLERANCE` (tables cell by cell, figures by pixels); ``--only`` limits it
+to some notebooks.
+
+``python -m ovseg.regen clean`` strips notebooks for review (outputs, execution counts, widget
+state), keeping the outputs of cells marked ``# NBVAL_CHECK_OUTPUT``: those are what ``nbval`` compares.
+``python -m ovseg.regen bless`` re-executes notebooks with their default parameters and stores the
+outputs of those marked cells (run it after an intended change of a printed number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, OvsegError
+from .paths import FIGURES_DIR, REPO_ROOT
+
+__all__ = ["NOTEBOOKS_DIR", "TOLERANCE", "list_notebooks", "figure_parameters", "run_notebooks", "regenerate",
+           "check_manifest", "compare_outputs", "clean_notebook", "is_clean", "CHECK_MARK"]
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+BUILD_DIR = REPO_ROOT / "build" / "notebooks"
+CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+
+#: Drift tolerance of ``check``: numeric table cells may differ by ``table_atol`` (absolute; the tables
+#: print 3-4 decimals, and thread scheduling can move float sums in the last bits); text cells must be
+#: equal. A PNG may differ by at most ``png_mean_abs`` grey levels on average and in at most
+#: ``png_frac_changed`` of its pixels by more than ``png_pixel_tol`` levels (antialiasing, not content).
+TOLERANCE = {"table_atol": 2e-3, "png_mean_abs": 1.0, "png_pixel_tol": 32, "png_frac_changed": 0.005}
+
+_IGNORED = {"MANIFEST.json", "MANIFEST.lock"}
+
+
+def list_notebooks(names: Sequence[str] | None = None) -> list[Path]:
+    """The chapter notebooks in run order (file name order), or the ones named (stem or prefix)."""
+    found = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+    if not names:
+        return found
+    out = []
+    for name in names:
+        hits = [p for p in found if p.stem == name] or [p for p in found if p.stem.startswith(name)]
+        if not hits:
+            raise InputError("a notebook name must match a notebook in notebooks/", name,
+                             "use one of: " + ", ".join(p.stem for p in found))
+        out += [h for h in hits if h not in out]
+    return out
+
+
+def figure_parameters(notebook: Path) -> dict[str, Any]:
+    """The papermill parameters ``figures/`` is made with (``notebooks/figures.yaml``), without ``out_dir``."""
+    import yaml
+
+    spec = NOTEBOOKS_DIR / "figures.yaml"
+    table = yaml.safe_load(spec.read_text()) if spec.exists() else {}
+    return dict((table or {}).get(notebook.stem) or {})
+
+
+def run_notebooks(notebooks: Sequence[Path], out_dir: Path, build_dir: Path = BUILD_DIR,
+                  parameters: dict[str, dict[str, Any]] | None = None, log: Any = print) -> dict[str, float]:
+    """Execute ``notebooks`` with papermill (fresh ``python3`` kernel each) writing outputs into ``out_dir``.
+
+    Returns seconds per notebook. Raises :class:`OvsegError` naming the notebook and its executed copy
+    when one fails.
+    """
+    import papermill as pm
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    times = {}
+    for nb in notebooks:
+        params = {**figure_parameters(nb), **((parameters or {}).get(nb.stem) or {}), "out_dir": str(out_dir)}
+        dest = build_dir / nb.name
+        log(f"[regen] {nb.name} {json.dumps({k: v for k, v in params.items() if k != 'out_dir'})}")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(dest), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
+                                progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as exc:
+            raise OvsegError(f"every notebook must execute: {nb.name} failed in cell {exc.exec_count}",
+                             f"{exc.ename}: {exc.evalue}", f"open the executed copy {dest} to see the traceback") from None
+        times[nb.stem] = round(time.perf_counter() - t0, 1)
+        log(f"[regen]   {times[nb.stem]:.1f} s")
+    return times
+
+
+def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_DIR, log: Any = print) -> dict[str, float]:
+    """Run the notebooks into a staging folder, then replace ``figures_dir`` with it (all or nothing).
+
+    With ``names`` only those notebooks run, and only their files (by manifest record) are replaced.
+    """
+    notebooks = list_notebooks(names)
+    figures_dir = Path(figures_dir)
+    figures_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".figures-", dir=figures_dir.parent))
+    try:
+        t0 = time.perf_counter()
+        times = run_notebooks(notebooks, stage, log=log)
+        times["total"] = round(time.perf_counter() - t0, 1)
+        (stage / "MANIFEST.lock").unlink(missing_ok=True)
+        if names:
+            _merge(stage, figures_dir, {f"notebooks/{nb.name}" for nb in notebooks})
+        else:
+            old = figures_dir.with_name(figures_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            if figures_dir.exists():
+                figures_dir.rename(old)
+            stage.rename(figures_dir)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    problems = check_manifest(figures_dir)
+    if problems:
+        raise OvsegError("every file in figures/ must be in MANIFEST.json with its sha256, made by a notebook",
+                         "; ".join(problems[:5]), "rerun `nox -s figures` (all notebooks)")
+    return times
+
+
+def _merge(stage: Path, figures_dir: Path, notebooks: set[str]) -> None:
+    """Replace the files the given notebooks made in ``figures_dir`` by the staged ones."""
+    from .io import write_bytes_atomic, write_json_atomic
+
+    old = _manifest(figures_dir)
+    new = _manifest(stage)
+    for rel, rec in old.items():
+        if rec.get("notebook") in notebooks and rel not in new:
+            (figures_dir / rel).unlink(missing_ok=True)
+    files = {rel: rec for rel, rec in old.items() if rec.get("notebook") not in notebooks}
+    for rel, rec in new.items():
+        write_bytes_atomic(figures_dir / rel, (stage / rel).read_bytes())
+        files[rel] = rec
+    write_json_atomic(figures_dir / "MANIFEST.json", {"files": dict(sorted(files.items()))})
+
+
+def _manifest(root: Path) -> dict[str, dict[str, Any]]:
+    path = Path(root) / "MANIFEST.json"
+    return json.loads(path.read_text())["files"] if path.exists() else {}
+
+
+def check_manifest(root: Path = FIGURES_DIR) -> list[str]:
+    """Problems with ``root``'s manifest: unlisted files, missing files, wrong sha256, no producing notebook."""
+    root = Path(root)
+    files = _manifest(root)
+    problems = []
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name not in _IGNORED}
+    for rel in sorted(on_disk - set(files)):
+        problems.append(f"{rel}: not in the manifest")
+    for rel, rec in files.items():
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{rel}: listed but missing")
+        elif hashlib.sha256(p.read_bytes()).hexdigest() != rec.get("sha256"):
+            problems.append(f"{rel}: sha256 differs from the manifest")
+        if not str(rec.get("notebook") or "").startswith("notebooks/"):
+            problems.append(f"{rel}: not produced by a notebook ({rec.get('notebook')!r})")
+    return problems
+
+
+def _read_csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(path.read_text())))
+
+
+def _num(s: str) -> float | None:
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def compare_tables(a: Path, b: Path, atol: float = TOLERANCE["table_atol"]) -> list[str]:
+    """Cell-by-cell differences between two CSV tables beyond ``atol`` (numbers) or at all (text)."""
+    ra, rb = _read_csv(a), _read_csv(b)
+    if len(ra) != len(rb):
+        return [f"{a.name}: {len(ra)} rows vs {len(rb)}"]
+    out = []
+    for i, (x, y) in enumerate(zip(ra, rb)):
+        if len(x) != len(y):
+            out.append(f"{a.name} row {i}: {len(x)} cells vs {len(y)}")
+            continue
+        for j, (u, v) in enumerate(zip(x, y)):
+            nu, nv = _num(u), _num(v)
+            if nu is not None and nv is not None:
+                if abs(nu - nv) > atol:
+                    out.append(f"{a.name} row {i} col {j}: {u} vs {v}")
+            elif u != v:
+                out.append(f"{a.name} row {i} col {j}: {u!r} vs {v!r}")
+    return out
+
+
+def compare_images(a: Path, b: Path, tol: dict[str, float] = TOLERANCE) -> list[str]:
+    """Differences between two PNGs beyond the pixel tolerance."""
+    import numpy as np
+    from PIL import Image
+
+    x = np.asarray(Image.open(a).convert("RGBA"), dtype=np.int16)
+    y = np.asarray(Image.open(b).convert("RGBA"), dtype=np.int16)
+    if x.shape != y.shape:
+        return [f"{a.name}: size {x.shape[1]}x{x.shape[0]} vs {y.shape[1]}x{y.shape[0]}"]
+    d = np.abs(x - y)
+    mean, frac = float(d.mean()), float((d.max(axis=-1) > tol["png_pixel_tol"]).mean())
+    if mean > tol["png_mean_abs"] or frac > tol["png_frac_changed"]:
+        return [f"{a.name}: mean |diff| {mean:.2f} levels, {100 * frac:.2f}% pixels changed"]
+    return []
+
+
+def compare_outputs(reference: Path, candidate: Path, notebooks: set[str] | None = None) -> list[str]:
+    """Drift of ``candidate`` against ``reference`` (both figures folders with manifests), within :data:`TOLERANCE`.
+
+    Tables are compared through their CSV (Markdown / LaTeX are renderings of the same rows), figures
+    through their PNG (PDF / SVG are renderings of the same Figure). ``notebooks`` limits the reference
+    files to those made by these notebooks (``notebooks/<name>.ipynb``).
+    """
+    ref, cand = _manifest(reference), _manifest(candidate)
+    if notebooks is not None:
+        ref = {k: v for k, v in ref.items() if v.get("notebook") in notebooks}
+    out = [f"{rel}: no longer produced" for rel in sorted(set(ref) - set(cand))]
+    out += [f"{rel}: new output, not in the reference" for rel in sorted(set(cand) - set(ref))]
+    for rel in sorted(set(ref) & set(cand)):
+        if rel.endswith(".csv"):
+            out += compare_tables(Path(reference) / rel, Path(candidate) / rel)
+        elif rel.endswith(".png"):
+            out += compare_images(Path(reference) / rel, Path(candidate) / rel)
+    return out
+
+
+# ---- notebook hygiene ----------------------------------------------------------------------------
+def _keeps_output(cell: dict[str, Any]) -> bool:
+    return cell.get("cell_type") == "code" and CHECK_MARK in "".join(cell.get("source", ""))
+
+
+def clean_notebook(nb: dict[str, Any], keep_checked: bool = True) -> dict[str, Any]:
+    """The notebook as committed: no outputs (except marked cells' text outputs), no execution counts,
+    no widget state, minimal metadata."""
+    nb = json.loads(json.dumps(nb))
+    meta = nb.get("metadata", {})
+    nb["metadata"] = {k: meta[k] for k in ("kernelspec", "language_info") if k in meta}
+    if "language_info" in nb["metadata"]:
+        nb["metadata"]["language_info"] = {"name": "python"}
+    for cell in nb.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = {"tags": tags} if tags else {}
+        if cell.get("cell_type") != "code":
+            continue
+        cell["execution_count"] = None
+        if keep_checked and _keeps_output(cell):
+            outs = []
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "stream":
+                    outs.append({"name": o["name"], "output_type": "stream", "text": o["text"]})
+                elif o.get("output_type") in ("execute_result", "display_data") and "text/plain" in o.get("data", {}):
+                    outs.append({"data": {"text/plain": o["data"]["text/plain"]}, "metadata": {},
+                                 "output_type": "execute_result", "execution_count": None})
+            cell["outputs"] = outs
+        else:
+            cell["outputs"] = []
+    return nb
+
+
+def _dump(nb: dict[str, Any]) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def is_clean(path: Path) -> bool:
+    """Whether a committed notebook is exactly what :func:`clean_notebook` makes of it."""
+    text = Path(path).read_text()
+    return text == _dump(clean_notebook(json.loads(text)))
+
+
+def _clean_file(path: Path, source: dict[str, Any] | None = None) -> bool:
+    from .io import write_text_atomic
+
+    text = Path(path).read_text()
+    new = _dump(clean_notebook(source if source is not None else json.loads(text)))
+    if new != text:
+        write_text_atomic(path, new)
+        return True
+    return False
+
+
+def bless(notebooks: Sequence[Path], log: Any = print) -> None:
+    """Execute with default parameters (a scratch out_dir) and store the marked cells' outputs."""
+    import papermill as pm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for nb in notebooks:
+            dest = Path(tmp) / nb.name
+            log(f"[bless] {nb.name}")
+            pm.execute_notebook(str(nb), str(dest), parameters={"out_dir": str(Path(tmp) / "out")}, kernel_name="python3",
+                                cwd=str(NOTEBOOKS_DIR), progress_bar=False)
+            executed = json.loads(dest.read_text())
+            # papermill adds an "injected-parameters" cell: drop it before storing
+            executed["cells"] = [c for c in executed["cells"]
+                                 if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+            _clean_file(nb, executed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ovseg.regen", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="regenerate figures/ from the notebooks")
+    r.add_argument("--only", nargs="*", default=None, help="notebook names or prefixes (default: all)")
+    c = sub.add_parser("check", help="regenerate into a temporary folder and compare with figures/")
+    c.add_argument("--only", nargs="*", default=None)
+    s = sub.add_parser("clean", help="strip notebooks for review (keeps # NBVAL_CHECK_OUTPUT outputs)")
+    s.add_argument("--check", action="store_true", help="only report notebooks that are not clean (exit 1)")
+    b = sub.add_parser("bless", help="re-execute and store the outputs nbval checks")
+    b.add_argument("--only", nargs="*", default=None)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            times = regenerate(args.only)
+            print(f"[regen] figures/ regenerated in {times['total']:.1f} s: " + json.dumps(times))
+        elif args.cmd == "check":
+            notebooks = list_notebooks(args.only)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "figures"
+                run_notebooks(notebooks, out, build_dir=Path(tmp) / "executed")
+                drift = compare_outputs(FIGURES_DIR, out, {f"notebooks/{nb.name}" for nb in notebooks})
+            if drift:
+                print("[regen] drift beyond tolerance " + json.dumps(TOLERANCE) + ":\n  " + "\n  ".join(drift))
+                return 1
+            print(f"[regen] no drift in the outputs of {len(notebooks)} notebook(s) (tolerance {json.dumps(TOLERANCE)})")
+        elif args.cmd == "clean":
+            dirty = [nb for nb in list_notebooks() if not is_clean(nb)]
+            if args.check:
+                for nb in dirty:
+                    print(f"not clean: {nb.relative_to(REPO_ROOT)} (run python -m ovseg.regen clean)")
+                return 1 if dirty else 0
+            for nb in dirty:
+                _clean_file(nb)
+                print(f"cleaned {nb.relative_to(REPO_ROOT)}")
+        elif args.cmd == "bless":
+            bless(list_notebooks(args.only))
+    except OvsegError as exc:
+        print(f"ovseg: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
