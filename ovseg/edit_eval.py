@@ -113,8 +113,8 @@ def psnr_ssim_outside(before: np.ndarray, after: np.ndarray, blended: np.ndarray
     diff = before.astype(np.float64)[outside] - after.astype(np.float64)[outside]
     mse = float((diff ** 2).mean())
     psnr = math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-    a = torch.from_numpy(before).permute(2, 0, 1)[None].double() / 255
-    b = torch.from_numpy(after).permute(2, 0, 1)[None].double() / 255
+    a = torch.tensor(before).permute(2, 0, 1)[None].double() / 255  # (1, 3, H, W) in [0, 1]; copies read-only arrays
+    b = torch.tensor(after).permute(2, 0, 1)[None].double() / 255
     _, ssim_map = structural_similarity_index_measure(b, a, data_range=1.0, return_full_image=True)
     ssim = float(ssim_map[0].mean(0).numpy()[outside].mean())
     return psnr, ssim

@@ -345,6 +345,11 @@ def load_inpaint_pipeline(source: str | Path, device: str = "cpu", dtype: Any = 
     from diffusers.pipelines import pipeline_utils
 
     kwargs["dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"] = dtype
+    # Low-memory loading needs the optional ``accelerate``; without it diffusers would print a warning per
+    # component and fall back anyway, so ask for the plain path explicitly.
+    import importlib.util
+
+    kwargs["low_cpu_mem_usage"] = importlib.util.find_spec("accelerate") is not None
 
     # 4. Load: local files only for folders, offline mode and cached models (a partly cached model is then
     #    completed from the hub unless offline).

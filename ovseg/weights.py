@@ -98,7 +98,7 @@ _REGISTRY_LIST = [
                 local_dir="data/models/mini-inpainting",
                 files=("model_index.json", "unet/diffusion_pytorch_model.safetensors",
                        "vae/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-                       "tokenizer/vocab.json"),
+                       "tokenizer/tokenizer_config.json"),
                 description="mini SD inpainting (diffusers classes), trained on the mini world"),
 ]
 

@@ -242,15 +242,23 @@ class Trainer:
         self.step, self.wall = int(state["step"]), float(state["wall"])
 
     def export(self, folder: Path) -> Path:
-        """``StableDiffusionInpaintPipeline.save_pretrained(folder)`` with a DDIM scheduler for inference."""
+        """``StableDiffusionInpaintPipeline.save_pretrained(folder)`` with a DDIM scheduler for inference.
+
+        Weights are stored in float16 (half the size; ``load_inpaint_pipeline`` upcasts to float32 on CPU).
+        Most of the text encoder is its token-embedding table: the full CLIP vocabulary (the tokenizer is
+        the standard one), with every token the mini CLIP never learned mapped to its unknown-token row.
+        """
+        import copy
+
         from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
         from ..weights import pin_if_embedded
 
         p = self.parts
         sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-        pipe = StableDiffusionInpaintPipeline(vae=p["vae"], text_encoder=p["text_encoder"], tokenizer=p["tokenizer"],
-                                              unet=p["unet"], scheduler=sched, safety_checker=None,
+        half = {k: copy.deepcopy(p[k]).half() for k in ("vae", "unet", "text_encoder")}
+        pipe = StableDiffusionInpaintPipeline(vae=half["vae"], text_encoder=half["text_encoder"], tokenizer=p["tokenizer"],
+                                              unet=half["unet"], scheduler=sched, safety_checker=None,
                                               feature_extractor=None, requires_safety_checker=False)
         pipe.save_pretrained(str(folder), safe_serialization=True)
         pin_if_embedded(folder, "mini-inpainting")
