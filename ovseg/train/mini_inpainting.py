@@ -261,8 +261,58 @@ class Trainer:
                                               unet=half["unet"], scheduler=sched, safety_checker=None,
                                               feature_extractor=None, requires_safety_checker=False)
         pipe.save_pretrained(str(folder), safe_serialization=True)
+        self.write_model_card(folder)
         pin_if_embedded(folder, "mini-inpainting")
         return folder
+
+    def write_model_card(self, folder: Path, metrics: dict[str, Any] | None = None) -> Path:
+        """``MODEL_CARD.md``: architecture, data, recipe, steps and wall time; ``metrics`` (measured by
+        ``ovseg.edit_eval``) are kept from an existing card's JSON block when not given."""
+        from ..io import write_text_atomic
+
+        cfg, p = self.cfg, self.parts
+        card = Path(folder) / "MODEL_CARD.md"
+        if metrics is None and card.exists():
+            text = card.read_text()
+            if "```json" in text:
+                metrics = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
+        n_params = {k: sum(t.numel() for t in p[k].parameters()) for k in ("vae", "unet", "text_encoder")}
+        vae_done, unet_done = min(self.step, cfg.vae_steps), max(0, self.step - cfg.vae_steps)
+        lines = [
+            "# mini inpainting model (ovseg mini profile)", "",
+            "A `diffusers.StableDiffusionInpaintPipeline` of small components, trained from scratch by "
+            "`python -m ovseg.train.mini_inpainting` (`ovseg train mini-inpainting`) on the procedural mini world "
+            "(`ovseg/world.py`). It loads with `StableDiffusionInpaintPipeline.from_pretrained(<this folder>)`, "
+            "the code path of the full profile.", "",
+            "## Architecture", "",
+            f"- `AutoencoderKL`: channels {cfg.vae_channels}, 4 latent channels, x{2 ** (len(cfg.vae_channels) - 1)} "
+            f"downsampling ({cfg.image_size} px -> {cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)} px latents); "
+            f"{n_params['vae'] / 1e6:.2f} M parameters",
+            f"- `UNet2DConditionModel`: 9 input channels (noisy latents, mask, masked-image latents), channels "
+            f"{cfg.unet_channels}, cross-attention head dim {cfg.attention_head_dim}; {n_params['unet'] / 1e6:.2f} M parameters",
+            f"- `CLIPTextModel`: the mini CLIP's text tower converted (frozen), {n_params['text_encoder'] / 1e6:.2f} M "
+            "parameters, mostly the full-vocabulary token table (unknown tokens share one row); `CLIPTokenizer` from "
+            "open_clip's bundled BPE", "- scheduler: DDPM (1000 steps, scaled-linear betas) for training, DDIM for inference",
+            "- weights stored in float16", "",
+            "## Data", "",
+            f"Edit pairs rendered on the fly (seeds < EVAL_SEED_OFFSET, `split=\"base\"`: no novel composition as source "
+            f"or target), {cfg.image_size} px: the same scene with one object removed, replaced by another base class, or "
+            f"restyled (new colour, same shape); mask = the edited region dilated by {cfg.dilation} px; prompts = the remove "
+            f"prompt or the new class name; {int(100 * cfg.cfg_dropout)}% empty prompts (classifier-free guidance). "
+            "The VAE sees every rendering style.", "",
+            "## Training", "",
+            f"VAE: L1 + MSE + {cfg.kl_weight:g} KL, AdamW lr {cfg.lr_vae:g}, {vae_done} of {cfg.vae_steps} steps. "
+            f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}, {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
+            f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min. Resume with "
+            "`ovseg train mini-inpainting --out data/train/mini-inpainting --minutes M --resume`.", "",
+            "## Metrics", "",
+        ]
+        if metrics:
+            lines += ["Measured with `ovseg.edit_eval` on held-out world scenes (see `notebooks/3.2.4_inpainting.ipynb`):",
+                      "", "```json", json.dumps(metrics, indent=1), "```"]
+        else:
+            lines += ["Not measured yet."]
+        return write_text_atomic(card, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
