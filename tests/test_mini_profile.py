@@ -49,3 +49,27 @@ def test_cli_segment_on_a_sample(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["profile"] == "mini" and (tmp_path / "result.json").exists() and (tmp_path / "overlay.png").exists()
     assert np.isfinite([m["final_score"] for m in out["masks"]]).all()
+
+
+@pytest.mark.skipif(not (MODELS / "mini-inpainting" / "model_index.json").exists(), reason="mini inpainting not trained")
+def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
+    """remove / replace through the CLI: the shipped diffusers model, files written, outside pixels kept."""
+    from PIL import Image
+
+    from ovseg.cli import main
+    from ovseg.inpaint import prepare_mask
+
+    src = np.asarray(Image.open(SAMPLES_DIR / "world_1.png").convert("RGB"))
+    for op, extra in (("remove", []), ("replace", ["--edit", "blue circle"])):
+        out = tmp_path / op
+        assert main([op, str(SAMPLES_DIR / "world_1.png"), "--prompt", "white star", *extra, "--steps", "4",
+                     "--seed", "1", "--out", str(out)]) == 0
+        res = json.loads((out / "result.json").read_text())
+        assert res["edit"]["method"] == "diffusion" and res["edit"]["steps"] == 4
+        edited = np.asarray(Image.open(out / "edited.png").convert("RGB"))
+        mask = np.asarray(Image.open(out / "mask.png")) > 0
+        keep = prepare_mask(mask, 5, 8.0) == 0  # the CLI's config: the balanced preset's dilation and blur
+        assert edited.shape == src.shape and np.array_equal(edited[keep], src[keep]) and (edited != src).any()
+    capsys.readouterr()
+    assert main(["replace", str(SAMPLES_DIR / "world_1.png"), "--prompt", "white star", "--out", str(tmp_path / "x")]) == 2
+    assert "needs --edit" in capsys.readouterr().err and not (tmp_path / "x" / "edited.png").exists()
