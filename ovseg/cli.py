@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import OvsegError
+from .errors import InputError, OvsegError
 
 __all__ = ["main", "build_parser"]
 
@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--profile", choices=("mini", "full"), default=None)
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
-    e.add_argument("--task", choices=("semantic", "referring"), default="semantic",
+    e.add_argument("--task", choices=("semantic", "referring", "edits"), default="semantic",
                    help="semantic: label every pixel (Chapter 5 tables); referring: segment(image, class name), "
-                        "top-1 mask IoU against that class, written to OUT/referring.json")
+                        "top-1 mask IoU against that class (OUT/referring.json); edits: edit quality of remove / "
+                        "replace / style on held-out mini-world scenes, --max-images edits (default 60; OUT/edits.json)")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
     t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-inpainting"))
@@ -236,7 +237,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda"):
             os.environ.setdefault("OVSEG_DIST_BACKEND", "nccl")
+    if args.task == "edits" and args.dataset != "mini":
+        raise InputError("--task edits builds its edit set from the mini world", f"--dataset {args.dataset}",
+                         "use --dataset mini (the edited objects' exact masks and targets come from ovseg.world)")
     pipe = OpenVocabSegmentationPipeline(config, device=device)
+    if args.task == "edits":
+        from .edit_eval import build_edit_set, evaluate_edits
+        from .io import write_json_atomic
+
+        summary = evaluate_edits(pipe, build_edit_set(protocol.max_images or 60), seed=0)
+        write_json_atomic(Path(args.out) / "edits.json", summary)
+        keys = ("n_edits", "method", "steps", "psnr_outside_min_db", "success_remove", "success_replace_base",
+                "success_replace_novel", "success_style", "fid", "clip_score", "seconds_per_edit")
+        print(json.dumps({k: summary.get(k) for k in keys}))
+        print(f"-> {args.out}/edits.json")
+        return 0
     if args.task == "referring":
         from .evaluate import referring_evaluation
         from .io import write_json_atomic
