@@ -180,10 +180,13 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
     if realism and rows:
         # 4. realism: FID edited vs unedited scenes, CLIP score of the prompt vs the edited region
         extractor = pipe.clip if pipe.config.profile == "mini" else "inception"
-        fid = fid_metric(extractor)
-        fid.update(torch.stack(real_imgs), real=True)
-        fid.update(torch.stack(edited_imgs), real=False)
-        summary["fid"] = round(float(fid.compute()), 4)
+        if len(rows) >= 2:  # FID needs a covariance on each side
+            fid = fid_metric(extractor)
+            fid.update(torch.stack(real_imgs), real=True)
+            fid.update(torch.stack(edited_imgs), real=False)
+            summary["fid"] = round(float(fid.compute()), 4)
+        else:
+            summary["fid"] = None
         summary["fid_features"] = "Inception-v3 pool3" if isinstance(extractor, str) else "mini CLIP image embeddings"
         if crops:
             score = clip_score_metric(pipe.clip if pipe.config.profile == "mini" else None)

@@ -267,8 +267,11 @@ def clean_notebook(nb: dict[str, Any], keep_checked: bool = True) -> dict[str, A
                     outs.append({"name": o["name"], "output_type": "stream", "text": o["text"]})
                 elif o.get("output_type") in ("execute_result", "display_data") and "text/plain" in o.get("data", {}):
                     outs.append({"data": {"text/plain": o["data"]["text/plain"]}, "metadata": {},
-                                 "output_type": "execute_result", "execution_count": None})
+                                 "output_type": "execute_result", "execution_count": 1})
             cell["outputs"] = outs
+            # nbval treats a cell with outputs but no execution count as an error ("unrun reference cell"):
+            # a constant count keeps it checkable without churn between runs
+            cell["execution_count"] = 1 if outs else None
         else:
             cell["outputs"] = []
     return nb

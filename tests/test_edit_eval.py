@@ -65,3 +65,14 @@ def test_realism_metrics_name_their_extractor(profile):
     res = evaluate_edits(pipe, build_edit_set(2, operations=("replace",)), realism=True)
     assert res["fid_features"] == "mini CLIP image embeddings" and res["clip_score_model"] == "mini CLIP"
     assert math.isfinite(res["fid"]) and 0 <= res["clip_score"] <= 100
+
+
+def test_fid_needs_two_edits_and_says_so_with_none():
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config().replace(profile="mini")
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = evaluate_edits(pipe, build_edit_set(1, operations=("replace",)), realism=True)
+    assert res["fid"] is None and res["n_edits"] == 1 and res["clip_score"] is not None

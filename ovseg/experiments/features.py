@@ -1,0 +1,250 @@
+"""Experiments of thesis section 3.2.1 (dense CLIP features): notebook ``3.2.1_clip_features``.
+
+* which transformer layer localises best: per-layer and fused similarity heatmaps
+  (:func:`similarity_maps`, :func:`heatmap_figure`) and dense per-pixel segmentation quality per layer
+  (:func:`dense_eval`);
+* what prompt ensembling buys: the same evaluation with a bare prompt, each single template, and the
+  ensemble (:func:`template_settings`), plus how far apart the class text embeddings are
+  (:func:`text_separation`); :func:`ensemble_figure` plots the table.
+
+Dense evaluation protocol: every pixel takes the class whose text embedding has the highest cosine with
+the pixel's (bilinearly upsampled) feature, over all ``C`` class names of the dataset (mini: background +
+48 shapes); a confusion matrix is summed over the images and turned into pixel accuracy and mIoU
+(:mod:`ovseg.metrics`; classes that never occur in ground truth or prediction are skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ..datasets import SegDataset
+    from ..features import DenseCLIP, DenseFeatures
+    from ..world import Scene
+
+__all__ = ["layer_settings", "template_settings", "sample_scene", "similarity_maps", "heatmap_figure",
+           "object_contrast", "pixel_predictions", "dense_eval", "text_separation", "nearest_other_cosine",
+           "ensemble_figure", "WORLD_SAMPLE_CONFIG"]
+
+#: The SceneConfig keyword arguments ``data/make_samples.py`` draws ``data/samples/world_<k>.png`` with
+#: (seed ``EVAL_SEED_OFFSET + 500_000 + k``).
+WORLD_SAMPLE_CONFIG: dict[str, Any] = {"size": (192, 256), "n_objects": (2, 4), "split": "base", "textured_objects": 0.0}
+
+
+def layer_settings(clip: "DenseCLIP") -> list[tuple[str, list[int]]]:
+    """(label, layers) pairs: each extracted layer alone, then all of them fused (the pipeline's setting)."""
+    layers = list(clip.extract_layers)
+    out = [(f"layer {layer}", [layer]) for layer in layers]
+    if len(layers) > 1:
+        out.append(("fused " + "+".join(str(x) for x in layers), layers))
+    return out
+
+
+def template_settings(clip: "DenseCLIP", max_single: int = 3,
+                      extra: Sequence[str] = ("imagenet80",)) -> list[tuple[str, list[str]]]:
+    """(label, templates) pairs: the bare prompt, single templates, the model's ensemble, then ``extra`` sets.
+
+    Single templates are the ensemble's own when it has at most ``max_single`` (the mini CLIP's 3), else
+    CLIP's standard ``"a photo of a {}."`` (the full profile's 80-template ensemble). ``extra`` names
+    template sets of :func:`ovseg.features.get_templates` (e.g. ``"imagenet80"``, the thesis' ensemble)
+    added unless they equal the model's ensemble. For the mini CLIP most of their words are outside its
+    vocabulary (they become ``<unk>``).
+    """
+    from ..features import get_templates
+
+    ens = list(clip.templates)
+    out: list[tuple[str, list[str]]] = [('bare "{}"', ["{}"])]
+    singles = ens if len(ens) <= max_single else ["a photo of a {}."]
+    out += [(f'single "{t}"', [t]) for t in singles if t != "{}"]
+    if len(ens) > 1:
+        out.append((f"ensemble ({len(ens)})", ens))
+    for name in extra:
+        t = get_templates(name)
+        if t != ens:
+            out.append((f"{name} ({len(t)})", t))
+    return out
+
+
+def sample_scene(k: int) -> "Scene":
+    """The mini-world scene of the shipped sample ``data/samples/world_<k>.png`` (image, instances, objects).
+
+    Re-rendered from its seed; raises ``ValueError`` if it no longer matches the shipped PNG.
+    """
+    from ..io import load_image
+    from ..paths import SAMPLES_DIR
+    from ..world import EVAL_SEED_OFFSET, SceneConfig, render_scene
+
+    scene = render_scene(EVAL_SEED_OFFSET + 500_000 + k, SceneConfig(**WORLD_SAMPLE_CONFIG))
+    if not np.array_equal(scene.image, load_image(SAMPLES_DIR / f"world_{k}.png")):
+        raise ValueError(f"world_{k}.png differs from its re-rendered scene; regenerate with data/make_samples.py")
+    return scene
+
+
+def similarity_maps(clip: "DenseCLIP", feats: "DenseFeatures", prompts: Sequence[str],
+                    layers: Sequence[tuple[str, Sequence[int]]], templates: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Cosine similarity maps per layer setting.
+
+    Returns:
+        ``{label: (T, H, W) float32}`` in [-1, 1] at the image's size, one map per prompt.
+    """
+    text = clip.encode_text(list(prompts), templates=templates)  # (T, E)
+    out = {}
+    for label, sel in layers:
+        weights = clip.layer_weights if list(sel) == list(clip.extract_layers) else None
+        out[label] = feats.similarity(text, layers=list(sel), weights=weights).numpy().astype(np.float32)
+    return out
+
+
+def heatmap_figure(image: np.ndarray, prompts: Sequence[str], maps: dict[str, np.ndarray], title: str = "") -> "Figure":
+    """Rows = prompts, columns = the image then one similarity heatmap per layer setting (shared colour scale).
+
+    Args:
+        image: (H, W, 3) uint8.
+        maps: ``{label: (T, H, W)}`` from :func:`similarity_maps`, T = len(prompts).
+    """
+    from matplotlib.figure import Figure
+
+    labels = list(maps)
+    n_rows, n_cols = len(prompts), 1 + len(labels)
+    h, w = image.shape[:2]
+    fig = Figure(figsize=(1.9 * n_cols * w / max(h, w) + 0.8, 1.9 * n_rows * h / max(h, w) + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(n_rows, n_cols, squeeze=False))
+    vals = np.concatenate([m.ravel() for m in maps.values()])
+    vmin, vmax = float(np.percentile(vals, 1)), float(np.percentile(vals, 99.9))
+    im = None
+    for r, prompt in enumerate(prompts):
+        axes[r, 0].imshow(image)
+        axes[r, 0].set_ylabel(f'"{prompt}"', fontsize=9)
+        for c, label in enumerate(labels, start=1):
+            im = axes[r, c].imshow(maps[label][r], cmap="magma", vmin=vmin, vmax=vmax)
+            if r == 0:
+                axes[r, c].set_title(label)
+        if r == 0:
+            axes[r, 0].set_title("image")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if im is not None:
+        fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="cosine(pixel feature, text)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def object_contrast(scene: "Scene", prompts: Sequence[str], maps: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean over prompts of (mean cosine on the prompted class's pixels - mean cosine on background pixels).
+
+    Args:
+        scene: a scene with ``instance_masks`` (K, H, W) and ``objects``; prompts are class names in it.
+        maps: ``{label: (T, H, W)}`` from :func:`similarity_maps` for ``prompts``.
+
+    Returns:
+        ``{label: float}``; larger = the map singles out the prompted object more clearly.
+    """
+    background = ~scene.instance_masks.any(axis=0)  # (H, W)
+    out = {}
+    for label, m in maps.items():
+        diffs = []
+        for t, p in enumerate(prompts):
+            obj = scene.instance_masks[[k for k, o in enumerate(scene.objects) if o.class_name == p]].any(axis=0)
+            diffs.append(float(m[t][obj].mean() - m[t][background].mean()))
+        out[label] = float(np.mean(diffs))
+    return out
+
+
+def pixel_predictions(sim: "Any") -> np.ndarray:
+    """(T, H, W) similarity maps (tensor or array) -> (H, W) int64 index of the best prompt per pixel."""
+    return np.asarray(sim).argmax(axis=0).astype(np.int64)
+
+
+def _row(cm: np.ndarray, splits: dict[str, list[int]]) -> dict[str, float]:
+    from ..metrics import metrics_from_confusion
+
+    m = metrics_from_confusion(cm)
+    row = {"pixel_acc": m.pixel_accuracy, "mIoU": m.miou}
+    for name, idx in splits.items():
+        row[f"mIoU_{name}"] = m.subset_miou(idx)
+    return row
+
+
+def dense_eval(clip: "DenseCLIP", dataset: "SegDataset", n_images: int, layers: Sequence[tuple[str, Sequence[int]]],
+               templates: Sequence[tuple[str, Sequence[str]]]) -> list[dict[str, Any]]:
+    """Dense per-pixel segmentation of the first ``n_images`` scenes for every (layer, template) setting.
+
+    Each image's features are computed once; each template set's text embeddings once.
+
+    Returns:
+        One row per setting, layer settings outer: ``{"layers", "templates", "n_templates", "pixel_acc",
+        "mIoU", "mIoU_<split>"...}`` (floats in [0, 1]; splits from ``dataset.splits``, e.g. base / novel).
+    """
+    import torch
+
+    from ..metrics import confusion_matrix
+
+    c = dataset.num_classes
+    texts = {name: clip.encode_text(dataset.class_names, templates=list(t)) for name, t in templates}  # (C, E)
+    cms = {(ln, tn): np.zeros((c, c), np.int64) for ln, _ in layers for tn, _ in templates}
+    for i in range(min(n_images, len(dataset))):
+        sample = dataset[i]
+        feats = clip.dense_features(sample.image)
+        for ln, sel in layers:
+            weights = clip.layer_weights if list(sel) == list(clip.extract_layers) else None
+            for tn, _ in templates:
+                with torch.inference_mode():
+                    sim = feats.similarity(texts[tn], size=sample.label.shape, layers=list(sel), weights=weights)
+                pred = pixel_predictions(sim.numpy())
+                cms[(ln, tn)] += confusion_matrix(pred, sample.label, c, dataset.ignore_index)
+    rows = []
+    n_templates = {name: len(t) for name, t in templates}
+    for ln, _ in layers:
+        for tn, _ in templates:
+            rows.append({"layers": ln, "templates": tn, "n_templates": n_templates[tn], **_row(cms[(ln, tn)], dataset.splits)})
+    return rows
+
+
+def text_separation(clip: "DenseCLIP", class_names: Sequence[str], templates: Sequence[str]) -> float:
+    """Mean over classes of the cosine to the *nearest other* class embedding (lower = better separated), in [-1, 1]."""
+    text = clip.encode_text(list(class_names), templates=list(templates)).numpy().astype(np.float64)  # (C, E)
+    return nearest_other_cosine(text)
+
+
+def nearest_other_cosine(emb: np.ndarray) -> float:
+    """(C, E) L2-normalised rows -> mean over rows of the largest cosine to another row (C >= 2)."""
+    gram = emb @ emb.T  # (C, C)
+    np.fill_diagonal(gram, -np.inf)
+    return float(gram.max(axis=1).mean())
+
+
+def ensemble_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("mIoU", "mIoU_novel")) -> "Figure":
+    """Grouped bars: one panel per metric, x = template setting, one bar per layer setting."""
+    from matplotlib.figure import Figure
+
+    layer_names = list(dict.fromkeys(r["layers"] for r in rows))
+    tmpl_names = list(dict.fromkeys(r["templates"] for r in rows))
+    import textwrap
+
+    metrics = [m for m in metrics if m in rows[0]]
+    fig = Figure(figsize=(5.6 * len(metrics), 3.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    width = 0.8 / len(layer_names)
+    x = np.arange(len(tmpl_names))
+    handles = []
+    for ax, metric in zip(axes, metrics):
+        handles = []
+        for k, ln in enumerate(layer_names):
+            vals = [next(r[metric] for r in rows if r["layers"] == ln and r["templates"] == tn) for tn in tmpl_names]
+            bars = ax.bar(x + (k - (len(layer_names) - 1) / 2) * width, vals, width, label=ln)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2, rotation=90)
+            handles.append(bars)
+        ax.set_xticks(x, [textwrap.fill(t, 13) for t in tmpl_names], fontsize=7)
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(0, 1.0)
+        ax.set_title(f"dense per-pixel {metric.replace('_', ' ')} by prompt templates")
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(handles=handles, labels=layer_names, title="features", loc="outside right center", fontsize=8)
+    return fig
