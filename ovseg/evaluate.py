@@ -125,8 +125,24 @@ def _protocol_text(protocol: EvalProtocol, config: Any, dataset: "SegDataset") -
     import yaml
 
     doc = {"dataset": {"name": dataset.name, "split": dataset.split, "classes": len(dataset.class_names)},
-           "protocol": asdict(protocol), "pipeline": config.to_dict()}
+           "protocol": asdict(protocol), "pipeline": config.to_dict(), "weights": _weights_identity(config)}
     return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _weights_identity(config: Any) -> dict[str, str]:
+    """The checksums of the embedded models a mini-profile run uses (their SHA256SUMS), so that results
+    stored for one checkpoint are never resumed with another; full-profile models are named by the config."""
+    from .paths import REPO_ROOT
+    from .weights import REGISTRY, default_model
+
+    if config.profile != "mini":
+        return {}
+    out = {}
+    for stage in ("sam2", "clip"):
+        entry = REGISTRY[default_model("mini", stage)]
+        sums = REPO_ROOT / entry.local_dir / "SHA256SUMS"
+        out[entry.name] = hashlib.sha256(sums.read_bytes()).hexdigest()[:16] if sums.exists() else "unpinned"
+    return out
 
 
 # ---- prediction ------------------------------------------------------------------------------------------

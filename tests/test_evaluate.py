@@ -228,3 +228,12 @@ def test_referring_evaluation_scores_top1_mask_iou(tmp_path):
     worst = referring_evaluation(ds, _GroundTruthPipe(ds, swap=True))
     assert worst["mean_iou"] == 0.0  # another class's mask never overlaps this class's pixels
     assert set(worst["per_class"]) == set(perfect["per_class"])
+
+
+def test_protocol_names_the_mini_checkpoints_so_a_new_checkpoint_never_resumes_old_results():
+    from ovseg.config import get_balanced_config
+    from ovseg.evaluate import _weights_identity
+
+    mini = _weights_identity(get_balanced_config())
+    assert set(mini) == {"mini-sam2", "mini-clip"} and all(len(v) == 16 or v == "unpinned" for v in mini.values())
+    assert _weights_identity(get_balanced_config(profile="full")) == {}  # named by the config's model ids

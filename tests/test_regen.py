@@ -133,3 +133,13 @@ def test_committed_figures_match_their_manifest():
     if not (regen.FIGURES_DIR / "MANIFEST.json").exists():
         pytest.skip("figures/ has not been generated in this checkout")
     assert regen.check_manifest(regen.FIGURES_DIR) == []
+
+
+def test_regenerated_alignment_outputs_match_the_committed_ones(tmp_path):
+    """The drift check on one notebook (all of them: `nox -s figures_check`): regenerate 3.2.3's tables and
+    figures with its figures.yaml parameters and compare with figures/ within regen.TOLERANCE."""
+    if not (regen.FIGURES_DIR / "MANIFEST.json").exists():
+        pytest.skip("figures/ has not been generated in this checkout")
+    nb = regen.list_notebooks(["3.2.3_alignment"])
+    regen.run_notebooks(nb, tmp_path / "figures", build_dir=tmp_path / "executed", log=lambda *_: None)
+    assert regen.compare_outputs(regen.FIGURES_DIR, tmp_path / "figures", {"notebooks/3.2.3_alignment.ipynb"}) == []

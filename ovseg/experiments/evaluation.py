@@ -1,0 +1,267 @@
+"""Chapter 5: segmentation metrics of the thesis method and the baselines under one protocol.
+
+Runs :func:`ovseg.evaluate.run_evaluation` for several methods on one dataset, each in its own
+resumable results store, and turns the ``metrics.json`` results into table rows and figures:
+
+* :func:`evaluate_methods` -- one result dict per method (``ovseg.evaluate`` format);
+* :func:`summary_rows` -- mIoU (all / base / novel), mean precision / recall / F1, pixel accuracy;
+* :func:`per_class_rows` and :func:`per_class_figure` -- per-class IoU, base vs novel;
+* :func:`method_figure` -- mIoU per method, base vs novel;
+* :func:`benchmark_datasets` / :func:`benchmark_rows` -- the full-profile VOC / COCO-Stuff / ADE20K
+  tables with the thesis's reported numbers beside the measured ones.
+
+Stores are keyed by everything that determines a prediction -- dataset, number of images,
+protocol, pipeline configuration and a fingerprint of the model weights -- so rerunning a notebook
+reuses finished images (identical numbers: confusion matrices are integer counts) and a changed
+setting or a new checkpoint gets a fresh store instead of stale results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ..datasets import SegDataset
+    from ..evaluate import EvalProtocol
+    from ..pipeline import OpenVocabSegmentationPipeline
+
+__all__ = ["METHOD_LABELS", "BENCHMARKS", "model_fingerprint", "store_dir", "evaluate_methods", "summary_rows", "summary_lines",
+           "per_class_rows", "per_class_figure", "method_figure", "benchmark_datasets", "benchmark_rows"]
+
+#: Human-readable names of the methods of :data:`ovseg.evaluate.METHODS`.
+METHOD_LABELS = {"ovseg": "ovseg (SAM 2 masks + alignment)", "dense": "dense (per-pixel, multi-layer)",
+                 "maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP"}
+#: The public benchmarks of Chapter 5 (full profile; the datasets are not shipped).
+BENCHMARKS = ("voc", "coco-stuff", "ade20k")
+
+
+def model_fingerprint(config: Any) -> str:
+    """A short hex string that changes when the weights the config would load change.
+
+    Mini profile: sha256 over the embedded models' ``SHA256SUMS`` (or their files); full profile:
+    the model names of the config (the HF cache is content-addressed by them).
+    """
+    from .. import weights as W
+    from ..paths import REPO_ROOT
+
+    h = hashlib.sha256()
+    if config.profile == "mini":
+        for stage in ("sam2", "clip"):
+            entry = W.REGISTRY[W.default_model("mini", stage)]
+            folder = REPO_ROOT / (entry.local_dir or "")
+            sums = folder / "SHA256SUMS"
+            h.update(entry.name.encode())
+            if sums.is_file():
+                h.update(sums.read_bytes())
+            else:
+                for f in entry.files:
+                    p = folder / f
+                    h.update(W.sha256_file(p).encode() if p.is_file() else b"missing")
+    else:
+        h.update(f"{config.sam2.model}|{config.clip.model}|{config.clip.pretrained}".encode())
+    return h.hexdigest()[:12]
+
+
+def store_dir(root: str | Path, dataset: "SegDataset", protocol: "EvalProtocol", config: Any) -> Path:
+    """``root/<dataset>-<method>-<n>-<key>``: the results store of one evaluation run.
+
+    ``n`` is the number of images evaluated; ``key`` hashes the dataset (name, split, classes), the
+    protocol, the pipeline config and :func:`model_fingerprint`, so two runs share a store exactly
+    when they would compute the same predictions.
+    """
+    n = len(dataset) if protocol.max_images is None else min(len(dataset), protocol.max_images)
+    doc = {"dataset": [dataset.name, dataset.split, list(dataset.class_names), str(Path(dataset.root).resolve())],
+           "protocol": asdict(protocol), "pipeline": config.to_dict(), "weights": model_fingerprint(config)}
+    key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(root) / f"{dataset.name}-{protocol.method}-{n}-{key}"
+
+
+def evaluate_methods(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline", methods: Sequence[str],
+                     n_images: int | None, root: str | Path, protocol: "EvalProtocol | None" = None,
+                     progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Evaluate each method on the first ``n_images`` images (None = all) under one protocol.
+
+    ``protocol`` supplies the shared settings (its ``method`` and ``max_images`` are replaced).
+    Each run resumes from / reuses its store under ``root`` (see :func:`store_dir`).
+
+    Returns:
+        method -> the result dict of :func:`ovseg.evaluate.run_evaluation` (``mIoU``, ``mIoU_base``,
+        ``per_class_iou``, ... as fractions in [0, 1], None where undefined).
+    """
+    from ..evaluate import EvalProtocol, run_evaluation
+
+    base = protocol or EvalProtocol()
+    results = {}
+    for method in methods:
+        p = replace(base, method=method, max_images=n_images).validate()
+        results[method] = run_evaluation(dataset, pipe, p, store_dir(root, dataset, p, pipe.config), progress=progress)
+    return results
+
+
+def _pct(v: float | None) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(100.0 * v, 1)
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method: ``mIoU``, ``mIoU_base``, ``mIoU_novel``, ``precision``, ``recall``, ``F1``,
+    ``pixel_acc`` in percent (1 decimal; None where undefined) and ``images``.
+
+    Precision / recall / F1 are means over the classes where they are defined (``ovseg.metrics``).
+    """
+    rows = []
+    for method, r in results.items():
+        rows.append({"method": METHOD_LABELS.get(method, method), "mIoU": _pct(r["mIoU"]),
+                     "mIoU_base": _pct(r.get("mIoU_base")), "mIoU_novel": _pct(r.get("mIoU_novel")),
+                     "precision": _pct(r["mean_precision"]), "recall": _pct(r["mean_recall"]), "F1": _pct(r["mean_f1"]),
+                     "pixel_acc": _pct(r["pixel_accuracy"]), "images": r["n_images"]})
+    return rows
+
+
+def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """:func:`summary_rows` as fixed-width text lines (1 decimal, ``-`` where undefined) for printing."""
+    def f(v: float | None) -> str:
+        return "    -" if v is None else f"{v:5.1f}"
+
+    return [f"{r['method']:32s} mIoU {f(r['mIoU'])}  base {f(r['mIoU_base'])}  novel {f(r['mIoU_novel'])}  "
+            f"P {f(r['precision'])}  R {f(r['recall'])}  F1 {f(r['F1'])}  acc {f(r['pixel_acc'])}" for r in rows]
+
+
+def _split_of(dataset: "SegDataset") -> dict[str, str]:
+    """class name -> "base" / "novel" / "-" (background or a dataset without splits)."""
+    out = {n: "-" for n in dataset.class_names}
+    for split, idx in dataset.splits.items():
+        for i in idx:
+            out[dataset.class_names[i]] = split
+    return out
+
+
+def _in_gt(results: dict[str, dict[str, Any]], name: str) -> bool:
+    """Whether class ``name`` occurs in the ground truth of the evaluated images (recall defined)."""
+    return any(r["recall"].get(name) is not None for r in results.values())
+
+
+def per_class_rows(results: dict[str, dict[str, Any]], dataset: "SegDataset") -> list[dict[str, Any]]:
+    """One row per class whose IoU is defined for some method: ``class``, ``split`` (base / novel / -),
+    ``in_gt`` (the class occurs in the evaluated ground truth; a class that is only *predicted* has
+    IoU 0 and still counts in the mIoU) and, for each method, its IoU in percent (``IoU_<method>``).
+    Ordered: base, novel, then the rest; by name within."""
+    split = _split_of(dataset)
+    order = {"base": 0, "novel": 1}
+    rows = []
+    for name in dataset.class_names:
+        vals = {f"IoU_{m}": _pct(r["per_class_iou"].get(name)) for m, r in results.items()}
+        if all(v is None for v in vals.values()):
+            continue
+        rows.append({"class": name, "split": split[name], "in_gt": _in_gt(results, name), **vals})
+    return sorted(rows, key=lambda r: (order.get(r["split"], 2), r["class"]))
+
+
+def per_class_figure(results: dict[str, dict[str, Any]], dataset: "SegDataset", main: str = "ovseg",
+                     compare: str | None = "dense") -> "Figure":
+    """Bars: per-class IoU (%) of ``main`` for the classes present in the evaluated ground truth, base
+    classes then novel ones (each sorted by IoU), with ``compare``'s IoU as markers and the base / novel
+    mIoU (which also count classes that are only predicted, IoU 0) as dashed lines. Background is left out."""
+    from matplotlib.figure import Figure
+
+    split = _split_of(dataset)
+    r = results[main]
+    groups = []
+    for s, colour in (("base", "tab:blue"), ("novel", "tab:orange")):
+        names = [n for n in dataset.class_names if split[n] == s and _in_gt(results, n)
+                 and r["per_class_iou"].get(n) is not None]
+        names.sort(key=lambda n: (-r["per_class_iou"][n], n))
+        groups.append((s, colour, names))
+    only_pred = [n for n in dataset.class_names if split[n] != "-" and not _in_gt(results, n)
+                 and r["per_class_iou"].get(n) is not None]
+    n = sum(len(g[2]) for g in groups)
+    fig = Figure(figsize=(max(6.0, 0.17 * n + 1.5), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    x0 = 0
+    ticks, labels = [], []
+    for s, colour, names in groups:
+        xs = np.arange(x0, x0 + len(names))
+        ious = [100 * r["per_class_iou"][k] for k in names]
+        ax.bar(xs, ious, color=colour, width=0.8, label=f"{s} ({main})")
+        if compare is not None and compare in results:
+            cmp_ = [results[compare]["per_class_iou"].get(k) for k in names]
+            ax.plot(xs, [np.nan if v is None else 100 * v for v in cmp_], "k_", ms=7, mew=1.5,
+                    label=f"{compare}" if s == "base" else None)
+        m = r.get(f"mIoU_{s}")
+        if m is not None and len(names):
+            ax.hlines(100 * m, xs[0] - 0.4, xs[-1] + 0.4, colors=colour, linestyles="--", lw=1,
+                      label=f"mIoU {s} {100 * m:.1f}")
+        ticks += list(xs)
+        labels += names
+        x0 += len(names) + 1
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
+    ax.set_ylim(0, 105)
+    ax.set_xlim(-0.8, max(x0 - 1.2, 0.8))
+    ax.set_ylabel("IoU (%)")
+    title = f"Per-class IoU on {r['dataset']} ({r['n_images']} images): base vs novel compositions"
+    if only_pred:
+        title += f"\n({len(only_pred)} classes only predicted, never in the ground truth: IoU 0, not shown)"
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return fig
+
+
+def method_figure(results: dict[str, dict[str, Any]]) -> "Figure":
+    """Grouped bars: mIoU (%) of each method over all classes, base and novel classes."""
+    from matplotlib.figure import Figure
+
+    methods = list(results)
+    keys = [("mIoU", "all", "0.5"), ("mIoU_base", "base", "tab:blue"), ("mIoU_novel", "novel", "tab:orange")]
+    fig = Figure(figsize=(6.4, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.26
+    for j, (key, label, colour) in enumerate(keys):
+        vals = [np.nan if results[m].get(key) is None else 100 * results[m][key] for m in methods]
+        xs = np.arange(len(methods)) + (j - 1) * width
+        bars = ax.bar(xs, vals, width=width, color=colour, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    ax.set_xticks(np.arange(len(methods)), methods)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("mIoU (%)")
+    n = results[methods[0]]["n_images"] if methods else 0
+    ax.set_title(f"Methods under the same protocol and CLIP ({results[methods[0]]['dataset'] if methods else ''}, "
+                 f"{n} images)")
+    ax.legend(fontsize=7, ncol=3, loc="upper right")
+    return fig
+
+
+def benchmark_datasets(names: Sequence[str] = BENCHMARKS, roots: dict[str, str | None] | None = None
+                       ) -> tuple[dict[str, "SegDataset"], dict[str, str]]:
+    """Load the benchmark datasets that are present.
+
+    Returns:
+        (name -> dataset for those found, name -> one-line reason for those missing). A dataset is
+        missing when :func:`ovseg.datasets.load_dataset` raises (its message says where it looked).
+    """
+    from ..datasets import load_dataset
+    from ..errors import OvsegError
+
+    found, missing = {}, {}
+    for name in names:
+        try:
+            found[name] = load_dataset(name, (roots or {}).get(name))
+        except OvsegError as err:
+            missing[name] = str(err)
+    return found, missing
+
+
+def benchmark_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`ovseg.evaluate.table_rows` with the reported numbers of the evaluated datasets: measured
+    rows first (``source == "measured"``), then the thesis's and the literature's."""
+    from ..evaluate import table_rows
+
+    return table_rows(list(results), reported=True)

@@ -1,0 +1,439 @@
+"""Chapter 5.3: the thesis's five limitations as controlled experiments on the mini world.
+
+Each experiment renders scenes with :mod:`ovseg.world` while turning one :class:`~ovseg.world.SceneConfig`
+knob, so the ground truth is exact and nothing else changes:
+
+===================== ============================== ================================================
+limitation            knob                           metric
+===================== ============================== ================================================
+(a) small objects     ``object_size_px``             referring IoU, semantic IoU, detection rate
+(b) heavy occlusion   ``force_occlusion``            same, for the occluded object (visible mask)
+(c) domain shift      ``styles`` (filled / outline   same
+                      sketch / textured)
+(d) inpainting        object texture x background    PSNR inside the edit vs the exact edited scene,
+    artefacts         texture (remove edits)         success (region read as background), preservation
+(e) ambiguous prompts prompt kind (class ... vague)  top-1 mask = the intended object
+===================== ============================== ================================================
+
+Definitions used throughout (all masks (H, W) bool):
+
+* *referring IoU* of an object: IoU between the top-1 mask of ``pipe.segment(image, class_name)`` and
+  the union of the visible masks of the objects of that class (0 when no mask is returned);
+* *semantic IoU*: IoU between the pixels the Chapter 5 protocol (:func:`ovseg.evaluate.predict_labels`,
+  method ``ovseg``) labels with the object's class and the ground-truth pixels of that class;
+* *detected*: referring IoU >= :data:`HIT_IOU`.
+
+Data functions return lists of row dicts (one per object / edit / prompt); :func:`summarize` averages
+them per knob level and the figure functions plot a summary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from ..pipeline import OpenVocabSegmentationPipeline
+    from ..world import Scene, SceneConfig
+
+__all__ = ["HIT_IOU", "SEED_BASE", "mask_iou", "scene_seeds", "world_prompts", "semantic_labels", "object_rows",
+           "small_objects", "occlusion", "domain_shift", "resolve_inpaint_method", "inpainting_artifacts",
+           "intended_prompts", "ambiguous_prompts", "summarize", "plot_metrics", "metric_figure", "inpainting_figure",
+           "examples_figure", "example_panels", "remove_cases", "PROMPT_KINDS", "INPAINT_CONDITIONS"]
+
+#: IoU at which a mask counts as finding the object.
+HIT_IOU = 0.5
+#: Scenes of this study use seeds from here on (disjoint from training and from the shipped eval set).
+SEED_BASE = 3_000_000
+#: Prompt kinds of experiment (e), most specific first.
+PROMPT_KINDS = ("class", "colour", "shape", "spatial", "vague")
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks; 0.0 when both are empty."""
+    inter = int(np.logical_and(a, b).sum())
+    union = int(np.logical_or(a, b).sum())
+    return inter / union if union else 0.0
+
+
+def scene_seeds(experiment: str, level: int, n: int) -> list[int]:
+    """``n`` deterministic world seeds for knob level ``level`` of an experiment (disjoint per experiment
+    and level, and from training / the shipped evaluation set)."""
+    from ..world import EVAL_SEED_OFFSET
+
+    exp = {"small": 0, "occlusion": 1, "domain": 2, "inpaint": 3, "ambiguous": 4}[experiment]
+    start = EVAL_SEED_OFFSET + SEED_BASE + exp * 100_000 + level * 1_000
+    return list(range(start, start + n))
+
+
+def world_prompts(background_names: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """The Chapter 5 prompt list for world label maps: background (with its extra names) then the 48
+    classes. Returns (prompts, owner) where ``owner[j]`` is the label value prompt ``j`` votes for
+    (0 background, k + 1 = ``CLASS_NAMES[k]``)."""
+    from ..evaluate import EvalProtocol
+    from ..world import CLASS_NAMES
+
+    extra = list(EvalProtocol().background_names if background_names is None else background_names)
+    prompts = ["background", *[n for n in extra if n != "background"], *CLASS_NAMES]
+    owner = [0] * (len(prompts) - len(CLASS_NAMES)) + list(range(1, len(CLASS_NAMES) + 1))
+    return prompts, np.asarray(owner, np.int64)
+
+
+def semantic_labels(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray) -> np.ndarray:
+    """(H, W) int64 world label values (0 background, k + 1 = class k) predicted by the thesis method
+    under the Chapter 5 protocol (:func:`ovseg.evaluate.predict_labels`, method ``ovseg``)."""
+    from ..evaluate import EvalProtocol, predict_labels
+
+    prompts, owner = world_prompts()
+    return predict_labels(pipe, image, prompts, owner, EvalProtocol(method="ovseg"), background_index=0)
+
+
+def object_rows(pipe: "OpenVocabSegmentationPipeline", scene: "Scene", objects: Sequence[int] | None = None,
+                **extra: Any) -> list[dict[str, Any]]:
+    """Referring and semantic IoU of visible objects of a scene (all, or the indices in ``objects``).
+
+    Returns one dict per object: ``seed``, ``object``, ``class``, ``diameter_px``, ``area_px``,
+    ``occluded`` (hidden fraction in [0, 1]), ``style``, ``referring_iou`` and ``semantic_iou`` in [0, 1],
+    ``detected`` (bool), plus ``extra``.
+    """
+    from ..world import CLASS_NAMES
+
+    pred = semantic_labels(pipe, scene.image)
+    rows = []
+    for i, o in enumerate(scene.objects):
+        if o.area == 0 or (objects is not None and i not in objects):
+            continue
+        target = np.any([m for m, p in zip(scene.instance_masks, scene.objects) if p.class_name == o.class_name], axis=0)
+        res = pipe.segment(scene.image, o.class_name, top_k=1)
+        ref = mask_iou(res.segmentation_masks[0].mask, target) if res.segmentation_masks else 0.0
+        value = CLASS_NAMES.index(o.class_name) + 1
+        sem = mask_iou(pred == value, scene.label_map == value)
+        rows.append({"seed": scene.seed, "object": i, "class": o.class_name, "diameter_px": round(o.diameter, 2),
+                     "area_px": o.area, "occluded": round(o.occluded, 4), "style": o.style,
+                     "referring_iou": ref, "semantic_iou": sem, "detected": ref >= HIT_IOU, **extra})
+    return rows
+
+
+# ---- (a) small objects, (b) occlusion, (c) domain shift ------------------------------------------------------------
+
+def small_objects(pipe: "OpenVocabSegmentationPipeline", sizes: Sequence[float] = (8, 12, 16, 24, 32, 48),
+                  n_scenes: int = 2) -> list[dict[str, Any]]:
+    """(a) Every object of ``n_scenes`` scenes per diameter (px, in 128 px scenes with 2-4 objects).
+    Rows: :func:`object_rows` with ``size_px`` (the knob)."""
+    from ..world import SceneConfig, render_scene
+
+    rows = []
+    for k, size in enumerate(sizes):
+        cfg = SceneConfig(object_size_px=float(size), n_objects=(2, 4))
+        for seed in scene_seeds("small", k, n_scenes):
+            rows += object_rows(pipe, render_scene(seed, cfg), size_px=size)
+    return rows
+
+
+def occlusion(pipe: "OpenVocabSegmentationPipeline", fractions: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8),
+              n_scenes: int = 2, tolerance: float = 0.1) -> list[dict[str, Any]]:
+    """(b) Object 0 of two-object scenes, covered by object 1 by ``fraction`` of its area.
+
+    ``force_occlusion`` slides the occluder until it hides about that fraction, but a smaller occluder
+    cannot hide a large fraction, so scenes whose achieved fraction is off by more than ``tolerance``
+    are skipped, as are scenes where both objects share a class. Rows: :func:`object_rows` of object 0
+    (IoU against its *visible* mask) with ``target_occlusion`` (the knob; ``occluded`` is achieved)."""
+    from ..world import SceneConfig, render_scene
+
+    rows = []
+    for k, frac in enumerate(fractions):
+        cfg = SceneConfig(force_occlusion=float(frac), n_objects=(2, 2), object_size=(0.3, 0.45))
+        seeds = iter(scene_seeds("occlusion", k, 1000))
+        got = 0
+        while got < n_scenes:
+            scene = render_scene(next(seeds), cfg)
+            if len(scene.objects) < 2 or scene.objects[0].class_name == scene.objects[1].class_name \
+                    or scene.objects[0].area == 0 or abs(scene.objects[0].occluded - frac) > tolerance:
+                continue
+            rows += object_rows(pipe, scene, objects=[0], target_occlusion=float(frac))
+            got += 1
+    return rows
+
+
+def domain_shift(pipe: "OpenVocabSegmentationPipeline", styles: Sequence[str] = ("filled", "outline", "textured"),
+                 n_scenes: int = 2) -> list[dict[str, Any]]:
+    """(c) Every object of ``n_scenes`` scenes per rendering style, objects otherwise plain
+    (``textured_objects=0``). The seeds are the same for every style: filled and outline scenes have
+    identical layouts and classes; texture patterns consume random draws, so textured scenes differ
+    after their first object. Rows: :func:`object_rows` with ``style`` (the knob)."""
+    from ..world import SceneConfig, render_scene
+
+    rows = []
+    for style in styles:
+        cfg = SceneConfig(styles=(style,), n_objects=(2, 3), textured_objects=0.0)
+        for seed in scene_seeds("domain", 0, n_scenes):
+            rows += object_rows(pipe, render_scene(seed, cfg))
+    return rows
+
+
+# ---- (d) inpainting artefacts -----------------------------------------------------------------------------------------
+
+def resolve_inpaint_method(requested: str, config: Any) -> tuple[str, str | None]:
+    """(method to use, note or None). ``"diffusion"`` falls back to ``"classical"`` only when the
+    profile's inpainting model is missing (files absent; a corrupt model still fails when it loads)."""
+    from .. import weights as W
+    from ..errors import WeightsError
+
+    if requested not in ("diffusion", "classical"):
+        raise ValueError(f"inpaint method must be 'diffusion' or 'classical', got {requested!r}")
+    if requested == "classical":
+        return "classical", None
+    name = W.default_model("mini", "inpainting") if config.profile == "mini" else config.inpainting.model
+    try:
+        W.resolve(name, "inpainting", check=False)
+    except WeightsError as err:
+        return "classical", (f"NOTE: the diffusion inpainting model '{name}' is missing, so experiment (d) uses the "
+                             f"classical OpenCV (Telea) method instead. ({err})")
+    return "diffusion", None
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()) if a.size else float("nan")
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+INPAINT_CONDITIONS: tuple[tuple[str, str], ...] = (("plain", "smooth"), ("textured", "smooth"), ("plain", "texture"),
+                                                   ("textured", "texture"))
+
+
+def _inpaint_config(surface: str, background: str) -> "SceneConfig":
+    from ..world import SceneConfig
+
+    return SceneConfig(n_objects=(1, 2), textured_objects=1.0 if surface == "textured" else 0.0,
+                       backgrounds=(background,), object_size=(0.3, 0.45))
+
+
+def remove_cases(surface: str, background: str, n: int, min_area: int = 300) -> list[tuple["Scene", int, np.ndarray]]:
+    """``n`` (scene, index of its largest object, ground-truth image without it) for a condition of (d).
+    Scenes whose largest visible object is under ``min_area`` px are skipped; the seed list is the same
+    for every condition."""
+    from ..world import render_scene
+
+    cfg = _inpaint_config(surface, background)
+    out = []
+    for s in scene_seeds("inpaint", 0, 1000):
+        if len(out) == n:
+            break
+        scene = render_scene(s, cfg)
+        areas = [o.area for o in scene.objects]
+        if not areas or max(areas) < min_area:
+            continue
+        i = int(np.argmax(areas))
+        out.append((scene, i, render_scene(s, cfg, edit=(i, None)).image))
+    return out
+
+
+def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 2,
+                         conditions: Sequence[tuple[str, str]] = INPAINT_CONDITIONS, seed: int = 0,
+                         keep_images: bool = False) -> list[dict[str, Any]]:
+    """(d) Remove the largest object of each scene with the pipeline's inpainter and compare with the
+    exact ground truth (the same scene rendered without that object, ``render_scene(edit=(i, None))``).
+
+    ``conditions``: (object surface ``"plain"`` | ``"textured"``, background ``"smooth"`` | ``"texture"``).
+    Rows (one per edit): ``condition`` (label), ``object_surface``, ``background``, ``seed``, ``class``,
+    ``method``, ``psnr_inside_db`` (PSNR between the edited and the ground-truth scene over the repainted
+    pixels, edit mask > 0), ``mae_inside`` (mean absolute error there, grey levels), ``psnr_outside_db``
+    (over mask == 0; ``inf`` = preserved exactly), ``ssim_outside``, ``found`` (what the segmentation
+    stage reads in the region, :func:`ovseg.edit_eval.classify_region`) and ``success``
+    (found == "background"). ``keep_images`` adds ``images``: (original, edited, ground truth) uint8.
+    """
+    from ..edit_eval import classify_region, psnr_ssim_outside
+    from ..world import CLASS_NAMES
+
+    rows = []
+    for surface, bg in conditions:
+        for scene, i, truth in remove_cases(surface, bg, n_scenes):
+            obj = scene.objects[i]
+            res = pipe.inpainter.edit(scene.image, scene.instance_masks[i], "remove", object_prompt=obj.class_name,
+                                      seed=seed)
+            out = np.array(res.image)
+            m = np.asarray(res.mask)
+            inside = m > 0
+            psnr_out, ssim_out = psnr_ssim_outside(scene.image, out, m)
+            found = classify_region(pipe, out, scene.instance_masks[i], CLASS_NAMES)
+            row = {"condition": f"{surface} object\n{bg} bg", "object_surface": surface, "background": bg,
+                   "seed": scene.seed, "class": obj.class_name, "method": res.method,
+                   "psnr_inside_db": _psnr(out[inside], truth[inside]),
+                   "mae_inside": float(np.abs(out[inside].astype(np.float64) - truth[inside]).mean()),
+                   "psnr_outside_db": psnr_out, "ssim_outside": ssim_out, "found": found,
+                   "success": found == "background"}
+            if keep_images:
+                row["images"] = (scene.image, out, truth)
+            rows.append(row)
+    return rows
+
+
+# ---- (e) ambiguous prompts -----------------------------------------------------------------------------------------
+
+def intended_prompts(scene: "Scene") -> tuple[int, list[dict[str, Any]]]:
+    """The intended object of a scene (the leftmost visible one) and the prompts of
+    :func:`ovseg.world.referring_prompts` that refer to it: its class name (``"class"``), its colour
+    (``"red thing"``), its shape (``"star"``), ``"thing on the left"`` (``"spatial"``) and the vague
+    ``"shape"`` / ``"thing"``. Each prompt dict gets ``chance`` = 1 / number of objects it fits."""
+    from ..world import referring_prompts
+
+    prompts = referring_prompts(scene)
+    spatial = next(p for p in prompts if p["kind"] == "spatial")
+    intended = spatial["targets"][0]
+    out = [dict(p, chance=1.0 / len(p["targets"])) for p in prompts if intended in p["targets"]]
+    return intended, out
+
+
+def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4) -> list[dict[str, Any]]:
+    """(e) For scenes of 3-4 objects, the top-1 mask of every prompt that fits the intended object.
+
+    Rows (one per prompt): ``seed``, ``prompt``, ``kind``, ``n_fitting`` (objects the prompt fits),
+    ``chance``, ``iou_intended`` (top-1 mask vs the intended object's visible mask), ``hit_intended``
+    (>= :data:`HIT_IOU`), ``hit_any`` (top-1 is *some* object the prompt fits).
+    """
+    from ..world import SceneConfig, render_scene
+
+    cfg = SceneConfig(n_objects=(3, 4))
+    rows = []
+    for s in scene_seeds("ambiguous", 0, n_scenes):
+        scene = render_scene(s, cfg)
+        intended, prompts = intended_prompts(scene)
+        for p in prompts:
+            res = pipe.segment(scene.image, p["prompt"], top_k=1)
+            top = res.segmentation_masks[0].mask if res.segmentation_masks else np.zeros(scene.label_map.shape, bool)
+            iou = mask_iou(top, scene.instance_masks[intended])
+            best_any = max(mask_iou(top, scene.instance_masks[t]) for t in p["targets"])
+            rows.append({"seed": s, "prompt": p["prompt"], "kind": p["kind"], "n_fitting": len(p["targets"]),
+                         "chance": p["chance"], "iou_intended": iou, "hit_intended": iou >= HIT_IOU,
+                         "hit_any": best_any >= HIT_IOU})
+    return rows
+
+
+# ---- summaries and figures ------------------------------------------------------------------------------------------
+
+def summarize(rows: Sequence[dict[str, Any]], by: str, metrics: Sequence[str], order: Sequence[Any] | None = None,
+              digits: int = 3) -> list[dict[str, Any]]:
+    """Mean of each metric per value of ``by`` (bools count as 0/1; ``inf`` values are kept as ``inf``
+    only when every value is ``inf``, else the finite mean), plus ``n`` and ``<metric>_se`` (standard
+    error of the mean, 0 for n = 1). Levels in ``order`` (default: sorted), missing levels skipped."""
+    levels = list(order) if order is not None else sorted({r[by] for r in rows})
+    out = []
+    for lv in levels:
+        sel = [r for r in rows if r[by] == lv]
+        if not sel:
+            continue
+        row: dict[str, Any] = {by: lv, "n": len(sel)}
+        for m in metrics:
+            v = np.array([float(r[m]) for r in sel], np.float64)
+            finite = v[np.isfinite(v)]
+            if len(finite) == 0 and len(v) and np.all(np.isinf(v)):
+                row[m], row[f"{m}_se"] = math.inf, 0.0
+                continue
+            mean = float(finite.mean()) if len(finite) else float("nan")
+            se = float(finite.std(ddof=1) / math.sqrt(len(finite))) if len(finite) > 1 else 0.0
+            row[m], row[f"{m}_se"] = round(mean, digits), round(se, digits)
+        out.append(row)
+    return out
+
+
+def plot_metrics(ax: Any, summary: Sequence[dict[str, Any]], knob: str, metrics: dict[str, str], xlabel: str,
+                 title: str, ylabel: str = "IoU", ylim: tuple[float, float] | None = (0.0, 1.02),
+                 categorical: bool = False, x: str | None = None, reference: tuple[float, str] | None = None,
+                 baselines: dict[str, str] | None = None, legend: bool = True) -> None:
+    """Draw summary metrics against the knob on ``ax``: lines with standard-error bars (``<metric>_se``),
+    or grouped bars when ``categorical``. ``metrics`` maps a summary column to its legend label; ``x``
+    names a column holding the numeric x positions (default: the knob values); ``reference`` =
+    (x, label) draws a vertical marker; ``baselines`` maps a column to a label drawn dotted (e.g. chance)."""
+    xs_raw = [r[knob] for r in summary]
+    if categorical:
+        xs = np.arange(len(xs_raw), dtype=float)
+    else:
+        xs = np.asarray([r[x] for r in summary] if x else xs_raw, float)
+    width = 0.8 / max(len(metrics), 1)
+    for j, (col, label) in enumerate(metrics.items()):
+        ys = np.array([r[col] for r in summary], float)
+        err = np.array([r.get(f"{col}_se", 0.0) for r in summary], float)
+        if categorical:
+            pos = xs + (j - (len(metrics) - 1) / 2) * width
+            ax.bar(pos, ys, width=width, yerr=err, capsize=2, ecolor="0.3", label=label)
+            for px, py in zip(pos, ys):  # the value at the bar's foot, clear of the error bar
+                if np.isfinite(py):
+                    ax.text(px, 0.01 * (ylim or (0, 1))[1], f"{py:.2f}", ha="center", va="bottom", fontsize=6,
+                            rotation=90, bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7})
+        else:
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=2, label=label)
+    for col, label in (baselines or {}).items():
+        ys = np.array([r[col] for r in summary], float)
+        if categorical:
+            ax.hlines(ys, xs - 0.42, xs + 0.42, colors="k", linestyles=":", lw=1.2, label=label)
+        else:
+            ax.plot(xs, ys, "k:", lw=1.2, label=label)
+    if reference is not None:
+        ax.axvline(reference[0], color="0.5", ls="--", lw=1)
+        ax.text(reference[0], (ylim or (0, 1))[1] * 0.98, " " + reference[1], fontsize=7, color="0.35", va="top")
+    if categorical:
+        ax.set_xticks(xs, [str(v) for v in xs_raw], fontsize=7)
+    elif x is None:
+        ax.set_xticks(xs, [f"{v:g}" for v in xs_raw])
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def metric_figure(summary: Sequence[dict[str, Any]], knob: str, metrics: dict[str, str], xlabel: str, title: str,
+                  size: tuple[float, float] = (6.4, 3.2), **kwargs: Any) -> "Figure":
+    """A one-panel figure of :func:`plot_metrics` (same arguments)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    plot_metrics(fig.add_subplot(), summary, knob, metrics, xlabel, title, **kwargs)
+    return fig
+
+
+def inpainting_figure(summary: Sequence[dict[str, Any]], method: str) -> "Figure":
+    """(d) Two panels per condition (``condition`` column of :func:`summarize` over
+    :func:`inpainting_artifacts` rows): PSNR inside the edit vs the exact ground truth, and success rate."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8.4, 3.2), layout="constrained")
+    a, b = fig.subplots(1, 2)
+    top = max([r["psnr_inside_db"] for r in summary if math.isfinite(r["psnr_inside_db"])] + [30.0])
+    plot_metrics(a, summary, "condition", {"psnr_inside_db": "PSNR inside (dB)"}, "", f"Remove fidelity ({method})",
+                 ylabel="PSNR vs ground truth (dB)", ylim=(0, top * 1.15), categorical=True, legend=False)
+    plot_metrics(b, summary, "condition", {"success": "region read as background"}, "",
+                 "Remove success (region read as background)", ylabel="rate", categorical=True, legend=False)
+    return fig
+
+
+def examples_figure(panels: Sequence[tuple[str, "Callable[[], np.ndarray] | np.ndarray"]], ncols: int = 6,
+                    size: float = 1.5) -> "Figure":
+    """A grid of example images (each (H, W, 3) uint8, or a callable returning one) with titles."""
+    from matplotlib.figure import Figure
+
+    n = len(panels)
+    rows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(size * min(n, ncols), size * rows + 0.1), layout="constrained")
+    axes = fig.subplots(rows, min(n, ncols), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, img) in zip(axes.flat, panels):
+        ax.imshow(img() if callable(img) else img)
+        ax.set_title(title, fontsize=7)
+    return fig
+
+
+def example_panels(levels: dict[str, "tuple[SceneConfig, int]"]) -> list[tuple[str, np.ndarray]]:
+    """(title, image) of ``render_scene(seed, cfg)`` for each ``title -> (cfg, seed)``."""
+    from ..world import render_scene
+
+    return [(title, render_scene(seed, cfg).image) for title, (cfg, seed) in levels.items()]

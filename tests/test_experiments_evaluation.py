@@ -1,0 +1,163 @@
+"""Chapter 5 evaluation experiments: store keys, reuse, tables and figures from constructed results."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovseg.evaluate import EvalProtocol
+from ovseg.experiments import evaluation as E
+from ovseg.metrics import metrics_from_confusion
+
+
+def _result(cm, names, splits, method="ovseg", n=4):
+    m = metrics_from_confusion(np.asarray(cm))
+    return {"dataset": "toy", "split": "val", "method": method, "profile": "mini", "n_images": n, "protocol_hash": "abc",
+            **m.to_dict(names, splits)}
+
+
+NAMES = ["background", "red circle", "blue square", "red star"]
+SPLITS = {"base": [1, 2], "novel": [3]}
+# rows = ground truth, columns = prediction
+CM = [[90, 0, 10, 0],   # background: 10 px predicted as blue square
+      [0, 30, 0, 10],   # red circle: 30 right, 10 as red star
+      [0, 0, 0, 0],     # blue square: absent from the ground truth (only predicted)
+      [0, 0, 0, 0]]     # red star: absent from the ground truth (only predicted)
+
+
+class ToyDataset:
+    """The attributes of a SegDataset the experiments read; 4 images."""
+
+    name, split, class_names, splits, root = "toy", "val", NAMES, SPLITS, Path("/nonexistent/toy")
+
+    def __len__(self):
+        return 4
+
+
+@pytest.fixture
+def toy_dataset():
+    return ToyDataset()
+
+
+def test_summary_rows_in_percent():
+    rows = E.summary_rows({"ovseg": _result(CM, NAMES, SPLITS), "dense": _result(np.eye(4) * 5, NAMES, SPLITS, "dense")})
+    r = rows[0]
+    # IoU: background 90/100, red circle 30/40, blue square 0/10, red star 0/10 -> mean 0.4125
+    assert r["mIoU"] == 41.2 or r["mIoU"] == 41.3
+    assert r["mIoU_base"] == 37.5 and r["mIoU_novel"] == 0.0
+    assert r["pixel_acc"] == pytest.approx(100 * 120 / 140, abs=0.05)
+    # precision: bg 1, circle 1, square 0, star 0 -> 50; recall defined for bg (0.9), circle (0.75) -> 82.5
+    assert r["precision"] == 50.0 and r["recall"] == 82.5
+    assert r["method"] == E.METHOD_LABELS["ovseg"] and r["images"] == 4
+    assert rows[1]["mIoU"] == 100.0
+    lines = E.summary_lines(rows)
+    assert "novel   0.0" in lines[0] and len(lines) == 2
+
+
+def test_summary_lines_show_undefined_as_dash():
+    r = _result(CM, NAMES, {"base": [1], "novel": []})
+    assert r["mIoU_novel"] is None
+    assert "novel     -" in E.summary_lines(E.summary_rows({"ovseg": r}))[0]
+
+
+def test_per_class_rows_mark_classes_only_predicted(toy_dataset):
+    res = {"ovseg": _result(CM, NAMES, SPLITS), "dense": _result(np.diag([5, 5, 0, 0]), NAMES, SPLITS, "dense")}
+    rows = E.per_class_rows(res, toy_dataset)
+    by = {r["class"]: r for r in rows}
+    assert [r["class"] for r in rows] == ["blue square", "red circle", "red star", "background"]  # base, novel, rest
+    assert by["red circle"]["IoU_ovseg"] == 75.0 and by["red circle"]["in_gt"] and by["red circle"]["split"] == "base"
+    assert by["blue square"]["IoU_ovseg"] == 0.0 and not by["blue square"]["in_gt"]
+    assert by["blue square"]["IoU_dense"] is None  # neither predicted nor present for dense
+    assert by["background"]["split"] == "-"
+
+
+def test_figures(toy_dataset):
+    from matplotlib.figure import Figure
+
+    res = {"ovseg": _result(CM, NAMES, SPLITS), "dense": _result(np.diag([5, 5, 0, 0]), NAMES, SPLITS, "dense")}
+    fig = E.per_class_figure(res, toy_dataset)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["red circle"]  # only classes in the ground truth
+    assert [round(p.get_height(), 3) for p in ax.patches] == [75.0]
+    assert "2 classes only predicted" in ax.get_title()
+    fig = E.method_figure(res)
+    assert len(fig.axes[0].patches) == 6  # 2 methods x (all, base, novel)
+
+
+def test_store_dir_keys_everything_that_changes_predictions(toy_dataset, monkeypatch):
+    from ovseg.config import get_balanced_config, get_fast_config
+
+    monkeypatch.setattr(E, "model_fingerprint", lambda cfg: "w1")
+    cfg = get_balanced_config("mini")
+    p = EvalProtocol(method="ovseg", max_images=2)
+    a = E.store_dir("root", toy_dataset, p, cfg)
+    assert a == E.store_dir("root", toy_dataset, dataclasses.replace(p), cfg)
+    assert a.parent == Path("root") and a.name.startswith("toy-ovseg-2-")
+    others = [E.store_dir("root", toy_dataset, dataclasses.replace(p, max_images=3), cfg),
+              E.store_dir("root", toy_dataset, dataclasses.replace(p, method="dense"), cfg),
+              E.store_dir("root", toy_dataset, dataclasses.replace(p, prob_threshold=0.2), cfg),
+              E.store_dir("root", toy_dataset, p, get_fast_config("mini"))]
+    monkeypatch.setattr(E, "model_fingerprint", lambda cfg: "w2")  # a new checkpoint
+    others.append(E.store_dir("root", toy_dataset, p, cfg))
+    assert len({a, *others}) == 6
+    # more images requested than the dataset has -> named by what is evaluated
+    assert E.store_dir("r", toy_dataset, dataclasses.replace(p, max_images=None), cfg).name.startswith("toy-ovseg-4-")
+
+
+def test_model_fingerprint_tracks_the_weights():
+    from ovseg.config import get_balanced_config
+
+    mini = E.model_fingerprint(get_balanced_config("mini"))
+    assert len(mini) == 12 and mini == E.model_fingerprint(get_balanced_config("mini"))
+    full = get_balanced_config("full")
+    assert E.model_fingerprint(full) != E.model_fingerprint(full.replace(**{"clip.pretrained": "laion2b_s32b_b82k"}))
+
+
+def test_evaluate_methods_reuses_its_store(tmp_path):
+    from test_evaluate import make_folder
+    from test_pipeline import tiny_config
+
+    from conftest import tiny_dense_clip
+    from dummies import tiny_sam2_model
+    from ovseg.datasets import load_dataset
+    from ovseg.masks import MaskGenerator
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    ds = load_dataset("folder", make_folder(tmp_path / "ds", n=3))
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, mask_generator=MaskGenerator(tiny_sam2_model(128), cfg.sam2),
+                                         clip=tiny_dense_clip())
+    first = E.evaluate_methods(ds, pipe, ["ovseg", "sclip"], 2, tmp_path / "eval")
+    stores = sorted((tmp_path / "eval").iterdir())
+    assert [s.name.split("-")[:3] for s in stores] == [["folder", "ovseg", "2"], ["folder", "sclip", "2"]]
+    assert all(r["n_images"] == 2 for r in first.values()) and first["sclip"]["method"] == "sclip"
+    lines = {s: (s / "results.rank0.jsonl").read_text() for s in stores}
+    assert all(len(t.splitlines()) == 2 for t in lines.values())
+
+    class Boom:  # a rerun must not predict again: every image comes from the store
+        def __getattr__(self, name):
+            raise AssertionError("recomputed")
+
+    pipe2 = OpenVocabSegmentationPipeline(cfg, mask_generator=Boom(), clip=Boom())
+    again = E.evaluate_methods(ds, pipe2, ["ovseg", "sclip"], 2, tmp_path / "eval")
+    assert again == first
+    assert {s: (s / "results.rank0.jsonl").read_text() for s in stores} == lines
+    rows = E.summary_rows(again)
+    assert rows == E.summary_rows(first)
+
+
+def test_benchmarks_report_missing_datasets_and_reported_rows(tmp_path):
+    found, missing = E.benchmark_datasets(("voc", "mini"), roots={"voc": str(tmp_path / "no-voc")})
+    assert list(found) == ["mini"] and len(found["mini"]) == 200
+    assert "voc" in missing and "no-voc" in missing["voc"]
+    res = _result(np.eye(21, dtype=np.int64), [f"c{i}" for i in range(21)], {}, n=3)
+    res["dataset"] = "voc"
+    rows = E.benchmark_rows([res])
+    assert rows[0]["source"] == "measured" and rows[0]["mIoU"] == 100.0
+    reported = {(r["method"], r["split"]): r["mIoU"] for r in rows if r["source"] != "measured"}
+    assert reported[("thesis (reported)", "all")] == 58.4
+    assert all(r["dataset"] == "voc" for r in rows)
