@@ -80,8 +80,12 @@ def store_dir(root: str | Path, dataset: "SegDataset", protocol: "EvalProtocol",
     when they would compute the same predictions.
     """
     n = len(dataset) if protocol.max_images is None else min(len(dataset), protocol.max_images)
+    from ..evaluate import _protocol_text
+
     doc = {"dataset": [dataset.name, dataset.split, list(dataset.class_names), str(Path(dataset.root).resolve())],
-           "protocol": asdict(protocol), "pipeline": config.to_dict(), "weights": model_fingerprint(config)}
+           "protocol": asdict(protocol), "pipeline": config.to_dict(), "weights": model_fingerprint(config),
+           # the exact text run_evaluation checks before resuming a store: any change there is a new store
+           "protocol_text": _protocol_text(protocol, config, dataset)}
     key = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return Path(root) / f"{dataset.name}-{protocol.method}-{n}-{key}"
 
