@@ -73,3 +73,25 @@ def test_steps_resume_exactly_and_export_loads_into_the_full_profile_code_path(c
     res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
         scene.image, scene.instance_masks[0], "replace", edit_prompt="blue star", seed=0)
     assert np.asarray(res.image).shape == (64, 64, 3)
+
+
+def test_extend_changes_only_whitelisted_fields_and_is_recorded(clip_dir, tmp_path):
+    from ovseg.errors import InputError
+    from ovseg.train.mini_inpainting import saved_config
+
+    t = _trainer(clip_dir, tmp_path)
+    t.train_step()
+    t.save(tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", map_location="cpu", weights_only=True)
+    assert saved_config(state) == t.cfg
+    r = _trainer(clip_dir, tmp_path)
+    r.load(tmp_path / "state.pt")
+    with pytest.raises(InputError, match="may only change"):
+        r.extend({"lr_unet": 1.0})
+    r.extend({"mask_loss_weight": 4.0, "unet_steps": t.cfg.unet_steps + 5})
+    assert r.cfg.mask_loss_weight == 4.0 and r.phases == [{"step": 1, "changes": {"mask_loss_weight": 4.0,
+                                                                                   "unet_steps": t.cfg.unet_steps + 5}}]
+    r.save(tmp_path / "state2.pt")
+    again = Trainer(r.cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    again.load(tmp_path / "state2.pt")  # the extended configuration is the run's configuration from now on
+    assert again.phases == r.phases and again.step == 1

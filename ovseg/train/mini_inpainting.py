@@ -60,9 +60,21 @@ class TrainConfig:
     dilation: int = 3  # px grown around the edit region when building the mask
     cfg_dropout: float = 0.1
     train_timesteps: int = 1000
+    # Extra weight of the edited region in the UNet loss: per-element weight 1 + w * mask (latent size). The
+    # hole is ~5-15% of a scene, so with w = 0 most of the loss is the easy, visible context.
+    mask_loss_weight: float = 0.0
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
+
+
+#: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole.
+EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight"})
+
+
+def saved_config(state: dict[str, Any]) -> "TrainConfig":
+    """The configuration a state was saved with (fields added later take the defaults that applied then)."""
+    return TrainConfig(**state["cfg"])
 
 
 def build_components(cfg: TrainConfig, text_encoder: Any, tokenizer: Any) -> dict[str, Any]:
@@ -171,6 +183,7 @@ class Trainer:
         self.opt_unet = torch.optim.AdamW(self.parts["unet"].parameters(), lr=cfg.lr_unet, weight_decay=0.01)
         self.step = 0
         self.wall = 0.0
+        self.phases: list[dict[str, Any]] = []  # --extend changes: [{"step", "changes"}]
         self.remove_prompt = InpaintingConfig().remove_prompt
 
     # ---- one step of either stage ------------------------------------------------------------
@@ -205,7 +218,8 @@ class Trainer:
             t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],))
             noisy = sched.add_noise(latents, noise, t)
             pred = unet(torch.cat([noisy, mask, masked], dim=1), t, encoder_hidden_states=context).sample
-            loss = ((pred - noise) ** 2).mean()
+            weight = 1.0 + self.cfg.mask_loss_weight * mask  # (B, 1, s, s)
+            loss = (weight * (pred - noise) ** 2).mean() / weight.mean()
             self.opt_unet.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -223,7 +237,7 @@ class Trainer:
         from ..io import write_bytes_atomic
 
         buf = _io.BytesIO()
-        torch.save({"cfg": asdict(self.cfg), "step": self.step, "wall": self.wall,
+        torch.save({"cfg": asdict(self.cfg), "step": self.step, "wall": self.wall, "phases": self.phases,
                     "vae": self.parts["vae"].state_dict(), "unet": self.parts["unet"].state_dict(),
                     "opt_vae": self.opt_vae.state_dict(), "opt_unet": self.opt_unet.state_dict()}, buf)
         write_bytes_atomic(path, buf.getvalue())
@@ -232,7 +246,7 @@ class Trainer:
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if state["cfg"] != asdict(self.cfg):
+        if saved_config(state) != self.cfg:
             raise InputError("a resumed run must use the configuration it started with", str(path),
                              "drop the overrides or start a new --out folder")
         self.parts["vae"].load_state_dict(state["vae"])
@@ -240,6 +254,20 @@ class Trainer:
         self.opt_vae.load_state_dict(state["opt_vae"])
         self.opt_unet.load_state_dict(state["opt_unet"])
         self.step, self.wall = int(state["step"]), float(state["wall"])
+        self.phases = list(state.get("phases", []))
+
+    def extend(self, changes: dict[str, Any]) -> None:
+        """Change :data:`EXTENDABLE` fields of a resumed run from its current step (recorded as a phase)."""
+        from dataclasses import replace
+
+        bad = sorted(set(changes) - EXTENDABLE)
+        if bad:
+            raise InputError(f"--extend may only change {sorted(EXTENDABLE)}", bad, "start a new --out folder instead")
+        if "unet_steps" in changes and self.cfg.vae_steps + int(changes["unet_steps"]) < self.step:
+            raise InputError("--extend unet_steps must not end before the current step", changes["unet_steps"],
+                             f"pass at least {self.step - self.cfg.vae_steps}")
+        self.cfg = replace(self.cfg, **changes)
+        self.phases.append({"step": self.step, "changes": dict(changes)})
 
     def export(self, folder: Path) -> Path:
         """``StableDiffusionInpaintPipeline.save_pretrained(folder)`` with a DDIM scheduler for inference.
@@ -303,7 +331,9 @@ class Trainer:
             "## Training", "",
             f"VAE: L1 + MSE + {cfg.kl_weight:g} KL, AdamW lr {cfg.lr_vae:g}, {vae_done} of {cfg.vae_steps} steps. "
             f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}, {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
-            f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min. Resume with "
+            f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min."
+            + "".join(f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
+            + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask. Resume with "
             "`ovseg train mini-inpainting --out data/train/mini-inpainting --minutes M --resume`.", "",
             "## Metrics", "",
         ]
@@ -325,16 +355,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of TrainConfig overrides (new runs only)")
     p.add_argument("--export", default=str(EXPORT_DIR), help="export folder ('' = none)")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--extend", default=None,
+                   help="with --resume: JSON changes of unet_steps / mask_loss_weight from the current step (a new phase)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
     state = out / "state.pt"
     if state.exists() and not args.resume:
         raise SystemExit(f"{state} exists: pass --resume to continue it, or use a new --out")
-    cfg = TrainConfig(**json.loads(args.config)) if args.config else TrainConfig()
+    if args.extend and not (args.resume and state.exists()):
+        raise SystemExit("--extend continues a run: pass --resume and an --out folder with state.pt")
+    if args.resume and state.exists() and not args.config:  # resume the run's own configuration
+        import torch
+
+        cfg = saved_config(torch.load(state, map_location="cpu", weights_only=True))
+    else:
+        cfg = TrainConfig(**json.loads(args.config)) if args.config else TrainConfig()
     trainer = Trainer(cfg)
     if args.resume and state.exists():
         trainer.load(state)
+    if args.extend:
+        trainer.extend(json.loads(args.extend))
+        cfg = trainer.cfg
     out.mkdir(parents=True, exist_ok=True)
     start, last_ckpt = time.perf_counter(), time.perf_counter()
     total = cfg.vae_steps + cfg.unet_steps
