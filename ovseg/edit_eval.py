@@ -49,11 +49,13 @@ class EditCase:
 
 
 def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "style"), seed: int = 0,
-                   min_area: int = 300) -> list[EditCase]:
+                   min_area: int = 300, scene_offset: int = 2_000_000) -> list[EditCase]:
     """``n`` edit cases from evaluation scenes (seeds from ``EVAL_SEED_OFFSET``), operations cycling.
 
     The edited object is the largest visible one of each scene (at least ``min_area`` px). Replace
     prompts alternate between base and novel classes; style keeps the shape and changes the colour.
+    Scenes are ``EVAL_SEED_OFFSET + scene_offset + k``: the default is the reported edit set; tune
+    inference settings on another offset (a development set) so that they are not fitted to it.
     """
     from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, render_scene
 
@@ -62,7 +64,7 @@ def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "st
     cases: list[EditCase] = []
     k = 0
     while len(cases) < n:
-        scene = render_scene(EVAL_SEED_OFFSET + 2_000_000 + k, cfg)
+        scene = render_scene(EVAL_SEED_OFFSET + scene_offset + k, cfg)
         k += 1
         areas = [o.area for o in scene.objects]
         if not areas or max(areas) < min_area:
