@@ -95,3 +95,13 @@ def test_extend_changes_only_whitelisted_fields_and_is_recorded(clip_dir, tmp_pa
     again = Trainer(r.cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
     again.load(tmp_path / "state2.pt")  # the extended configuration is the run's configuration from now on
     assert again.phases == r.phases and again.step == 1
+
+
+def test_extend_auto_latent_scale_sets_the_vae_config(clip_dir, tmp_path):
+    t = _trainer(clip_dir, tmp_path)
+    assert t.parts["vae"].config.scaling_factor == TrainConfig().vae_scaling_factor
+    t.extend({"vae_scaling_factor": "auto"})
+    scale = t.cfg.vae_scaling_factor
+    assert isinstance(scale, float) and scale > 0 and t.parts["vae"].config.scaling_factor == scale
+    assert t.phases[-1]["changes"] == {"vae_scaling_factor": scale}  # the measured value is what is recorded
+    assert t.measure_latent_scale() == scale  # deterministic

@@ -63,13 +63,17 @@ class TrainConfig:
     # Extra weight of the edited region in the UNet loss: per-element weight 1 + w * mask (latent size). The
     # hole is ~5-15% of a scene, so with w = 0 most of the loss is the easy, visible context.
     mask_loss_weight: float = 0.0
+    # Latent scaling of the VAE (``vae.config.scaling_factor``): latents * factor should have unit variance,
+    # the variance the noise schedule assumes. diffusers' default 0.18215 is SD's VAE's 1/std; use
+    # ``--extend '{"vae_scaling_factor": "auto"}'`` after the VAE stage to measure this VAE's (1/std).
+    vae_scaling_factor: float = 0.18215
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
 
 
 #: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole.
-EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight"})
+EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight", "vae_scaling_factor"})
 
 
 def saved_config(state: dict[str, Any]) -> "TrainConfig":
@@ -179,6 +183,7 @@ class Trainer:
         tok_dir = Path(tokenizer_dir or tempfile.mkdtemp(prefix="ovseg-tok-"))
         text_encoder, tokenizer = text_encoder_from_mini_clip(clip, tok, tok_dir)
         self.parts = build_components(cfg, text_encoder, tokenizer)
+        self.parts["vae"].register_to_config(scaling_factor=cfg.vae_scaling_factor)
         self.opt_vae = torch.optim.AdamW(self.parts["vae"].parameters(), lr=cfg.lr_vae, weight_decay=0.01)
         self.opt_unet = torch.optim.AdamW(self.parts["unet"].parameters(), lr=cfg.lr_unet, weight_decay=0.01)
         self.step = 0
@@ -266,8 +271,22 @@ class Trainer:
         if "unet_steps" in changes and self.cfg.vae_steps + int(changes["unet_steps"]) < self.step:
             raise InputError("--extend unet_steps must not end before the current step", changes["unet_steps"],
                              f"pass at least {self.step - self.cfg.vae_steps}")
+        changes = dict(changes)
+        if changes.get("vae_scaling_factor") == "auto":
+            changes["vae_scaling_factor"] = self.measure_latent_scale()
         self.cfg = replace(self.cfg, **changes)
-        self.phases.append({"step": self.step, "changes": dict(changes)})
+        self.parts["vae"].register_to_config(scaling_factor=self.cfg.vae_scaling_factor)
+        self.phases.append({"step": self.step, "changes": changes})
+
+    def measure_latent_scale(self, batches: int = 8) -> float:
+        """1 / std of the VAE's sampled latents over fixed scenes (deterministic), rounded to 4 decimals."""
+        import torch
+
+        torch.manual_seed(self.cfg.seed)
+        with torch.no_grad():
+            z = torch.cat([self.parts["vae"].encode(vae_batch(self.cfg, 10_000_000 + k)).latent_dist.sample()
+                           for k in range(batches)])
+        return round(1.0 / float(z.std()), 4)
 
     def export(self, folder: Path) -> Path:
         """``StableDiffusionInpaintPipeline.save_pretrained(folder)`` with a DDIM scheduler for inference.
@@ -333,7 +352,8 @@ class Trainer:
             f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}, {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
             f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min."
             + "".join(f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
-            + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask. Resume with "
+            + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask; latent scaling factor "
+            f"{cfg.vae_scaling_factor:g}. Resume with "
             "`ovseg train mini-inpainting --out data/train/mini-inpainting --minutes M --resume`.", "",
             "## Metrics", "",
         ]
