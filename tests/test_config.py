@@ -102,3 +102,14 @@ def test_files_are_written_with_ordinary_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(tmp_path / "c.yaml").st_mode) == 0o644  # not mkstemp's 0600
+
+
+def test_mini_inpainting_settings_apply_to_mini_presets_only():
+    from ovseg.config import MINI_INPAINTING_SETTINGS, get_balanced_config, get_fast_config
+
+    for cfg in (get_balanced_config(), get_fast_config()):
+        for key, value in MINI_INPAINTING_SETTINGS.items():
+            assert getattr(cfg.inpainting, key) == value
+    full = get_balanced_config(profile="full").inpainting
+    assert full.guidance_scale == 7.5 and full.negative_prompt.startswith("blurry")  # the thesis's settings
+    assert full.num_inference_steps == 50 and full.mask_dilation == 5 and full.mask_blur == 8.0

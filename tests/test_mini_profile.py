@@ -56,6 +56,7 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
     """remove / replace through the CLI: the shipped diffusers model, files written, outside pixels kept."""
     from PIL import Image
 
+    from ovseg import get_balanced_config
     from ovseg.cli import main
     from ovseg.inpaint import prepare_mask
 
@@ -68,7 +69,8 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
         assert res["edit"]["method"] == "diffusion" and res["edit"]["steps"] == 4
         edited = np.asarray(Image.open(out / "edited.png").convert("RGB"))
         mask = np.asarray(Image.open(out / "mask.png")) > 0
-        keep = prepare_mask(mask, 5, 8.0) == 0  # the CLI's config: the balanced preset's dilation and blur
+        cfg = get_balanced_config().inpainting  # the CLI's config: the balanced preset's dilation and blur
+        keep = prepare_mask(mask, cfg.mask_dilation, cfg.mask_blur) == 0
         assert edited.shape == src.shape and np.array_equal(edited[keep], src[keep]) and (edited != src).any()
     capsys.readouterr()
     assert main(["replace", str(SAMPLES_DIR / "world_1.png"), "--prompt", "white star", "--out", str(tmp_path / "x")]) == 2
