@@ -130,18 +130,25 @@ def _protocol_text(protocol: EvalProtocol, config: Any, dataset: "SegDataset") -
 
 
 def _weights_identity(config: Any) -> dict[str, str]:
-    """The checksums of the embedded models a mini-profile run uses (their SHA256SUMS), so that results
-    stored for one checkpoint are never resumed with another; full-profile models are named by the config."""
+    """Per embedded model a mini-profile run uses, a checksum of its weights (of its ``SHA256SUMS``, or of
+    its files when unpinned), so that results stored for one checkpoint are never resumed with another;
+    full-profile models are named by the config. The one checkpoint identity of ovseg's result stores."""
     from .paths import REPO_ROOT
-    from .weights import REGISTRY, default_model
+    from .weights import REGISTRY, default_model, sha256_file
 
     if config.profile != "mini":
         return {}
     out = {}
     for stage in ("sam2", "clip"):
         entry = REGISTRY[default_model("mini", stage)]
-        sums = REPO_ROOT / entry.local_dir / "SHA256SUMS"
-        out[entry.name] = hashlib.sha256(sums.read_bytes()).hexdigest()[:16] if sums.exists() else "unpinned"
+        folder = REPO_ROOT / entry.local_dir
+        h = hashlib.sha256()
+        if (folder / "SHA256SUMS").is_file():
+            h.update((folder / "SHA256SUMS").read_bytes())
+        else:
+            for f in entry.files:
+                h.update(sha256_file(folder / f).encode() if (folder / f).is_file() else b"missing")
+        out[entry.name] = h.hexdigest()[:16]
     return out
 
 
@@ -333,6 +340,7 @@ def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipe
         ``, "hit_rate_base", "hit_rate_novel", "per_class": {name: mean IoU}}``.
     """
     from .align import rank_masks
+    from .utils import mask_iou
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     novel = set(dataset.splits.get("novel", [])) if dataset.splits else set()
@@ -352,10 +360,7 @@ def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipe
             if len(order) == 0:
                 records.append((c, 0.0))
                 continue
-            pred = masks.masks[int(order[0])]
-            inter = np.logical_and(pred, gt).sum()
-            union = np.logical_or(pred, gt).sum()
-            records.append((c, float(inter / union) if union else 0.0))
+            records.append((c, float(mask_iou(masks.masks[int(order[0])][None], gt[None])[0, 0])))
 
     def mean(sel: list[float]) -> float | None:
         return round(float(np.mean(sel)), 4) if sel else None

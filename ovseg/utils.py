@@ -11,7 +11,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape"]
+__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape", "mask_iou"]
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of every predicted mask with every ground-truth mask.
+
+    Args:
+        pred: (N, H, W) bool.  gt: (K, H, W) bool.
+
+    Returns:
+        (N, K) float64 in [0, 1]; 0 where both masks are empty. Pixel counts are exact (float64 products).
+    """
+    p = pred.reshape(pred.shape[0], -1).astype(np.float64)
+    g = gt.reshape(gt.shape[0], -1).astype(np.float64)
+    inter = p @ g.T  # (N, K)
+    union = p.sum(1)[:, None] + g.sum(1)[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def masks_to_boxes_xywh(masks: np.ndarray) -> np.ndarray:

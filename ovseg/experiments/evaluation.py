@@ -48,25 +48,14 @@ BENCHMARKS = ("voc", "coco-stuff", "ade20k")
 def model_fingerprint(config: Any) -> str:
     """A short hex string that changes when the weights the config would load change.
 
-    Mini profile: sha256 over the embedded models' ``SHA256SUMS`` (or their files); full profile:
+    Mini profile: the embedded models' checksums (:func:`ovseg.evaluate._weights_identity`); full profile:
     the model names of the config (the HF cache is content-addressed by them).
     """
-    from .. import weights as W
-    from ..paths import REPO_ROOT
+    from ..evaluate import _weights_identity
 
     h = hashlib.sha256()
     if config.profile == "mini":
-        for stage in ("sam2", "clip"):
-            entry = W.REGISTRY[W.default_model("mini", stage)]
-            folder = REPO_ROOT / (entry.local_dir or "")
-            sums = folder / "SHA256SUMS"
-            h.update(entry.name.encode())
-            if sums.is_file():
-                h.update(sums.read_bytes())
-            else:
-                for f in entry.files:
-                    p = folder / f
-                    h.update(W.sha256_file(p).encode() if p.is_file() else b"missing")
+        h.update(json.dumps(_weights_identity(config), sort_keys=True).encode())
     else:
         h.update(f"{config.sam2.model}|{config.clip.model}|{config.clip.pretrained}".encode())
     return h.hexdigest()[:12]

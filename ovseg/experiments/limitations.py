@@ -56,9 +56,9 @@ PROMPT_KINDS = ("class", "colour", "shape", "spatial", "vague")
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two (H, W) bool masks; 0.0 when both are empty."""
-    inter = int(np.logical_and(a, b).sum())
-    union = int(np.logical_or(a, b).sum())
-    return inter / union if union else 0.0
+    from ..utils import mask_iou as iou_matrix
+
+    return float(iou_matrix(a[None], b[None])[0, 0])
 
 
 def scene_seeds(experiment: str, level: int, n: int) -> list[int]:
@@ -197,11 +197,6 @@ def resolve_inpaint_method(requested: str, config: Any) -> tuple[str, str | None
     return "diffusion", None
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()) if a.size else float("nan")
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 INPAINT_CONDITIONS: tuple[tuple[str, str], ...] = (("plain", "smooth"), ("textured", "smooth"), ("plain", "texture"),
                                                    ("textured", "texture"))
 
@@ -249,6 +244,7 @@ def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 
     """
     from ..edit_eval import classify_region, psnr_ssim_outside
     from ..world import CLASS_NAMES
+    from .inpainting import psnr_inside
 
     rows = []
     for surface, bg in conditions:
@@ -263,7 +259,7 @@ def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 
             found = classify_region(pipe, out, scene.instance_masks[i], CLASS_NAMES)
             row = {"condition": f"{surface} object\n{bg} bg", "object_surface": surface, "background": bg,
                    "seed": scene.seed, "class": obj.class_name, "method": res.method,
-                   "psnr_inside_db": _psnr(out[inside], truth[inside]),
+                   "psnr_inside_db": psnr_inside(out, truth, inside),
                    "mae_inside": float(np.abs(out[inside].astype(np.float64) - truth[inside]).mean()),
                    "psnr_outside_db": psnr_out, "ssim_outside": ssim_out, "found": found,
                    "success": found == "background"}

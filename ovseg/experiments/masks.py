@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..utils import mask_iou  # noqa: F401 - (N, K) IoU matrix, re-exported for the 3.2.x experiments
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
@@ -99,22 +101,6 @@ def select_scenes(dataset: "SegDataset", n: int, min_objects: int = 1) -> list["
 
 
 # ---- metrics -----------------------------------------------------------------------------------
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """IoU of every predicted mask with every ground-truth mask.
-
-    Args:
-        pred: (N, H, W) bool.  gt: (K, H, W) bool.
-
-    Returns:
-        (N, K) float64 in [0, 1]; 0 where both masks are empty.
-    """
-    p = pred.reshape(pred.shape[0], -1).astype(np.float32)
-    g = gt.reshape(gt.shape[0], -1).astype(np.float32)
-    inter = p @ g.T  # (N, K)
-    union = p.sum(1)[:, None] + g.sum(1)[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0).astype(np.float64)
-
 
 def best_iou_per_object(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """(K,) float64: for each ground-truth mask the best IoU of any predicted mask (0 with no predictions)."""
