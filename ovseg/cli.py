@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(sub.add_parser("segment", help="find the masks matching a prompt"))
     for op, text in (("remove", "remove the object"), ("replace", "replace the object with --edit"),
                      ("style", "restyle the object as --edit")):
-        _add_common(sub.add_parser(op, help=text), edit=True)
+        sp = sub.add_parser(op, help=text)
+        _add_common(sp, edit=True)
+        if op == "replace":
+            sp.add_argument("--region", choices=("mask", "box"), default=None,
+                            help="repaint the object's silhouette or its bounding box, room for another shape "
+                                 "(default: config inpainting.replace_region)")
 
     b = sub.add_parser("benchmark", help="per-stage timings")
     b.add_argument("image", nargs="?", default=None, help="image to time (default: a shipped sample)")
@@ -125,6 +130,8 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InputError("--top-k must be a positive integer", args.top_k, "pass e.g. --top-k 5")
     if getattr(args, "steps", None) is not None:
         config = config.replace(**{"inpainting.num_inference_steps": args.steps})
+    if getattr(args, "region", None) is not None:
+        config = config.replace(**{"inpainting.replace_region": args.region})
     if args.command in ("replace", "style") and (args.edit is None or not args.edit.strip()):
         raise InputError(f"{args.command} needs --edit describing the new content", repr(args.edit),
                          'add --edit "..." (e.g. --edit "blue square")')
@@ -132,6 +139,8 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .io import save_image_atomic, write_json_atomic
     from .pipeline import OpenVocabSegmentationPipeline
     from .viz import overlay_masks
@@ -153,6 +162,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             files.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
     else:
         files.append(save_image_atomic(out / "mask.png", result.segmentation_masks[0].mask))
+        # the repaint mask actually used (dilated, blurred; for replace --region box, the box's): 255 = repainted
+        files.append(save_image_atomic(out / "edit_mask.png", np.rint(result.edit_mask * 255).astype(np.uint8)))
         files.append(save_image_atomic(out / "edited.png", result.edited_image))
     payload["files"] = [p.name for p in files] + ["result.json"]
     write_json_atomic(out / "result.json", payload)

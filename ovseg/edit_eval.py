@@ -136,7 +136,6 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
 
     import torch
 
-    from .inpaint import prepare_mask
     from .metrics import clip_score_metric, fid_metric
     from .world import CLASS_NAMES
 
@@ -150,9 +149,9 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
                                   object_prompt=case.object_class, seed=seed)
         seconds = time.perf_counter() - start
         out = np.array(res.image)  # (H, W, 3) uint8, writable copy
-        # 2. preservation outside the blended mask
-        blended = prepare_mask(case.mask, cfg.mask_dilation, cfg.mask_blur)
-        psnr, ssim = psnr_ssim_outside(case.image, out, blended)
+        # 2. preservation outside the blended mask the edit used (dilated + blurred; for replace with
+        #    replace_region="box", the box's)
+        psnr, ssim = psnr_ssim_outside(case.image, out, res.mask)
         # 3. success: what the segmentation stage now sees in the region
         found = classify_region(pipe, out, case.mask, CLASS_NAMES)
         success = found == case.target  # style's target is the same shape in the new colour
@@ -172,7 +171,7 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
 
     psnrs = [r["psnr_outside_db"] for r in rows]
     summary: dict[str, Any] = {
-        "n_edits": len(rows), "method": cfg.method, "steps": cfg.num_inference_steps,
+        "n_edits": len(rows), "method": cfg.method, "steps": cfg.num_inference_steps, "replace_region": cfg.replace_region,
         "psnr_outside_min_db": "inf" if all(math.isinf(p) for p in psnrs) else round(min(psnrs), 3),
         "ssim_outside_mean": round(float(np.nanmean([r["ssim_outside"] for r in rows])), 6),
         "success_remove": rate("remove"), "success_replace_base": rate("replace", False),

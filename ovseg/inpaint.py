@@ -4,7 +4,8 @@ An edit takes an image, the boolean mask of one object (from 3.2.3) and an opera
 
 * ``remove``: repaint the object's region from ``InpaintingConfig.remove_prompt`` (plausible
   background); the object's own name goes into the negative prompt so it does not come back.
-* ``replace``: repaint the region from the user's ``edit_prompt`` at ``strength``.
+* ``replace``: repaint the region from the user's ``edit_prompt`` at ``strength``; the region is the
+  object's silhouette, or its bounding box with ``replace_region="box"`` (room for another shape).
 * ``style``: repaint at the lower ``style_strength`` (partial-strength inpainting starts from the
   noised object instead of pure noise, so its shape and layout survive).
 
@@ -49,6 +50,7 @@ __all__ = [
     "MAX_MASK_FRACTION",
     "LARGE_IMAGE_FACTOR",
     "prepare_mask",
+    "bounding_box_mask",
     "classical_remove",
     "load_inpaint_pipeline",
     "select_pipeline_class",
@@ -118,6 +120,16 @@ def _dilate(mask: np.ndarray, dilation: int) -> np.ndarray:
     size = 2 * int(dilation) + 1
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def bounding_box_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool, True on the bounding box of ``mask``'s True pixels (all False if none)."""
+    _check_mask(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    ys, xs = np.nonzero(mask)
+    if ys.size:
+        out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+    return out
 
 
 def prepare_mask(mask: np.ndarray, dilation: int, blur: float) -> np.ndarray:
@@ -466,11 +478,13 @@ class Inpainter:
         if covered == 0:
             raise InputError("mask is empty: the prompt matched nothing", "0 masked pixels",
                              "try another prompt, or lower alignment.similarity_threshold")
-        fraction = covered / mask.size
+        box = operation == "replace" and self.config.replace_region == "box"
+        fraction = (bounding_box_mask(mask).sum() if box else covered) / mask.size
         if fraction > MAX_MASK_FRACTION:
-            raise InputError(f"mask must leave some of the image to inpaint from (at most {MAX_MASK_FRACTION:.0%} "
-                             "covered)", f"{fraction:.1%} of the image", "use a more specific prompt; to regenerate "
-                             "the whole image use a text-to-image model instead")
+            raise InputError(f"mask{' bounding box' if box else ''} must leave some of the image to inpaint from "
+                             f"(at most {MAX_MASK_FRACTION:.0%} covered)", f"{fraction:.1%} of the image",
+                             ("set inpainting.replace_region: mask, or " if box else "") + "use a more specific "
+                             "prompt; to regenerate the whole image use a text-to-image model instead")
         # 4. Seed and steps (strength scales the number of denoising steps actually run).
         if seed is not None:
             _check_non_negative_int("seed", seed, "pass a seed such as 0")
@@ -535,8 +549,9 @@ class Inpainter:
             negative = cfg.negative_prompt.strip()
         strength = self._strength(operation)
 
-        # 4. Soft mask at input resolution: dilate, then blur (1.0 = repaint).
-        m = prepare_mask(mask, cfg.mask_dilation, cfg.mask_blur)
+        # 4. Soft mask at input resolution: dilate, then blur (1.0 = repaint); replace may take the bounding box.
+        region = bounding_box_mask(mask) if operation == "replace" and cfg.replace_region == "box" else mask
+        m = prepare_mask(region, cfg.mask_dilation, cfg.mask_blur)
 
         # 5. Resize image and mask to the model's native size (square for SD / SDXL).
         nh, nw = self.native_size

@@ -74,6 +74,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     edited_image: "Image.Image | None" = None
     edit: dict[str, Any] | None = None  # operation, prompt, seed, ... when edited
+    edit_mask: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the blended repaint mask the edit used (1 = repainted)
 
     def to_dict(self) -> dict[str, Any]:
         h, w = self.image.shape[:2]
@@ -351,6 +352,7 @@ class OpenVocabSegmentationPipeline:
             edit = self.inpainter.edit(result.image, best.mask, edit_operation, edit_prompt=edit_prompt,
                                        object_prompt=result.text_prompt, seed=seed)
         result.edited_image = edit.image
+        result.edit_mask = edit.mask
         result.edit = {"operation": edit.operation, "prompt": edit.prompt, "negative_prompt": edit.negative_prompt,
                        "seed": edit.seed, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
                        "strength": edit.strength, "method": edit.method, "mask_index": best.index}

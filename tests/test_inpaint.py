@@ -16,6 +16,7 @@ from ovseg.errors import ConfigError, InputError, WeightsError
 from ovseg.inpaint import (
     EditResult,
     Inpainter,
+    bounding_box_mask,
     classical_remove,
     load_inpaint_pipeline,
     prepare_mask,
@@ -329,6 +330,47 @@ def test_edit_prompts_and_strengths(sd_pipe):
     assert rep.prompt == "a red car" and rep.negative_prompt == cfg.negative_prompt and rep.strength == 0.9
     sty = inp.edit(img, mask, "style", "van gogh painting", num_inference_steps=4)
     assert sty.strength == 0.6 and sty.steps == 4
+
+
+def test_bounding_box_mask():
+    m = np.zeros((10, 12), dtype=bool)
+    m[2, 3] = m[6, 8] = True
+    box = bounding_box_mask(m)
+    assert box.dtype == bool and box[2:7, 3:9].all() and box.sum() == 5 * 6
+    assert not bounding_box_mask(np.zeros((4, 4), dtype=bool)).any()
+
+
+def test_replace_region_box_repaints_the_box_and_keeps_the_rest(sd_pipe):
+    img = _image()
+    ring = np.zeros((H, W), dtype=bool)
+    ring[14:26, 20:34] = True
+    ring[17:23, 24:30] = False  # a hole: the silhouette leaves the centre alone, the box does not
+    cfg = _config(replace_region="box", mask_dilation=0, mask_blur=0.0)
+    rep = Inpainter(sd_pipe, cfg).edit(img, ring, "replace", "a red car")
+    np.testing.assert_array_equal(rep.mask > 0, bounding_box_mask(ring))
+    out = np.asarray(rep.image)
+    np.testing.assert_array_equal(out[rep.mask == 0], img[rep.mask == 0])
+    assert (out[17:23, 24:30] != img[17:23, 24:30]).any()
+    # remove and style keep the silhouette
+    sty = Inpainter(sd_pipe, cfg).edit(img, ring, "style", "oil paint")
+    np.testing.assert_array_equal(sty.mask > 0, ring)
+    silhouette = Inpainter(sd_pipe, _config(mask_dilation=0, mask_blur=0.0)).edit(img, ring, "replace", "a red car")
+    np.testing.assert_array_equal(silhouette.mask > 0, ring)
+
+
+def test_replace_region_box_covering_the_image_is_refused(sd_pipe):
+    corners = np.zeros((H, W), dtype=bool)
+    corners[0, 0] = corners[-1, -1] = True
+    with pytest.raises(InputError, match="mask bounding box must leave some of the image") as err:
+        Inpainter(sd_pipe, _config(replace_region="box")).edit(_image(), corners, "replace", "a red car")
+    assert "replace_region: mask" in str(err.value)
+
+
+def test_replace_region_must_be_known():
+    from ovseg.config import PipelineConfig
+
+    with pytest.raises(ConfigError, match="replace_region"):
+        PipelineConfig(inpainting=_config(replace_region="hull")).validate()
 
 
 def test_edit_is_deterministic_per_seed(sd_pipe):

@@ -58,7 +58,7 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
 
     from ovseg import get_balanced_config
     from ovseg.cli import main
-    from ovseg.inpaint import prepare_mask
+    from ovseg.inpaint import bounding_box_mask, prepare_mask
 
     src = np.asarray(Image.open(SAMPLES_DIR / "world_1.png").convert("RGB"))
     for op, extra in (("remove", []), ("replace", ["--edit", "blue circle"])):
@@ -70,8 +70,12 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
         edited = np.asarray(Image.open(out / "edited.png").convert("RGB"))
         mask = np.asarray(Image.open(out / "mask.png")) > 0
         cfg = get_balanced_config().inpainting  # the CLI's config: the balanced preset's dilation and blur
-        keep = prepare_mask(mask, cfg.mask_dilation, cfg.mask_blur) == 0
+        region = bounding_box_mask(mask) if op == "replace" and cfg.replace_region == "box" else mask
+        blended = np.asarray(Image.open(out / "edit_mask.png"))  # (H, W) uint8, 255 = repainted
+        assert np.array_equal(blended, np.rint(prepare_mask(region, cfg.mask_dilation, cfg.mask_blur) * 255))
+        keep = blended == 0
         assert edited.shape == src.shape and np.array_equal(edited[keep], src[keep]) and (edited != src).any()
+        assert res["files"] == ["overlay.png", "mask.png", "edit_mask.png", "edited.png", "result.json"]
     capsys.readouterr()
     assert main(["replace", str(SAMPLES_DIR / "world_1.png"), "--prompt", "white star", "--out", str(tmp_path / "x")]) == 2
     assert "needs --edit" in capsys.readouterr().err and not (tmp_path / "x" / "edited.png").exists()

@@ -67,13 +67,34 @@ class TrainConfig:
     # the variance the noise schedule assumes. diffusers' default 0.18215 is SD's VAE's 1/std; use
     # ``--extend '{"vae_scaling_factor": "auto"}'`` after the VAE stage to measure this VAE's (1/std).
     vae_scaling_factor: float = 0.18215
+    # UNet learning-rate schedule: constant ``lr_unet`` until step ``lr_decay_from`` (-1: constant throughout),
+    # then a cosine decay to ``lr_final_fraction * lr_unet`` at the last UNet step.
+    lr_decay_from: int = -1
+    lr_final_fraction: float = 0.1
+    # Fraction of remove / replace examples whose mask is the bounding box of the edit region (dilated) instead
+    # of its silhouette: users mark objects with boxes, and a replacement of another shape needs room
+    # (``InpaintingConfig.replace_region = "box"``). 0 draws no extra random number (older runs stay exact).
+    box_mask_fraction: float = 0.0
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
 
 
 #: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole.
-EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight", "vae_scaling_factor"})
+EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight", "vae_scaling_factor", "lr_decay_from", "lr_final_fraction",
+                        "box_mask_fraction"})
+
+
+def unet_lr(cfg: "TrainConfig", step: int) -> float:
+    """The UNet learning rate at global ``step`` (see ``TrainConfig.lr_decay_from``)."""
+    import math
+
+    end = cfg.vae_steps + cfg.unet_steps
+    if cfg.lr_decay_from < 0 or step < cfg.lr_decay_from or end <= cfg.lr_decay_from:
+        return cfg.lr_unet
+    progress = min(1.0, (step - cfg.lr_decay_from) / (end - cfg.lr_decay_from))
+    f = cfg.lr_final_fraction
+    return cfg.lr_unet * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def saved_config(state: dict[str, Any]) -> "TrainConfig":
@@ -136,6 +157,9 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
         if new is not None:
             region |= target.instance_masks[i]
         region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+        if cfg.box_mask_fraction > 0 and op != "style" and rng.random() < cfg.box_mask_fraction:
+            ys, xs = np.nonzero(region)
+            region[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True  # (S, S) bool: the region's bounding box
         if rng.random() < cfg.cfg_dropout:
             prompt = ""
         src.append(scene.image)
@@ -228,8 +252,11 @@ class Trainer:
             self.opt_unet.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            lr = unet_lr(self.cfg, self.step)
+            for group in self.opt_unet.param_groups:
+                group["lr"] = lr
             self.opt_unet.step()
-            out = {"stage": 1.0, "loss": float(loss.detach())}
+            out = {"stage": 1.0, "loss": float(loss.detach()), "lr": lr}
         self.step += 1
         return out
 
@@ -272,6 +299,8 @@ class Trainer:
             raise InputError("--extend unet_steps must not end before the current step", changes["unet_steps"],
                              f"pass at least {self.step - self.cfg.vae_steps}")
         changes = dict(changes)
+        if changes.get("lr_decay_from") == "now":
+            changes["lr_decay_from"] = self.step
         if changes.get("vae_scaling_factor") == "auto":
             changes["vae_scaling_factor"] = self.measure_latent_scale()
         self.cfg = replace(self.cfg, **changes)
@@ -346,10 +375,15 @@ class Trainer:
             f"or target), {cfg.image_size} px: the same scene with one object removed, replaced by another base class, or "
             f"restyled (new colour, same shape); mask = the edited region dilated by {cfg.dilation} px; prompts = the remove "
             f"prompt or the new class name; {int(100 * cfg.cfg_dropout)}% empty prompts (classifier-free guidance). "
-            "The VAE sees every rendering style.", "",
+            + (f"From step {next((ph['step'] for ph in self.phases if 'box_mask_fraction' in ph['changes']), 0)}, "
+               f"{cfg.box_mask_fraction:.0%} of remove / replace masks are the region's bounding box. "
+               if cfg.box_mask_fraction > 0 else "")
+            + "The VAE sees every rendering style.", "",
             "## Training", "",
             f"VAE: L1 + MSE + {cfg.kl_weight:g} KL, AdamW lr {cfg.lr_vae:g}, {vae_done} of {cfg.vae_steps} steps. "
-            f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}, {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
+            f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}"
+            + (f" (cosine decay to x{cfg.lr_final_fraction:g} from step {cfg.lr_decay_from})" if cfg.lr_decay_from >= 0 else "")
+            + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
             f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min."
             + "".join(f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
             + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask; latent scaling factor "
@@ -376,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--export", default=str(EXPORT_DIR), help="export folder ('' = none)")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
     p.add_argument("--extend", default=None,
-                   help="with --resume: JSON changes of unet_steps / mask_loss_weight from the current step (a new phase)")
+                   help=f"with --resume: JSON changes of {sorted(EXTENDABLE)} from the current step (a new phase); "
+                        "lr_decay_from may be \"now\" (the current step)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
