@@ -3,8 +3,9 @@
 Edit success of the shipped mini inpainting model on a *development* edit set (world scenes at
 ``scene_offset=4_000_000``, disjoint from the reported set at 2_000_000) for a grid of guidance scale,
 negative prompt, mask dilation / blur and the replace region (silhouette or bounding box). The mini text
-encoder knows only the world's words, so the full profile's negative prompt ("blurry, distorted, ...") is a string of unknown tokens to it; and the
-thesis's 5 px dilation / 8 px blur were chosen for 512 px images, the mini model works at 128 px.
+encoder knows only the world's words, so the full profile's negative prompt ("blurry, distorted, ...") is a
+string of unknown tokens to it; and the thesis's 5 px dilation / 8 px blur were chosen for 512 px images, the
+mini model works at 128 px.
 Prints one JSON line per setting, then the best by mean success.
 """
 
