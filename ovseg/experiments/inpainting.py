@@ -143,7 +143,7 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
                 found = classify_region(pipe, out, scene.instance_masks[i], CLASS_NAMES)
                 per[(d, b)]["psnr"].append(psnr_inside(out, truth.image, region))
                 per[(d, b)]["success"].append(float(found == (new or "background")))
-                per[(d, b)]["px"].append(float((prepare_mask(scene.instance_masks[i], d, b) > 0).sum()))
+                per[(d, b)]["px"].append(float((res.mask > 0).sum()))  # the repaint mask the edit used
                 if k == 0:
                     examples[(d, b)] = out
     finally:
