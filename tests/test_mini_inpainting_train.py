@@ -105,3 +105,39 @@ def test_extend_auto_latent_scale_sets_the_vae_config(clip_dir, tmp_path):
     assert isinstance(scale, float) and scale > 0 and t.parts["vae"].config.scaling_factor == scale
     assert t.phases[-1]["changes"] == {"vae_scaling_factor": scale}  # the measured value is what is recorded
     assert t.measure_latent_scale() == scale  # deterministic
+
+
+def test_unet_lr_is_constant_then_a_cosine_down_to_the_final_fraction():
+    from ovseg.train.mini_inpainting import unet_lr
+
+    assert unet_lr(TrainConfig(), 5000) == TrainConfig().lr_unet  # lr_decay_from = -1: constant
+    cfg = TrainConfig(vae_steps=0, unet_steps=1000, lr_unet=1.0, lr_decay_from=200, lr_final_fraction=0.1)
+    lrs = [unet_lr(cfg, s) for s in range(0, 1201, 100)]
+    assert lrs[:3] == [1.0, 1.0, 1.0] and lrs[10:] == pytest.approx([0.1, 0.1, 0.1])
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and unet_lr(cfg, 600) == pytest.approx(0.55)
+
+
+def test_extend_lr_decay_now_starts_at_the_current_step(clip_dir, tmp_path):
+    t = _trainer(clip_dir, tmp_path)
+    t.train_step(), t.train_step()
+    t.extend({"lr_decay_from": "now", "unet_steps": 10})
+    assert t.cfg.lr_decay_from == 2 and t.phases[-1]["changes"] == {"lr_decay_from": 2, "unet_steps": 10}
+    assert t.train_step()["lr"] == pytest.approx(t.cfg.lr_unet)  # step 2: the decay's first step
+    assert t.train_step()["lr"] < t.cfg.lr_unet
+
+
+def test_box_masks_cover_the_region_bounding_box_and_zero_keeps_old_batches():
+    def n_boxes(batch):
+        n = 0
+        for m in batch["mask"][:, 0]:
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            n += bool(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all())
+        return n
+
+    cfg = TrainConfig(**{**TINY, "batch_size": 16})
+    plain = edit_batch(cfg, 7, "empty background")
+    assert torch.equal(plain["mask"], edit_batch(dataclasses.replace(cfg, box_mask_fraction=0.0), 7, "x")["mask"])
+    boxed = edit_batch(dataclasses.replace(cfg, box_mask_fraction=1.0), 7, "empty background")
+    assert n_boxes(plain) <= 2 and n_boxes(boxed) >= 8  # remove / replace masks (about 2/3) become boxes
+    outside = boxed["mask"].expand_as(boxed["source"]) < 0.5
+    assert torch.equal(boxed["source"][outside], boxed["target"][outside])  # a box contains the edit region

@@ -112,7 +112,6 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
     import cv2
 
     from ..edit_eval import classify_region
-    from ..inpaint import prepare_mask
     from ..world import BASE_CLASSES, CLASS_NAMES, SceneConfig, render_scene
 
     if operation not in ("remove", "replace"):

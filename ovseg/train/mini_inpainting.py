@@ -384,7 +384,7 @@ class Trainer:
             f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}"
             + (f" (cosine decay to x{cfg.lr_final_fraction:g} from step {cfg.lr_decay_from})" if cfg.lr_decay_from >= 0 else "")
             + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
-            f"seed {cfg.seed}, 1 CPU thread; wall time {self.wall / 60:.1f} min."
+            f"seed {cfg.seed}, CPU (1-2 threads); wall time {self.wall / 60:.1f} min."
             + "".join(f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
             + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask; latent scaling factor "
             f"{cfg.vae_scaling_factor:g}. Resume with "
@@ -409,11 +409,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=None, help="JSON of TrainConfig overrides (new runs only)")
     p.add_argument("--export", default=str(EXPORT_DIR), help="export folder ('' = none)")
     p.add_argument("--checkpoint-minutes", type=float, default=2.0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: leaves a core to the rest of the machine; more threads on a "
+                        "core another process uses slow everything down, see README)")
     p.add_argument("--extend", default=None,
                    help=f"with --resume: JSON changes of {sorted(EXTENDABLE)} from the current step (a new phase); "
                         "lr_decay_from may be \"now\" (the current step)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    if args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     state = out / "state.pt"
     if state.exists() and not args.resume:
