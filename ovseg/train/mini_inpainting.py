@@ -80,7 +80,8 @@ class TrainConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
 
 
-#: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole.
+#: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole, the latent
+#: scale, the learning-rate decay and the share of box masks.
 EXTENDABLE = frozenset({"unet_steps", "mask_loss_weight", "vae_scaling_factor", "lr_decay_from", "lr_final_fraction",
                         "box_mask_fraction"})
 
