@@ -457,6 +457,11 @@ class Inpainter:
     def _strength(self, operation: str) -> float:
         return self.config.style_strength if operation == "style" else self.config.strength
 
+    def _region(self, mask: np.ndarray, operation: str) -> np.ndarray:
+        """(H, W) bool region to repaint: the object's mask, or its bounding box for replace with
+        ``replace_region="box"``."""
+        return bounding_box_mask(mask) if operation == "replace" and self.config.replace_region == "box" else mask
+
     def check_inputs(self, image: np.ndarray, mask: np.ndarray, operation: str, edit_prompt: str | None,
                      seed: int | None = None, num_inference_steps: int | None = None) -> None:
         """Validate one edit request; raise :class:`~ovseg.errors.InputError` naming rule, value and fix."""
@@ -479,7 +484,7 @@ class Inpainter:
             raise InputError("mask is empty: the prompt matched nothing", "0 masked pixels",
                              "try another prompt, or lower alignment.similarity_threshold")
         box = operation == "replace" and self.config.replace_region == "box"
-        fraction = (bounding_box_mask(mask).sum() if box else covered) / mask.size
+        fraction = self._region(mask, operation).sum() / mask.size
         if fraction > MAX_MASK_FRACTION:
             raise InputError(f"mask{' bounding box' if box else ''} must leave some of the image to inpaint from "
                              f"(at most {MAX_MASK_FRACTION:.0%} covered)", f"{fraction:.1%} of the image",
@@ -550,8 +555,7 @@ class Inpainter:
         strength = self._strength(operation)
 
         # 4. Soft mask at input resolution: dilate, then blur (1.0 = repaint); replace may take the bounding box.
-        region = bounding_box_mask(mask) if operation == "replace" and cfg.replace_region == "box" else mask
-        m = prepare_mask(region, cfg.mask_dilation, cfg.mask_blur)
+        m = prepare_mask(self._region(mask, operation), cfg.mask_dilation, cfg.mask_blur)
 
         # 5. Resize image and mask to the model's native size (square for SD / SDXL).
         nh, nw = self.native_size
