@@ -50,6 +50,7 @@ def test_steps_resume_exactly_and_export_loads_into_the_full_profile_code_path(c
     first = _trainer(clip_dir, tmp_path)
     first.train_step(), first.train_step()
     first.save(tmp_path / "state.pt")
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["opt_vae"] is None  # VAE stage over: not stored
     resumed = _trainer(clip_dir, tmp_path)
     resumed.load(tmp_path / "state.pt")
     assert resumed.train_step()["loss"] == pytest.approx(losses[2], abs=0, rel=0)
