@@ -70,6 +70,12 @@ def test_steps_resume_exactly_and_export_loads_into_the_full_profile_code_path(c
     folder = straight.export(tmp_path / "export")
     pipe = load_inpaint_pipeline(folder)
     assert type(pipe).__name__ == "StableDiffusionInpaintPipeline"
+    sc = pipe.scheduler.config  # v-prediction at a zero terminal SNR: DDIM from t = T (trailing)
+    assert sc.prediction_type == "v_prediction" and sc.rescale_betas_zero_snr and sc.timestep_spacing == "trailing"
+    exported = pipe.unet.state_dict()  # the EMA weights are exported, not the raw ones
+    for k, v in straight.ema.state_dict().items():
+        assert torch.equal(exported[k], v.half().to(exported[k].dtype)), k
+    assert any(not torch.equal(v, straight.parts["unet"].state_dict()[k]) for k, v in straight.ema.state_dict().items())
     scene = render_scene(3, SceneConfig(size=(64, 64), n_objects=(1, 1)))
     res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
         scene.image, scene.instance_masks[0], "replace", edit_prompt="blue star", seed=0)
@@ -111,7 +117,7 @@ def test_extend_auto_latent_scale_sets_the_vae_config(clip_dir, tmp_path):
 def test_unet_lr_is_constant_then_a_cosine_down_to_the_final_fraction():
     from ovseg.train.mini_inpainting import unet_lr
 
-    assert unet_lr(TrainConfig(), 5000) == TrainConfig().lr_unet  # lr_decay_from = -1: constant
+    assert unet_lr(TrainConfig(lr_decay_from=-1), 5000) == TrainConfig().lr_unet  # lr_decay_from = -1: constant
     cfg = TrainConfig(vae_steps=0, unet_steps=1000, lr_unet=1.0, lr_decay_from=200, lr_final_fraction=0.1)
     lrs = [unet_lr(cfg, s) for s in range(0, 1201, 100)]
     assert lrs[:3] == [1.0, 1.0, 1.0] and lrs[10:] == pytest.approx([0.1, 0.1, 0.1])
@@ -135,10 +141,48 @@ def test_box_masks_cover_the_region_bounding_box_and_zero_keeps_old_batches():
             n += bool(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all())
         return n
 
-    cfg = TrainConfig(**{**TINY, "batch_size": 16})
+    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0})
     plain = edit_batch(cfg, 7, "empty background")
     assert torch.equal(plain["mask"], edit_batch(dataclasses.replace(cfg, box_mask_fraction=0.0), 7, "x")["mask"])
     boxed = edit_batch(dataclasses.replace(cfg, box_mask_fraction=1.0), 7, "empty background")
     assert n_boxes(plain) <= 2 and n_boxes(boxed) >= 8  # remove / replace masks (about 2/3) become boxes
     outside = boxed["mask"].expand_as(boxed["source"]) < 0.5
     assert torch.equal(boxed["source"][outside], boxed["target"][outside])  # a box contains the edit region
+
+
+def test_init_vae_from_equals_training_the_vae_stage_here(clip_dir, tmp_path):
+    from ovseg.errors import InputError
+
+    a = _trainer(clip_dir, tmp_path)
+    a.train_step()  # the whole (1-step) VAE stage
+    a.save(tmp_path / "a.pt")
+    b = _trainer(clip_dir, tmp_path)
+    b.init_vae_from(tmp_path / "a.pt", vae_wall=12.0)
+    assert b.step == a.step == 1 and b.wall == 12.0 and len(b.phases[0]["vae_from_sha256"]) == 64
+    for k, v in a.parts["vae"].state_dict().items():
+        assert torch.equal(v, b.parts["vae"].state_dict()[k]), k
+    assert b.train_step()["loss"] == pytest.approx(a.train_step()["loss"], abs=0, rel=0)  # same UNet init and data
+    other = Trainer(dataclasses.replace(TrainConfig(**TINY), lr_vae=1.0), clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    with pytest.raises(InputError, match="VAE settings equal"):
+        other.init_vae_from(tmp_path / "a.pt", 1.0)
+
+
+def test_states_saved_before_the_second_recipe_keep_their_values():
+    from dataclasses import asdict
+
+    from ovseg.train.mini_inpainting import LEGACY, saved_config
+
+    old = saved_config({"cfg": {k: v for k, v in asdict(TrainConfig()).items() if k not in LEGACY}})
+    assert old.prediction_type == "epsilon" and not old.zero_terminal_snr and old.ema_decay == 0.0
+    assert old.replace_mask == "union" and len(set(old.op_weights)) == 1
+
+
+def test_replace_examples_mask_the_old_object_and_clip_the_new_one():
+    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "cfg_dropout": 0.0})
+    b = edit_batch(cfg, 3, "empty background")
+    union = edit_batch(dataclasses.replace(cfg, replace_mask="union"), 3, "empty background")  # same draws
+    assert b["prompts"] == union["prompts"] and torch.equal(b["source"], union["source"])
+    assert bool((b["mask"] <= union["mask"]).all())  # the old object's region only ...
+    assert bool((b["mask"] < union["mask"]).any())  # ... where a new shape reaches beyond it
+    outside = b["mask"].expand_as(b["source"]) < 0.5
+    assert torch.equal(b["source"][outside], b["target"][outside])  # the new object is clipped to the old region

@@ -52,7 +52,8 @@ class TrainConfig:
     attention_head_dim: int = 8
     norm_groups: int = 16  # GroupNorm groups in the VAE and UNet (must divide every channel count)
     vae_steps: int = 2000
-    unet_steps: int = 6000
+    # UNet steps: 13000 at ~0.36 s/step (2 threads) + the VAE's ~32 min stays inside the issue's 2 h CPU budget.
+    unet_steps: int = 13000
     batch_size: int = 8
     lr_vae: float = 5e-4
     lr_unet: float = 3e-4
@@ -62,23 +63,50 @@ class TrainConfig:
     train_timesteps: int = 1000
     # Extra weight of the edited region in the UNet loss: per-element weight 1 + w * mask (latent size). The
     # hole is ~5-15% of a scene, so with w = 0 most of the loss is the easy, visible context.
-    mask_loss_weight: float = 0.0
+    mask_loss_weight: float = 4.0
     # Latent scaling of the VAE (``vae.config.scaling_factor``): latents * factor should have unit variance,
     # the variance the noise schedule assumes. diffusers' default 0.18215 is SD's VAE's 1/std; use
     # ``--extend '{"vae_scaling_factor": "auto"}'`` after the VAE stage to measure this VAE's (1/std).
     vae_scaling_factor: float = 0.18215
     # UNet learning-rate schedule: constant ``lr_unet`` until step ``lr_decay_from`` (-1: constant throughout),
-    # then a cosine decay to ``lr_final_fraction * lr_unet`` at the last UNet step.
-    lr_decay_from: int = -1
+    # then a cosine decay to ``lr_final_fraction * lr_unet`` at the last UNet step (default: over the whole UNet stage).
+    lr_decay_from: int = 2000
     lr_final_fraction: float = 0.1
     # Fraction of remove / replace examples whose mask is the bounding box of the edit region (dilated) instead
     # of its silhouette: users mark objects with boxes, and a replacement of another shape needs room
     # (``InpaintingConfig.replace_region = "box"``). 0 draws no extra random number (older runs stay exact).
-    box_mask_fraction: float = 0.0
+    box_mask_fraction: float = 0.5
+    # ---- fields added by the second recipe (stop 10); states saved before have LEGACY's values ----
+    # What the UNet predicts: "v_prediction" (well-posed at every noise level, also at a zero terminal SNR) or
+    # "epsilon" (the first recipe; its 50-step samples drifted to washed-out fills).
+    prediction_type: str = "v_prediction"
+    # Rescale the betas to a zero terminal SNR (diffusers ``rescale_betas_zero_snr``): at t = T the training input
+    # is pure noise, as at inference (the scaled-linear schedule leaves ~7% signal at T); inference then uses
+    # DDIM with "trailing" timesteps, which start at t = T.
+    zero_terminal_snr: bool = True
+    # Exponential moving average of the UNet weights (with the usual warm-up), exported instead of the raw
+    # weights; 0 = no EMA.
+    ema_decay: float = 0.999
+    # Relative frequency of remove / replace / style examples (removal, the hardest fill, is drawn most).
+    op_weights: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2])
+    # Mask of replace examples: "source" = the old object's region (dilated; what a user selects) with the target
+    # composited inside it (the new object clipped to the mask, exactly what the editor can produce);
+    # "union" = old and new regions (the first recipe: the mask leaked the new shape, so at inference, where the
+    # mask is the old object's, the model painted the old shape in the new colour).
+    replace_mask: str = "source"
+    # Measure the latent scale (1 / std, see ``vae_scaling_factor``) when the UNet stage starts (a recorded phase).
+    auto_latent_scale: bool = True
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
 
+
+#: Values of the fields added after the first recipe, for states saved before they existed.
+LEGACY = {"prediction_type": "epsilon", "zero_terminal_snr": False, "ema_decay": 0.0, "op_weights": [1.0, 1.0, 1.0],
+          "replace_mask": "union", "auto_latent_scale": False}
+#: Fields that determine the VAE stage (``--init-vae-from`` requires them equal).
+VAE_FIELDS = ("seed", "image_size", "vae_channels", "norm_groups", "vae_steps", "batch_size", "lr_vae", "kl_weight")
+OPERATIONS = ("remove", "replace", "style")
 
 #: Fields a resumed run may change (``--extend``): more UNet steps, the loss weighting of the hole, the latent
 #: scale, the learning-rate decay and the share of box masks.
@@ -99,8 +127,8 @@ def unet_lr(cfg: "TrainConfig", step: int) -> float:
 
 
 def saved_config(state: dict[str, Any]) -> "TrainConfig":
-    """The configuration a state was saved with (fields added later take the defaults that applied then)."""
-    return TrainConfig(**state["cfg"])
+    """The configuration a state was saved with (fields added later take the values that applied then)."""
+    return TrainConfig(**{**LEGACY, **state["cfg"]})
 
 
 def build_components(cfg: TrainConfig, text_encoder: Any, tokenizer: Any) -> dict[str, Any]:
@@ -121,7 +149,8 @@ def build_components(cfg: TrainConfig, text_encoder: Any, tokenizer: Any) -> dic
                                 cross_attention_dim=text_encoder.config.hidden_size,
                                 attention_head_dim=cfg.attention_head_dim)
     sched = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_start=0.00085, beta_end=0.012,
-                          beta_schedule="scaled_linear", clip_sample=False)
+                          beta_schedule="scaled_linear", clip_sample=False, prediction_type=cfg.prediction_type,
+                          rescale_betas_zero_snr=cfg.zero_terminal_snr)
     return {"vae": vae, "unet": unet, "text_encoder": text_encoder.eval().requires_grad_(False), "tokenizer": tokenizer,
             "scheduler": sched}
 
@@ -143,7 +172,10 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
             continue
         i = int(rng.integers(len(scene.objects)))
         obj = scene.objects[i]
-        op = ("remove", "replace", "style")[int(rng.integers(3))]
+        if len(set(cfg.op_weights)) == 1:  # uniform: the first recipe's draw (older runs stay exact)
+            op = OPERATIONS[int(rng.integers(3))]
+        else:
+            op = OPERATIONS[int(rng.choice(3, p=np.asarray(cfg.op_weights) / sum(cfg.op_weights)))]
         if op == "remove":
             new, prompt = None, remove_prompt
         elif op == "replace":
@@ -155,7 +187,7 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
             prompt = new
         target = render_scene(seed, scfg, edit=(i, new))
         region = scene.instance_masks[i].copy()
-        if new is not None:
+        if new is not None and cfg.replace_mask == "union":
             region |= target.instance_masks[i]
         region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
         if cfg.box_mask_fraction > 0 and op != "style" and rng.random() < cfg.box_mask_fraction:
@@ -164,7 +196,8 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
         if rng.random() < cfg.cfg_dropout:
             prompt = ""
         src.append(scene.image)
-        tgt.append(target.image)
+        # (S, S, 3) uint8: the edit inside the mask, the source outside (a new object larger than the mask is clipped)
+        tgt.append(np.where(region[:, :, None], target.image, scene.image))
         masks.append(region)
         prompts.append(prompt)
 
@@ -196,6 +229,7 @@ class Trainer:
     """Both stages, their optimisers and the step counter; ``save`` / ``load`` resume exactly."""
 
     def __init__(self, cfg: TrainConfig, clip_dir: Path = MINI_CLIP_DIR, tokenizer_dir: Path | None = None):
+        import copy
         import tempfile
 
         import torch
@@ -211,6 +245,8 @@ class Trainer:
         self.parts["vae"].register_to_config(scaling_factor=cfg.vae_scaling_factor)
         self.opt_vae = torch.optim.AdamW(self.parts["vae"].parameters(), lr=cfg.lr_vae, weight_decay=0.01)
         self.opt_unet = torch.optim.AdamW(self.parts["unet"].parameters(), lr=cfg.lr_unet, weight_decay=0.01)
+        # (frozen) EMA copy of the UNet, exported instead of the raw weights when cfg.ema_decay > 0
+        self.ema = copy.deepcopy(self.parts["unet"]).requires_grad_(False) if cfg.ema_decay > 0 else None
         self.step = 0
         self.wall = 0.0
         self.phases: list[dict[str, Any]] = []  # --extend changes: [{"step", "changes"}]
@@ -233,7 +269,9 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             self.opt_vae.step()
             out = {"stage": 0.0, "loss": float(loss.detach()), "kl": float(kl.detach())}
-        else:  # 2. UNet: epsilon prediction on edit pairs, SD inpainting conditioning
+        else:  # 2. UNet: v (or epsilon) prediction on edit pairs, SD inpainting conditioning
+            if self.cfg.auto_latent_scale and not any("vae_scaling_factor" in ph["changes"] for ph in self.phases):
+                self.extend({"vae_scaling_factor": "auto"})  # first UNet step: measure this VAE's latent scale
             b = edit_batch(self.cfg, self.step, self.remove_prompt)
             with torch.no_grad():
                 sf = vae.config.scaling_factor
@@ -248,8 +286,9 @@ class Trainer:
             t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],))
             noisy = sched.add_noise(latents, noise, t)
             pred = unet(torch.cat([noisy, mask, masked], dim=1), t, encoder_hidden_states=context).sample
+            goal = sched.get_velocity(latents, noise, t) if self.cfg.prediction_type == "v_prediction" else noise
             weight = 1.0 + self.cfg.mask_loss_weight * mask  # (B, 1, s, s)
-            loss = (weight * (pred - noise) ** 2).mean() / weight.mean()
+            loss = (weight * (pred - goal) ** 2).mean() / weight.mean()
             self.opt_unet.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -257,6 +296,12 @@ class Trainer:
             for group in self.opt_unet.param_groups:
                 group["lr"] = lr
             self.opt_unet.step()
+            if self.ema is not None:  # EMA with warm-up: decay min(d, (1 + n) / (10 + n)) after n UNet updates
+                n = self.step - self.cfg.vae_steps
+                d = min(self.cfg.ema_decay, (1 + n) / (10 + n))
+                with torch.no_grad():
+                    for pe, p in zip(self.ema.parameters(), unet.parameters()):
+                        pe.mul_(d).add_(p.detach(), alpha=1.0 - d)
             out = {"stage": 1.0, "loss": float(loss.detach()), "lr": lr}
         self.step += 1
         return out
@@ -274,23 +319,58 @@ class Trainer:
                     "vae": self.parts["vae"].state_dict(), "unet": self.parts["unet"].state_dict(),
                     # the VAE's optimiser is never used again once its stage is over: not stored (5.5 MB)
                     "opt_vae": self.opt_vae.state_dict() if self.step < self.cfg.vae_steps else None,
-                    "opt_unet": self.opt_unet.state_dict()}, buf)
+                    "opt_unet": self.opt_unet.state_dict(),
+                    "ema": self.ema.state_dict() if self.ema is not None else None}, buf)
         write_bytes_atomic(path, buf.getvalue())
 
     def load(self, path: Path) -> None:
+        from dataclasses import replace
+
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if saved_config(state) != self.cfg:
+        saved = saved_config(state)
+        # the run's configuration is its starting one plus its recorded phases (--extend, the measured latent scale)
+        phased = replace(self.cfg, **{k: v for ph in state.get("phases", []) for k, v in ph["changes"].items()})
+        if saved not in (self.cfg, phased):
             raise InputError("a resumed run must use the configuration it started with", str(path),
                              "drop the overrides or start a new --out folder")
+        self.cfg = saved
+        self.parts["vae"].register_to_config(scaling_factor=saved.vae_scaling_factor)
         self.parts["vae"].load_state_dict(state["vae"])
         self.parts["unet"].load_state_dict(state["unet"])
         if state.get("opt_vae") is not None:
             self.opt_vae.load_state_dict(state["opt_vae"])
         self.opt_unet.load_state_dict(state["opt_unet"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.step, self.wall = int(state["step"]), float(state["wall"])
         self.phases = list(state.get("phases", []))
+
+    def init_vae_from(self, path: Path, vae_wall: float) -> None:
+        """Start this (new) run at its UNet stage with the VAE of another run's state (``--init-vae-from``).
+
+        Allowed only when every :data:`VAE_FIELDS` value is equal: the VAE stage is then the one this run would
+        train itself (same seed, batches and optimiser; the UNet is initialised after the VAE from the same
+        seed either way), so only its wall time ``vae_wall`` (seconds, counted in this run's) is saved. Recorded
+        as a phase with the source state's sha256.
+        """
+        import hashlib
+
+        import torch
+
+        if self.step != 0:
+            raise InputError("--init-vae-from starts a new run", f"step {self.step}", "use a new --out folder")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        other = saved_config(state)
+        diff = [k for k in VAE_FIELDS if getattr(other, k) != getattr(self.cfg, k)]
+        if diff or int(state["step"]) < other.vae_steps:
+            raise InputError("--init-vae-from needs a state whose VAE stage is over and whose VAE settings equal this run's",
+                             f"{path}: different {diff}, step {state['step']}", "train the VAE in this run instead")
+        self.parts["vae"].load_state_dict(state["vae"])
+        self.step, self.wall = self.cfg.vae_steps, float(vae_wall)
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        self.phases.append({"step": self.step, "changes": {}, "vae_from_sha256": digest, "vae_wall": round(float(vae_wall), 1)})
 
     def extend(self, changes: dict[str, Any]) -> None:
         """Change :data:`EXTENDABLE` fields of a resumed run from its current step (recorded as a phase)."""
@@ -335,8 +415,14 @@ class Trainer:
         from ..weights import pin_if_embedded
 
         p = self.parts
-        sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+        if self.cfg.zero_terminal_snr:  # trailing timesteps start at t = T, where training saw pure noise
+            sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=True,
+                                              timestep_spacing="trailing", steps_offset=1)  # offset: unused, silences a warning
+        else:
+            sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
         half = {k: copy.deepcopy(p[k]).half() for k in ("vae", "unet", "text_encoder")}
+        if self.ema is not None:
+            half["unet"] = copy.deepcopy(self.ema).half()
         pipe = StableDiffusionInpaintPipeline(vae=half["vae"], text_encoder=half["text_encoder"], tokenizer=p["tokenizer"],
                                               unet=half["unet"], scheduler=sched, safety_checker=None,
                                               feature_extractor=None, requires_safety_checker=False)
@@ -372,12 +458,19 @@ class Trainer:
             f"{cfg.unet_channels}, cross-attention head dim {cfg.attention_head_dim}; {n_params['unet'] / 1e6:.2f} M parameters",
             f"- `CLIPTextModel`: the mini CLIP's text tower converted (frozen), {n_params['text_encoder'] / 1e6:.2f} M "
             "parameters, mostly the full-vocabulary token table (unknown tokens share one row); `CLIPTokenizer` from "
-            "open_clip's bundled BPE", "- scheduler: DDPM (1000 steps, scaled-linear betas) for training, DDIM for inference",
+            "open_clip's bundled BPE",
+            "- scheduler: DDPM (1000 steps, scaled-linear betas" + (", rescaled to a zero terminal SNR" if cfg.zero_terminal_snr
+                                                                   else "") + ") for training, DDIM"
+            + (" with trailing timesteps" if cfg.zero_terminal_snr else "") + " for inference",
             "- weights stored in float16", "",
             "## Data", "",
             f"Edit pairs rendered on the fly (seeds < EVAL_SEED_OFFSET, `split=\"base\"`: no novel composition as source "
             f"or target), {cfg.image_size} px: the same scene with one object removed, replaced by another base class, or "
-            f"restyled (new colour, same shape); mask = the edited region dilated by {cfg.dilation} px; prompts = the remove "
+            f"restyled (new colour, same shape), drawn with relative frequencies {cfg.op_weights}; mask = "
+            + ("the old object's region" if cfg.replace_mask == "source" else "the old and new objects' regions")
+            + f" dilated by {cfg.dilation} px"
+            + (", the target composited inside it (a larger new object is clipped)" if cfg.replace_mask == "source" else "")
+            + "; prompts = the remove "
             f"prompt or the new class name; {int(100 * cfg.cfg_dropout)}% empty prompts (classifier-free guidance). "
             + (f"From step {next((ph['step'] for ph in self.phases if 'box_mask_fraction' in ph['changes']), 0)}, "
                f"{cfg.box_mask_fraction:.0%} of remove / replace masks are the region's bounding box. "
@@ -385,11 +478,15 @@ class Trainer:
             + "The VAE sees every rendering style.", "",
             "## Training", "",
             f"VAE: L1 + MSE + {cfg.kl_weight:g} KL, AdamW lr {cfg.lr_vae:g}, {vae_done} of {cfg.vae_steps} steps. "
-            f"UNet: epsilon MSE, AdamW lr {cfg.lr_unet:g}"
+            f"UNet: {'v' if cfg.prediction_type == 'v_prediction' else 'epsilon'}-prediction MSE, AdamW lr {cfg.lr_unet:g}"
             + (f" (cosine decay to x{cfg.lr_final_fraction:g} from step {cfg.lr_decay_from})" if cfg.lr_decay_from >= 0 else "")
             + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
             f"seed {cfg.seed}, CPU (1-2 threads); wall time {self.wall / 60:.1f} min."
-            + "".join(f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
+            + "".join(f" From step {ph['step']}: the VAE of another run with the same VAE settings (state sha256 "
+                      f"{ph['vae_from_sha256'][:12]}, {ph['vae_wall'] / 60:.1f} min, counted in the wall time)."
+                      if "vae_from_sha256" in ph else
+                      f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
+            + (f" Exported weights: EMA of the UNet (decay {cfg.ema_decay:g})." if cfg.ema_decay > 0 else "")
             + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask; latent scaling factor "
             f"{cfg.vae_scaling_factor:g}. Resume with "
             "`ovseg train mini-inpainting --out data/train/mini-inpainting --minutes M --resume`.", "",
@@ -419,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extend", default=None,
                    help=f"with --resume: JSON changes of {sorted(EXTENDABLE)} from the current step (a new phase); "
                         "lr_decay_from may be \"now\" (the current step)")
+    p.add_argument("--init-vae-from", default=None, metavar="STATE",
+                   help="new runs: take the VAE stage from another run's state.pt with the same VAE settings (its wall "
+                        "time, read from the train_log.jsonl beside it, counts in this run's)")
     args = p.parse_args(argv)
+    if args.init_vae_from and (args.resume or (Path(args.out) / "state.pt").exists()):
+        raise SystemExit("--init-vae-from starts a new run: use a new --out folder without --resume")
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -441,6 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.extend:
         trainer.extend(json.loads(args.extend))
         cfg = trainer.cfg
+    if args.init_vae_from:
+        src = Path(args.init_vae_from)
+        walls = [r["wall"] for r in map(json.loads, (src.parent / "train_log.jsonl").read_text().splitlines())
+                 if r["step"] == cfg.vae_steps] if (src.parent / "train_log.jsonl").exists() else []
+        if not walls:
+            raise SystemExit(f"--init-vae-from: no log line for step {cfg.vae_steps} in {src.parent / 'train_log.jsonl'}")
+        trainer.init_vae_from(src, walls[0])
     out.mkdir(parents=True, exist_ok=True)
     start, last_ckpt = time.perf_counter(), time.perf_counter()
     total = cfg.vae_steps + cfg.unet_steps
