@@ -182,8 +182,12 @@ class InpaintingConfig:
     style_strength: float = field(default=0.75, metadata=_range(0.01, 1.0))
     # Prompt used for remove: describes plausible background.
     remove_prompt: str = "empty background, nothing there, seamless continuation of the surroundings"
-    # Negative prompt for every edit; for remove the removed object's name is appended.
+    # Negative prompt for every edit; for remove the removed object's name is appended (see below).
     negative_prompt: str = "blurry, distorted, artifacts, watermark, text"
+    # remove: append the removed object's name to the negative prompt (the thesis behaviour). Guidance then
+    # extrapolates away from that object's look, which can overshoot to its complementary colour when the
+    # model draws the named object confidently (the mini model does: see MINI_INPAINTING_SETTINGS).
+    remove_negative_object: bool = True
     # Radius of the classical (Telea) inpainting neighbourhood, pixels.
     classical_radius: int = field(default=5, metadata=_range(1, 100))
     # Random seed of the diffusion generator.

@@ -514,7 +514,8 @@ class Inpainter:
             mask: (H, W) bool, True on the object to edit.
             operation: ``"remove"``, ``"replace"`` or ``"style"``.
             edit_prompt: what to paint; required for replace / style, ignored for remove.
-            object_prompt: the object's name; for remove it is appended to the negative prompt.
+            object_prompt: the object's name; for remove it is appended to the negative prompt (unless
+                ``config.remove_negative_object`` is False).
             seed: generator seed; default ``config.seed``.
             num_inference_steps: default ``config.num_inference_steps``.
 
@@ -547,7 +548,8 @@ class Inpainter:
         # 3. Prompts and strength for the operation.
         if operation == "remove":
             prompt = cfg.remove_prompt
-            extra = " ".join(object_prompt.split()) if isinstance(object_prompt, str) else ""
+            named = isinstance(object_prompt, str) and cfg.remove_negative_object
+            extra = " ".join(object_prompt.split()) if named else ""
             negative = ", ".join(p for p in (cfg.negative_prompt.strip(), extra) if p)
         else:
             prompt = " ".join(edit_prompt.split())

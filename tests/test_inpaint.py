@@ -330,6 +330,8 @@ def test_edit_prompts_and_strengths(sd_pipe):
     assert rep.prompt == "a red car" and rep.negative_prompt == cfg.negative_prompt and rep.strength == 0.9
     sty = inp.edit(img, mask, "style", "van gogh painting", num_inference_steps=4)
     assert sty.strength == 0.6 and sty.steps == 4
+    unnamed = Inpainter(sd_pipe, _config(remove_negative_object=False)).edit(img, mask, "remove", object_prompt="dog")
+    assert unnamed.negative_prompt == cfg.negative_prompt  # the object's name is not appended
 
 
 def test_bounding_box_mask():
