@@ -444,6 +444,16 @@ class Trainer:
                 metrics = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
         n_params = {k: sum(t.numel() for t in p[k].parameters()) for k in ("vae", "unet", "text_encoder")}
         vae_done, unet_done = min(self.step, cfg.vae_steps), max(0, self.step - cfg.vae_steps)
+        box_step = next((ph["step"] for ph in self.phases if "box_mask_fraction" in ph["changes"]), None)
+        box_from = f"From step {box_step}, " if box_step is not None else ""
+
+        def phase_text(ph: dict[str, Any]) -> str:
+            if "vae_from_sha256" in ph:
+                return (f" From step {ph['step']}: the VAE of another run with the same VAE settings (state sha256 "
+                        f"{ph['vae_from_sha256'][:12]}, {ph['vae_wall'] / 60:.1f} min, counted in the wall time).")
+            if cfg.auto_latent_scale and ph["step"] == cfg.vae_steps and list(ph["changes"]) == ["vae_scaling_factor"]:
+                return f" At step {ph['step']} the latent scale was measured: {ph['changes']['vae_scaling_factor']:g}."
+            return f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`."
         lines = [
             "# mini inpainting model (ovseg mini profile)", "",
             "A `diffusers.StableDiffusionInpaintPipeline` of small components, trained from scratch by "
@@ -472,8 +482,7 @@ class Trainer:
             + (", the target composited inside it (a larger new object is clipped)" if cfg.replace_mask == "source" else "")
             + "; prompts = the remove "
             f"prompt or the new class name; {int(100 * cfg.cfg_dropout)}% empty prompts (classifier-free guidance). "
-            + (f"From step {next((ph['step'] for ph in self.phases if 'box_mask_fraction' in ph['changes']), 0)}, "
-               f"{cfg.box_mask_fraction:.0%} of remove / replace masks are the region's bounding box. "
+            + (f"{box_from}{cfg.box_mask_fraction:.0%} of remove / replace masks are the region's bounding box. "
                if cfg.box_mask_fraction > 0 else "")
             + "The VAE sees every rendering style.", "",
             "## Training", "",
@@ -482,10 +491,7 @@ class Trainer:
             + (f" (cosine decay to x{cfg.lr_final_fraction:g} from step {cfg.lr_decay_from})" if cfg.lr_decay_from >= 0 else "")
             + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
             f"seed {cfg.seed}, CPU (1-2 threads); wall time {self.wall / 60:.1f} min."
-            + "".join(f" From step {ph['step']}: the VAE of another run with the same VAE settings (state sha256 "
-                      f"{ph['vae_from_sha256'][:12]}, {ph['vae_wall'] / 60:.1f} min, counted in the wall time)."
-                      if "vae_from_sha256" in ph else
-                      f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`." for ph in self.phases)
+            + "".join(phase_text(ph) for ph in self.phases)
             + (f" Exported weights: EMA of the UNet (decay {cfg.ema_decay:g})." if cfg.ema_decay > 0 else "")
             + f" UNet loss weight of the edited region: 1 + {cfg.mask_loss_weight:g} x mask; latent scaling factor "
             f"{cfg.vae_scaling_factor:g}. Resume with "
