@@ -406,11 +406,13 @@ MINI_SAM2_PRESETS: dict[str, dict[str, Any]] = {
 #: only the world's words, so the full profile's negative prompt is a row of unknown tokens to it: the empty
 #: negative prompt is the unconditional branch the model was trained with; the thesis's 5 px dilation / 8 px
 #: blur were set for 512 px images, the mini model works at 128 px (a sigma-8 blur leaves ~30% of the
-#: object's edge blended back in). Result for the step-31972 model: on 36 development edits, empty negative,
-#: dilation 3 / blur 2 won (silhouette and box replace regions tied) at guidance 3.0 (mean success 0.44);
-#: on 90 development edits the same setting at the thesis's guidance 7.5 scored 0.467 vs 0.458 at 3.0
-#: (3.0 removes better, 0.67 vs 0.33; 7.5 restyles better, 0.80 vs 0.43), so the thesis's 7.5 is kept.
-MINI_INPAINTING_SETTINGS: dict[str, Any] = {"negative_prompt": "", "mask_dilation": 3, "mask_blur": 2.0}
+#: object's edge blended back in); both kept from the first model's grid. For the second model (step 17500):
+#: remove does not name the object in the negative prompt (with it, guidance 7.5 pushes the fill to the
+#: object's complementary colour: 0/16 removals succeed, 14/16 without), and replace repaints the bounding box
+#: (a new shape needs room: base 0.62 vs 0.38 on 16 development replacements). On 90 development edits this
+#: setting scored a mean success of 0.58 against 0.36 for the thesis setting (guidance 7.5 kept; 3.0 was no better).
+MINI_INPAINTING_SETTINGS: dict[str, Any] = {"negative_prompt": "", "mask_dilation": 3, "mask_blur": 2.0,
+                                            "remove_negative_object": False, "replace_region": "box"}
 
 
 def _preset(name: str, profile: str, changes: dict[str, Any]) -> PipelineConfig:
