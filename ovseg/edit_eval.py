@@ -171,7 +171,8 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
 
     psnrs = [r["psnr_outside_db"] for r in rows]
     summary: dict[str, Any] = {
-        "n_edits": len(rows), "method": cfg.method, "steps": cfg.num_inference_steps, "replace_region": cfg.replace_region,
+        "n_edits": len(rows), "method": cfg.method, "steps": 0 if cfg.method == "classical" else cfg.num_inference_steps,
+        "replace_region": cfg.replace_region,
         "psnr_outside_min_db": "inf" if all(math.isinf(p) for p in psnrs) else round(min(psnrs), 3),
         "ssim_outside_mean": round(float(np.nanmean([r["ssim_outside"] for r in rows])), 6),
         "success_remove": rate("remove"), "success_replace_base": rate("replace", False),

@@ -76,3 +76,14 @@ def test_fid_needs_two_edits_and_says_so_with_none():
     pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
     res = evaluate_edits(pipe, build_edit_set(1, operations=("replace",)), realism=True)
     assert res["fid"] is None and res["n_edits"] == 1 and res["clip_score"] is not None
+
+
+def test_classical_removal_reports_zero_diffusion_steps():
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config().replace(**{"inpainting.method": "classical"})
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = evaluate_edits(pipe, build_edit_set(1, operations=("remove",)), realism=False)
+    assert res["method"] == "classical" and res["steps"] == 0 and res["psnr_outside_min_db"] == "inf"
