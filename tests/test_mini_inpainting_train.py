@@ -186,3 +186,22 @@ def test_replace_examples_mask_the_old_object_and_clip_the_new_one():
     assert bool((b["mask"] < union["mask"]).any())  # ... where a new shape reaches beyond it
     outside = b["mask"].expand_as(b["source"]) < 0.5
     assert torch.equal(b["source"][outside], b["target"][outside])  # the new object is clipped to the old region
+
+
+def test_a_finished_run_keeps_no_unet_optimiser_and_extending_it_restarts_adamw(clip_dir, tmp_path):
+    t = _trainer(clip_dir, tmp_path)
+    for _ in range(3):
+        t.train_step()
+    t.save(tmp_path / "running.pt")
+    assert torch.load(tmp_path / "running.pt", weights_only=True)["opt_unet"] is not None  # still needed for resume
+    t.train_step()  # the last UNet step: the run is finished
+    t.save(tmp_path / "done.pt")
+    state = torch.load(tmp_path / "done.pt", weights_only=True)
+    assert state["opt_unet"] is None and state["ema"] is not None
+    r = _trainer(clip_dir, tmp_path)
+    r.load(tmp_path / "done.pt")
+    for k, v in t.ema.state_dict().items():  # what export uses is kept exactly
+        assert torch.equal(v, r.ema.state_dict()[k]), k
+    r.extend({"unet_steps": t.cfg.unet_steps + 1})
+    assert r.phases[-1] == {"step": 4, "changes": {"unet_steps": 4}, "adamw_restarted": True}
+    assert np.isfinite(r.train_step()["loss"])

@@ -251,6 +251,7 @@ class Trainer:
         self.step = 0
         self.wall = 0.0
         self.phases: list[dict[str, Any]] = []  # --extend changes: [{"step", "changes"}]
+        self.adamw_restarts = False  # loaded a finished run's state (no UNet optimiser moments)
         self.remove_prompt = InpaintingConfig().remove_prompt
 
     # ---- one step of either stage ------------------------------------------------------------
@@ -320,7 +321,8 @@ class Trainer:
                     "vae": self.parts["vae"].state_dict(), "unet": self.parts["unet"].state_dict(),
                     # the VAE's optimiser is never used again once its stage is over: not stored (5.5 MB)
                     "opt_vae": self.opt_vae.state_dict() if self.step < self.cfg.vae_steps else None,
-                    "opt_unet": self.opt_unet.state_dict(),
+                    # nor the UNet's once the run is finished (its schedule is over; 14 MB): --extend restarts AdamW
+                    "opt_unet": self.opt_unet.state_dict() if self.step < self.cfg.vae_steps + self.cfg.unet_steps else None,
                     "ema": self.ema.state_dict() if self.ema is not None else None}, buf)
         write_bytes_atomic(path, buf.getvalue())
 
@@ -342,7 +344,10 @@ class Trainer:
         self.parts["unet"].load_state_dict(state["unet"])
         if state.get("opt_vae") is not None:
             self.opt_vae.load_state_dict(state["opt_vae"])
-        self.opt_unet.load_state_dict(state["opt_unet"])
+        # a finished run's state has no UNet moments: AdamW starts afresh if it is extended (recorded by extend)
+        self.adamw_restarts = state.get("opt_unet") is None and int(state["step"]) >= saved.vae_steps
+        if state.get("opt_unet") is not None:
+            self.opt_unet.load_state_dict(state["opt_unet"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.step, self.wall = int(state["step"]), float(state["wall"])
@@ -357,12 +362,14 @@ class Trainer:
         as a phase with the source state's sha256.
         """
         import hashlib
+        import io
 
         import torch
 
         if self.step != 0:
             raise InputError("--init-vae-from starts a new run", f"step {self.step}", "use a new --out folder")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        raw = Path(path).read_bytes()
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         other = saved_config(state)
         diff = [k for k in VAE_FIELDS if getattr(other, k) != getattr(self.cfg, k)]
         if diff or int(state["step"]) < other.vae_steps:
@@ -370,7 +377,7 @@ class Trainer:
                              f"{path}: different {diff}, step {state['step']}", "train the VAE in this run instead")
         self.parts["vae"].load_state_dict(state["vae"])
         self.step, self.wall = self.cfg.vae_steps, float(vae_wall)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
         self.phases.append({"step": self.step, "changes": {}, "vae_from_sha256": digest, "vae_wall": round(float(vae_wall), 1)})
 
     def extend(self, changes: dict[str, Any]) -> None:
@@ -390,7 +397,8 @@ class Trainer:
             changes["vae_scaling_factor"] = self.measure_latent_scale()
         self.cfg = replace(self.cfg, **changes)
         self.parts["vae"].register_to_config(scaling_factor=self.cfg.vae_scaling_factor)
-        self.phases.append({"step": self.step, "changes": changes})
+        self.phases.append({"step": self.step, "changes": changes} | ({"adamw_restarted": True} if self.adamw_restarts else {}))
+        self.adamw_restarts = False
 
     def measure_latent_scale(self, batches: int = 8) -> float:
         """1 / std of the VAE's sampled latents over fixed scenes (deterministic), rounded to 4 decimals."""
@@ -416,14 +424,13 @@ class Trainer:
         from ..weights import pin_if_embedded
 
         p = self.parts
-        if self.cfg.zero_terminal_snr:  # trailing timesteps start at t = T, where training saw pure noise
-            sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=True,
-                                              timestep_spacing="trailing", steps_offset=1)  # offset: unused, silences a warning
-        else:
-            sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-        half = {k: copy.deepcopy(p[k]).half() for k in ("vae", "unet", "text_encoder")}
-        if self.ema is not None:
-            half["unet"] = copy.deepcopy(self.ema).half()
+        # zero terminal SNR: trailing timesteps start at t = T, where training saw pure noise (steps_offset is then
+        # unused; 1 silences a diffusers warning)
+        spacing = {"set_alpha_to_one": True, "timestep_spacing": "trailing"} if self.cfg.zero_terminal_snr else \
+            {"set_alpha_to_one": False}
+        sched = DDIMScheduler.from_config(p["scheduler"].config, clip_sample=False, steps_offset=1, **spacing)
+        weights = {"vae": p["vae"], "unet": self.ema if self.ema is not None else p["unet"], "text_encoder": p["text_encoder"]}
+        half = {k: copy.deepcopy(m).half() for k, m in weights.items()}
         pipe = StableDiffusionInpaintPipeline(vae=half["vae"], text_encoder=half["text_encoder"], tokenizer=p["tokenizer"],
                                               unet=half["unet"], scheduler=sched, safety_checker=None,
                                               feature_extractor=None, requires_safety_checker=False)
@@ -454,7 +461,9 @@ class Trainer:
                         f"{ph['vae_from_sha256'][:12]}, {ph['vae_wall'] / 60:.1f} min, counted in the wall time).")
             if cfg.auto_latent_scale and ph["step"] == cfg.vae_steps and list(ph["changes"]) == ["vae_scaling_factor"]:
                 return f" At step {ph['step']} the latent scale was measured: {ph['changes']['vae_scaling_factor']:g}."
-            return f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`."
+            restart = " (AdamW restarted: the finished run's state kept no optimiser moments)" \
+                if ph.get("adamw_restarted") else ""
+            return f" From step {ph['step']}: `--extend '{json.dumps(ph['changes'])}'`{restart}."
         lines = [
             "# mini inpainting model (ovseg mini profile)", "",
             "A `diffusers.StableDiffusionInpaintPipeline` of small components, trained from scratch by "
