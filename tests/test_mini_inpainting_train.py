@@ -124,6 +124,18 @@ def test_unet_lr_is_constant_then_a_cosine_down_to_the_final_fraction():
     assert all(a >= b for a, b in zip(lrs, lrs[1:])) and unet_lr(cfg, 600) == pytest.approx(0.55)
 
 
+def test_vae_lr_decays_over_the_vae_stage_only_and_old_states_keep_a_constant_one():
+    from ovseg.train.mini_inpainting import saved_config, vae_lr
+
+    cfg = TrainConfig(vae_steps=1000, lr_vae=1.0, lr_vae_decay_from=200, lr_vae_final_fraction=0.1)
+    lrs = [vae_lr(cfg, s) for s in range(0, 1001, 100)]
+    assert lrs[:3] == [1.0, 1.0, 1.0] and lrs[-1] == pytest.approx(0.1) and vae_lr(cfg, 600) == pytest.approx(0.55)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    # a state saved before the field existed trained its VAE at a constant lr: it loads with lr_vae_decay_from = -1
+    old = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in ("lr_vae_decay_from", "lr_vae_final_fraction")}
+    assert saved_config({"cfg": old}).lr_vae_decay_from == -1 and vae_lr(saved_config({"cfg": old}), 1500) == old["lr_vae"]
+
+
 def test_extend_lr_decay_now_starts_at_the_current_step(clip_dir, tmp_path):
     t = _trainer(clip_dir, tmp_path)
     t.train_step(), t.train_step()
