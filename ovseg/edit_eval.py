@@ -16,6 +16,11 @@ Preservation: PSNR / SSIM over the pixels outside the blended (dilated + blurred
 construction, so PSNR is reported as ``inf`` (JSON string) when nothing outside changed. Realism:
 FID between edited scenes and the unedited scenes, and CLIP score of ``edit_prompt`` against the
 edited region's crop, through :mod:`ovseg.metrics` (which extractor is used is reported).
+
+Ceiling (:func:`edit_ceiling`): the success rates of the world's *exact* edits composited through the
+same soft mask, i.e. what a perfect inpainter could reach under this metric and these settings, and the
+same after a round trip through the model's VAE, the part of the ceiling a latent-diffusion inpainter
+cannot exceed whatever its UNet learns.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import OpenVocabSegmentationPipeline
 
-__all__ = ["EditCase", "build_edit_set", "classify_region", "psnr_ssim_outside", "evaluate_edits"]
+__all__ = ["EditCase", "build_edit_set", "classify_region", "psnr_ssim_outside", "evaluate_edits", "exact_edit",
+           "edit_ceiling"]
 
 
 @dataclass
@@ -46,6 +52,7 @@ class EditCase:
     edit_prompt: str | None
     target: str
     novel_prompt: bool
+    object_index: int | None = None  # index of the object in the scene's ``objects`` (mini world), for exact_edit
 
 
 def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "style"), seed: int = 0,
@@ -57,10 +64,10 @@ def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "st
     Scenes are ``EVAL_SEED_OFFSET + scene_offset + k``: the default is the reported edit set; tune
     inference settings on another offset (a development set) so that they are not fitted to it.
     """
-    from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, SceneConfig, render_scene
+    from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, render_scene
 
     rng = np.random.default_rng(seed)
-    cfg = SceneConfig(split="all", n_objects=(1, 3))
+    cfg = _edit_scene_config()
     cases: list[EditCase] = []
     k = 0
     while len(cases) < n:
@@ -84,8 +91,77 @@ def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "st
             colours = [c for c in COLOURS if c != obj.colour]
             target = f"{colours[int(rng.integers(len(colours)))]} {obj.shape}"
             prompt, novel = target, target in NOVEL_CLASSES
-        cases.append(EditCase(scene.seed, scene.image, scene.instance_masks[i], op, obj.class_name, prompt, target, novel))
+        cases.append(EditCase(scene.seed, scene.image, scene.instance_masks[i], op, obj.class_name, prompt, target, novel, i))
     return cases
+
+
+def _edit_scene_config() -> Any:
+    """The ``SceneConfig`` of :func:`build_edit_set`'s scenes (:func:`exact_edit` re-renders them)."""
+    from .world import SceneConfig
+
+    return SceneConfig(split="all", n_objects=(1, 3))
+
+
+def exact_edit(case: EditCase) -> np.ndarray:
+    """(H, W, 3) uint8: the mini world's exact result of ``case`` (the scene re-rendered with the object removed,
+    or replaced by / restyled to ``case.target`` at the same place, size and rotation; every other object and
+    the background drawn as before). Needs a case from :func:`build_edit_set` (``object_index`` set)."""
+    from .errors import InputError
+    from .world import render_scene
+
+    if case.object_index is None:
+        raise InputError("exact_edit needs a mini-world edit case (object_index set)", f"seed {case.seed}",
+                         "build the cases with ovseg.edit_eval.build_edit_set")
+    new = None if case.operation == "remove" else case.target
+    return render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, new)).image
+
+
+def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase],
+                 vae: Any = None) -> dict[str, Any]:
+    """Success rates a perfect editor would reach: each case's :func:`exact_edit` composited through the soft
+    mask the pipeline's inpainter would use (same region, dilation and blur), then classified as in
+    :func:`evaluate_edits`. With ``vae`` (a diffusers ``AutoencoderKL``), also the exact edit after a VAE round
+    trip (encode, posterior mode, decode at the VAE's native size) composited the same way: the ceiling of a
+    latent-diffusion inpainter with that VAE. Returns ``{"exact": rates, "vae": rates or None, "n_edits"}``,
+    rates keyed like :func:`evaluate_edits`' summary."""
+    import torch
+
+    from .inpaint import prepare_mask
+    from .world import CLASS_NAMES
+
+    cfg = pipe.config.inpainting
+    rows: dict[str, list[tuple[EditCase, bool]]] = {"exact": [], "vae": []}
+    for case in cases:
+        # 1. the exact edit and the soft mask the editor would composite through (1.0 = repainted)
+        target = exact_edit(case)
+        m = prepare_mask(pipe.inpainter._region(case.mask, case.operation), cfg.mask_dilation, cfg.mask_blur)[:, :, None]
+        versions = {"exact": target}
+        if vae is not None:  # 2. VAE round trip: (1, 3, H, W) in [-1, 1] -> latents -> (1, 3, H, W)
+            x = torch.from_numpy(target).permute(2, 0, 1)[None].to(vae.dtype) / 127.5 - 1.0
+            with torch.no_grad():
+                y = vae.decode(vae.encode(x).latent_dist.mode()).sample
+            versions["vae"] = ((y[0].permute(1, 2, 0).float().clamp(-1, 1) + 1.0) * 127.5).round().byte().numpy()
+        for name, img in versions.items():
+            out = np.clip(np.rint(case.image * (1.0 - m) + img * m), 0, 255).astype(np.uint8)
+            rows[name].append((case, classify_region(pipe, out, case.mask, CLASS_NAMES) == case.target))
+
+    def rates(pairs: list[tuple[EditCase, bool]]) -> dict[str, float | None]:
+        return _success_rates([(c.operation, c.novel_prompt, ok) for c, ok in pairs])
+
+    return {"n_edits": len(cases), "replace_region": cfg.replace_region, "exact": rates(rows["exact"]),
+            "vae": rates(rows["vae"]) if vae is not None else None}
+
+
+def _success_rates(results: Sequence[tuple[str, bool, bool]]) -> dict[str, float | None]:
+    """``(operation, novel_prompt, success)`` triples -> success rate per operation (replace: base and novel
+    apart), rounded to 4 decimals; None where there is no such edit."""
+
+    def rate(op: str, novel: bool | None = None) -> float | None:
+        sel = [ok for o, nov, ok in results if o == op and (novel is None or nov == novel)]
+        return round(sum(sel) / len(sel), 4) if sel else None
+
+    return {"success_remove": rate("remove"), "success_replace_base": rate("replace", False),
+            "success_replace_novel": rate("replace", True), "success_style": rate("style")}
 
 
 def classify_region(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, mask: np.ndarray,
@@ -165,18 +241,13 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
             crops.append(torch.from_numpy(np.ascontiguousarray(_crop(out, case.mask))).permute(2, 0, 1))
             prompts.append(case.edit_prompt)
 
-    def rate(op: str, novel: bool | None = None) -> float | None:
-        sel = [r for r in rows if r["operation"] == op and (novel is None or r["novel_prompt"] == novel)]
-        return round(sum(r["success"] for r in sel) / len(sel), 4) if sel else None
-
     psnrs = [r["psnr_outside_db"] for r in rows]
     summary: dict[str, Any] = {
         "n_edits": len(rows), "method": cfg.method, "steps": 0 if cfg.method == "classical" else cfg.num_inference_steps,
         "replace_region": cfg.replace_region,
         "psnr_outside_min_db": "inf" if all(math.isinf(p) for p in psnrs) else round(min(psnrs), 3),
         "ssim_outside_mean": round(float(np.nanmean([r["ssim_outside"] for r in rows])), 6),
-        "success_remove": rate("remove"), "success_replace_base": rate("replace", False),
-        "success_replace_novel": rate("replace", True), "success_style": rate("style"),
+        **_success_rates([(r["operation"], r["novel_prompt"], r["success"]) for r in rows]),
         "seconds_per_edit": round(float(np.mean([r["seconds"] for r in rows])), 4),
     }
     if realism and rows:

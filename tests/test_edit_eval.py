@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ovseg.edit_eval import build_edit_set, classify_region, evaluate_edits, psnr_ssim_outside
+from ovseg.paths import DATA_DIR
 from ovseg.world import CLASS_NAMES, NOVEL_CLASSES
 
 
@@ -87,3 +88,68 @@ def test_classical_removal_reports_zero_diffusion_steps():
     pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
     res = evaluate_edits(pipe, build_edit_set(1, operations=("remove",)), realism=False)
     assert res["method"] == "classical" and res["steps"] == 0 and res["psnr_outside_min_db"] == "inf"
+
+
+def test_exact_edit_changes_only_the_object_and_needs_a_world_case():
+    import cv2
+
+    from ovseg.edit_eval import EditCase, exact_edit
+    from ovseg.errors import InputError
+
+    for case in build_edit_set(6):
+        out = exact_edit(case)
+        changed = (out != case.image).any(-1)  # (H, W) bool
+        assert out.shape == case.image.shape and out.dtype == np.uint8 and changed.any()
+        if case.operation != "replace":  # a new shape may cover pixels the old one did not
+            near = cv2.dilate(case.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            assert not (changed & ~near).any()  # the rest of the scene is drawn exactly as before
+        else:
+            assert changed[case.mask].mean() > 0.2
+    c = build_edit_set(1)[0]
+    with pytest.raises(InputError, match="object_index"):
+        exact_edit(EditCase(c.seed, c.image, c.mask, c.operation, c.object_class, c.edit_prompt, c.target, False))
+
+
+class _IdentityVAE:
+    """Stand-in ``AutoencoderKL`` whose latents are the image itself: a round trip changes nothing."""
+
+    dtype = None
+
+    def __init__(self):
+        import torch
+
+        self.dtype = torch.float32
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda: x))
+
+    def decode(self, z):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=z)
+
+
+def test_edit_ceiling_through_a_lossless_vae_equals_the_exact_ceiling():
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.edit_eval import edit_ceiling
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config()
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = edit_ceiling(pipe, build_edit_set(6), vae=_IdentityVAE())
+    assert res["n_edits"] == 6 and res["exact"] == res["vae"]
+    assert set(res["exact"]) == {"success_remove", "success_replace_base", "success_replace_novel", "success_style"}
+    assert edit_ceiling(pipe, build_edit_set(3))["vae"] is None
+
+
+@pytest.mark.skipif(not (DATA_DIR / "models" / "mini-clip" / "model.safetensors").exists(), reason="no mini CLIP")
+def test_exact_removals_are_background_to_the_mini_segmenter():
+    from ovseg import OpenVocabSegmentationPipeline
+    from ovseg.edit_eval import edit_ceiling
+
+    pipe = OpenVocabSegmentationPipeline()  # mini profile
+    cases = build_edit_set(4, operations=("remove",))
+    assert edit_ceiling(pipe, cases)["exact"]["success_remove"] == 1.0

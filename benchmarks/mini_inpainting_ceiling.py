@@ -1,0 +1,46 @@
+"""What the edit-success metric allows at most (run: python benchmarks/mini_inpainting_ceiling.py).
+
+For each edit of an edit set (``ovseg.edit_eval.build_edit_set``), the mini world's *exact* edit is composited
+through the soft mask the mini profile's editor would use and classified by the mini segmenter, as in
+``ovseg evaluate --task edits``:
+
+* ``exact``: a perfect inpainter (the rate is below 1 where the metric or the mask cannot do better, e.g. a
+  new shape clipped to the old object's silhouette);
+* ``vae``: the same edit after an encode / decode round trip through the inpainting model's VAE, which a
+  latent-diffusion inpainter cannot get past whatever its UNet learns.
+
+Defaults: the development edits (``--scene-offset 4000000``, never the reported set at 2000000), the shipped mini
+inpainting model (``--model`` takes another diffusers folder, e.g. a training run's export). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--edits", type=int, default=120, help="edits (operations cycle remove / replace / style)")
+    p.add_argument("--scene-offset", type=int, default=4_000_000, help="4000000: development set; 2000000: reported")
+    p.add_argument("--model", default=None, help="diffusers inpainting folder (default: the mini profile's)")
+    args = p.parse_args()
+
+    import torch
+
+    from ovseg import OpenVocabSegmentationPipeline, get_balanced_config
+    from ovseg.edit_eval import build_edit_set, edit_ceiling
+
+    torch.set_num_threads(2)
+    cfg = get_balanced_config()
+    if args.model:
+        cfg = cfg.replace(**{"inpainting.model": args.model})
+    pipe = OpenVocabSegmentationPipeline(cfg)
+    vae = pipe.inpainter.pipe.vae.float()
+    res = edit_ceiling(pipe, build_edit_set(args.edits, scene_offset=args.scene_offset), vae=vae)
+    print(json.dumps({"model": cfg.inpainting.model, "scene_offset": args.scene_offset, **res}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
