@@ -188,6 +188,11 @@ class InpaintingConfig:
     # extrapolates away from that object's look, which can overshoot to its complementary colour when the
     # model draws the named object confidently (the mini model does: see MINI_INPAINTING_SETTINGS).
     remove_negative_object: bool = True
+    # Low-frequency residual correction of the generated image (sigma, px at the model's native resolution; 0 =
+    # off, the thesis behaviour). Outside the mask the model's output should equal the input; what it gets wrong
+    # there (mostly the VAE's colour casts) is spread into the mask by Gaussian-normalised interpolation and
+    # subtracted, so the fill keeps its detail but meets its surroundings without a visible patch.
+    residual_correction_sigma: float = field(default=0.0, metadata=_range(0.0, 1024.0))
     # Radius of the classical (Telea) inpainting neighbourhood, pixels.
     classical_radius: int = field(default=5, metadata=_range(1, 100))
     # Random seed of the diffusion generator.

@@ -52,6 +52,7 @@ __all__ = [
     "prepare_mask",
     "bounding_box_mask",
     "classical_remove",
+    "residual_correction",
     "load_inpaint_pipeline",
     "select_pipeline_class",
     "EditResult",
@@ -158,6 +159,36 @@ def prepare_mask(mask: np.ndarray, dilation: int, blur: float) -> np.ndarray:
     if blur > 0:
         m = cv2.GaussianBlur(m, (0, 0), sigmaX=float(blur), sigmaY=float(blur), borderType=cv2.BORDER_REPLICATE)
     return np.clip(m, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def residual_correction(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Remove the generator's low-frequency error, measured where the input is known, from the whole output.
+
+    Args:
+        generated: (H, W, 3) float32 in [0, 1], the model's output at the size it generated.
+        original: (H, W, 3) float32 in [0, 1], the input at the same size.
+        mask: (H, W) float32 in [0, 1], the soft repaint mask (> 0 = repainted); pixels where it is 0 are known.
+        sigma: Gaussian sigma in px of the interpolation; 0 returns ``generated`` unchanged.
+
+    Returns:
+        (H, W, 3) float32 in [0, 1]: ``generated + R``, where ``R`` is the residual ``original - generated`` on
+        the known pixels, spread over the image by normalised Gaussian convolution (sum of blurred residual /
+        blurred weight). Inside the mask this shifts the fill by the error the model makes around it (e.g. a VAE
+        colour cast) and keeps its detail. With no known pixel at all the output is ``generated``.
+    """
+    import cv2
+
+    if sigma <= 0:
+        return generated
+    known = (mask <= 0).astype(np.float32)  # (H, W) 1 = input pixel kept by the composite
+    if not known.any():
+        return generated
+    residual = (original - generated) * known[:, :, None]  # (H, W, 3)
+    num = cv2.GaussianBlur(residual, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    den = cv2.GaussianBlur(known, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)[:, :, None]
+    # far from any known pixel the weight underflows: no correction there rather than a division by ~0
+    spread = np.where(den > 1e-4, num / np.maximum(den, 1e-4), 0.0)
+    return np.clip(generated + spread, 0.0, 1.0).astype(np.float32)
 
 
 def classical_remove(image: np.ndarray, mask: np.ndarray, radius: int, dilation: int) -> np.ndarray:
@@ -570,6 +601,8 @@ class Inpainter:
 
         # 6. Generate with a seeded generator on the pipeline's device.
         generated = self._generate(image_n, mask_n, prompt, negative, steps, strength, seed)  # (nh, nw, 3) [0, 1]
+        # 6b. Optional: subtract the output's low-frequency error around the mask from the fill (0 = off).
+        generated = residual_correction(generated, image_n, mask_n, cfg.residual_correction_sigma)
 
         # 7. Back to the input resolution; composite so that m == 0 keeps the input exactly.
         gen = np.clip(np.nan_to_num(_resize(generated.astype(np.float32), height, width)), 0.0, 1.0) * 255.0

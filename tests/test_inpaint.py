@@ -20,6 +20,7 @@ from ovseg.inpaint import (
     classical_remove,
     load_inpaint_pipeline,
     prepare_mask,
+    residual_correction,
     select_pipeline_class,
 )
 
@@ -358,6 +359,29 @@ def test_replace_region_box_repaints_the_box_and_keeps_the_rest(sd_pipe):
     np.testing.assert_array_equal(sty.mask > 0, ring)
     silhouette = Inpainter(sd_pipe, _config(mask_dilation=0, mask_blur=0.0)).edit(img, ring, "replace", "a red car")
     np.testing.assert_array_equal(silhouette.mask > 0, ring)
+
+
+def test_residual_correction_removes_a_colour_cast_and_keeps_the_fill_detail():
+    rng = np.random.default_rng(0)
+    original = rng.uniform(0.2, 0.8, (32, 40, 3)).astype(np.float32)
+    mask = np.zeros((32, 40), np.float32)
+    mask[10:20, 12:26] = 1.0
+    fill = rng.uniform(0.2, 0.8, (32, 40, 3)).astype(np.float32)  # what the model paints inside, with detail
+    generated = np.where(mask[:, :, None] > 0, fill, original) + np.float32([0.1, -0.05, 0.0])  # + a colour cast
+    out = residual_correction(generated, original, mask, sigma=4.0)
+    assert out.dtype == np.float32 and out.shape == generated.shape
+    np.testing.assert_allclose(out, np.where(mask[:, :, None] > 0, fill, original), atol=1e-5)  # cast gone, detail kept
+    assert residual_correction(generated, original, mask, 0.0) is generated  # 0 = off
+    assert residual_correction(generated, original, np.ones_like(mask), 4.0) is generated  # nothing known: unchanged
+
+
+def test_edit_with_residual_correction_keeps_outside_pixels_exact(sd_pipe):
+    img, mask = _image(), _mask()
+    plain = Inpainter(sd_pipe, _config()).edit(img, mask, "replace", "a red car", seed=0)
+    corrected = Inpainter(sd_pipe, _config(residual_correction_sigma=4.0)).edit(img, mask, "replace", "a red car", seed=0)
+    out, keep = np.asarray(corrected.image), corrected.mask == 0
+    np.testing.assert_array_equal(out[keep], img[keep])
+    assert (out[mask] != np.asarray(plain.image)[mask]).any()  # the fill moved by the measured error
 
 
 def test_replace_region_box_covering_the_image_is_refused(sd_pipe):
