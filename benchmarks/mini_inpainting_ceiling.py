@@ -32,13 +32,15 @@ def main() -> int:
     from ovseg.edit_eval import build_edit_set, edit_ceiling
 
     torch.set_num_threads(2)
-    cfg = get_balanced_config()
-    if args.model:
-        cfg = cfg.replace(**{"inpainting.model": args.model})
-    pipe = OpenVocabSegmentationPipeline(cfg)
-    vae = pipe.inpainter.pipe.vae.float()
+    pipe = OpenVocabSegmentationPipeline(get_balanced_config())  # mini profile: its segmenter and edit settings
+    if args.model:  # the mini profile always loads its embedded model; another folder's VAE is loaded here
+        from ovseg.inpaint import load_inpaint_pipeline
+
+        vae = load_inpaint_pipeline(args.model).vae.float()
+    else:
+        vae = pipe.inpainter.pipe.vae.float()
     res = edit_ceiling(pipe, build_edit_set(args.edits, scene_offset=args.scene_offset), vae=vae)
-    print(json.dumps({"model": cfg.inpainting.model, "scene_offset": args.scene_offset, **res}))
+    print(json.dumps({"model": args.model or "mini-inpainting", "scene_offset": args.scene_offset, **res}))
     return 0
 
 
