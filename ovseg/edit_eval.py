@@ -121,12 +121,13 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
     """Success rates a perfect editor would reach: each case's :func:`exact_edit` composited through the soft
     mask the pipeline's inpainter would use (same region, dilation and blur), then classified as in
     :func:`evaluate_edits`. With ``vae`` (a diffusers ``AutoencoderKL``), also the exact edit after a VAE round
-    trip (encode, posterior mode, decode at the VAE's native size) composited the same way: the ceiling of a
+    trip (encode, posterior mode, decode at the VAE's native size; then the editor's
+    ``residual_correction_sigma`` correction, as in ``Inpainter.edit``) composited the same way: the ceiling of a
     latent-diffusion inpainter with that VAE. Returns ``{"exact": rates, "vae": rates or None, "n_edits"}``,
     rates keyed like :func:`evaluate_edits`' summary."""
     import torch
 
-    from .inpaint import prepare_mask
+    from .inpaint import prepare_mask, residual_correction
     from .world import CLASS_NAMES
 
     cfg = pipe.config.inpainting
@@ -140,7 +141,11 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
             x = torch.from_numpy(target).permute(2, 0, 1)[None].to(vae.dtype) / 127.5 - 1.0
             with torch.no_grad():
                 y = vae.decode(vae.encode(x).latent_dist.mode()).sample
-            versions["vae"] = ((y[0].permute(1, 2, 0).float().clamp(-1, 1) + 1.0) * 127.5).round().byte().numpy()
+            decoded = (y[0].permute(1, 2, 0).float().clamp(-1, 1).numpy() + 1.0) / 2.0  # (H, W, 3) in [0, 1]
+            # the editor's own low-frequency correction, measured against the input outside the mask (0 = off)
+            decoded = residual_correction(decoded, case.image.astype(np.float32) / 255.0, m[:, :, 0],
+                                          cfg.residual_correction_sigma)
+            versions["vae"] = np.rint(decoded * 255.0).astype(np.uint8)
         for name, img in versions.items():
             out = np.clip(np.rint(case.image * (1.0 - m) + img * m), 0, 255).astype(np.uint8)
             rows[name].append((case, classify_region(pipe, out, case.mask, CLASS_NAMES) == case.target))
