@@ -121,7 +121,7 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
     """Success rates a perfect editor would reach: each case's :func:`exact_edit` composited through the soft
     mask the pipeline's inpainter would use (same region, dilation and blur), then classified as in
     :func:`evaluate_edits`. With ``vae`` (a diffusers ``AutoencoderKL``), also the exact edit after a VAE round
-    trip (encode, posterior mode, decode at the VAE's native size; then the editor's
+    trip (encode, posterior mode, decode, at the image's size; then the editor's
     ``residual_correction_sigma`` correction, as in ``Inpainter.edit``) composited the same way: the ceiling of a
     latent-diffusion inpainter with that VAE. Returns ``{"exact": rates, "vae": rates or None, "n_edits"}``,
     rates keyed like :func:`evaluate_edits`' summary."""
