@@ -30,6 +30,11 @@ KEYS = ("success_remove", "success_replace_base", "success_replace_novel", "succ
 THESIS = {"guidance": 7.5, "remove_negative_object": True, "replace_region": "mask", "sigma": 0.0}
 
 
+def mean_success(rates: dict[str, float]) -> float:
+    """A setting's score: the mean of the four success rates."""
+    return round(sum(rates[k] for k in KEYS) / len(KEYS), 4)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--edits-per-op", type=int, default=16, help="development edits per operation in the grid")
@@ -70,7 +75,7 @@ def main() -> int:
     for guidance, named, region in itertools.product(args.guidance, (True, False), ("mask", "box")):
         rates = cells[(guidance, "remove", named)] | cells[(guidance, "replace", region)] | cells[(guidance, "style", None)]
         grid.append({"guidance": guidance, "remove_negative_object": named, "replace_region": region, **rates,
-                     "mean_success": round(sum(rates[k] for k in KEYS) / len(KEYS), 4)})
+                     "mean_success": mean_success(rates)})
     winner = max(grid, key=lambda r: r["mean_success"])  # first of equals, thesis values first
     print("grid best:", json.dumps(winner), flush=True)
 
@@ -81,7 +86,7 @@ def main() -> int:
     candidates = [THESIS] + [c for c in ({**best, "sigma": sg} for sg in args.sigmas) if c != THESIS]
     for row in candidates:
         rates = score(row, final_cases)
-        final.append({**row, **rates, "mean_success": round(sum(rates[k] for k in KEYS) / len(KEYS), 4)})
+        final.append({**row, **rates, "mean_success": mean_success(rates)})
         print("final:", json.dumps(final[-1]), flush=True)
     print("best:", json.dumps(max(final, key=lambda r: r["mean_success"])))  # ties: the thesis setting (listed first)
     return 0

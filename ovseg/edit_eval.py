@@ -131,7 +131,7 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
     from .world import CLASS_NAMES
 
     cfg = pipe.config.inpainting
-    rows: dict[str, list[tuple[EditCase, bool]]] = {"exact": [], "vae": []}
+    rows: dict[str, list[tuple[str, bool, bool]]] = {"exact": [], "vae": []}  # (operation, novel_prompt, success)
     for case in cases:
         # 1. the exact edit and the soft mask the editor would composite through (1.0 = repainted)
         target = exact_edit(case)
@@ -148,13 +148,10 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
             versions["vae"] = np.rint(decoded * 255.0).astype(np.uint8)
         for name, img in versions.items():
             out = np.clip(np.rint(case.image * (1.0 - m) + img * m), 0, 255).astype(np.uint8)
-            rows[name].append((case, classify_region(pipe, out, case.mask, CLASS_NAMES) == case.target))
-
-    def rates(pairs: list[tuple[EditCase, bool]]) -> dict[str, float | None]:
-        return _success_rates([(c.operation, c.novel_prompt, ok) for c, ok in pairs])
-
-    return {"n_edits": len(cases), "replace_region": cfg.replace_region, "exact": rates(rows["exact"]),
-            "vae": rates(rows["vae"]) if vae is not None else None}
+            found = classify_region(pipe, out, case.mask, CLASS_NAMES)
+            rows[name].append((case.operation, case.novel_prompt, found == case.target))
+    return {"n_edits": len(cases), "replace_region": cfg.replace_region, "exact": _success_rates(rows["exact"]),
+            "vae": _success_rates(rows["vae"]) if vae is not None else None}
 
 
 def _success_rates(results: Sequence[tuple[str, bool, bool]]) -> dict[str, float | None]:

@@ -113,8 +113,6 @@ def test_exact_edit_changes_only_the_object_and_needs_a_world_case():
 class _IdentityVAE:
     """Stand-in ``AutoencoderKL`` whose latents are the image itself: a round trip changes nothing."""
 
-    dtype = None
-
     def __init__(self):
         import torch
 
