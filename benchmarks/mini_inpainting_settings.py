@@ -6,8 +6,9 @@ Edit success of the shipped mini inpainting model on a *development* edit set (w
 1. Grid, one operation at a time (each knob acts on one operation only, so each cell is scored on that
    operation's edits): guidance scale {7.5 (thesis), 3.0, 12.0} (``--guidance``) x
    * remove: the removed object named in the negative prompt (thesis) or not (``remove_negative_object``);
-   * replace: repaint the silhouette (thesis) or the bounding box (``replace_region``);
-   * style: guidance only.
+   * replace: repaint the silhouette (thesis), the bounding box or the square around the enclosing circle
+     (``replace_region``);
+   * style: the noise strength (``style_strength``, 0.75 = the default; ``--style-strengths``).
    A setting's score is the mean of the remove, replace base, replace novel and style success rates.
 2. Final: the grid's best setting, with each low-frequency residual correction sigma of ``--sigmas``
    (``inpainting.residual_correction_sigma``, px at 128 px; 0 = off, the thesis), against the thesis setting
@@ -27,7 +28,8 @@ import itertools
 import json
 
 KEYS = ("success_remove", "success_replace_base", "success_replace_novel", "success_style")
-THESIS = {"guidance": 7.5, "remove_negative_object": True, "replace_region": "mask", "sigma": 0.0}
+THESIS = {"guidance": 7.5, "remove_negative_object": True, "replace_region": "mask", "style_strength": 0.75, "sigma": 0.0}
+REGIONS = ("mask", "box", "enclosing")
 
 
 def mean_success(rates: dict[str, float]) -> float:
@@ -40,6 +42,8 @@ def main() -> int:
     p.add_argument("--edits-per-op", type=int, default=16, help="development edits per operation in the grid")
     p.add_argument("--final-edits", type=int, default=90, help="development edits for the final comparison")
     p.add_argument("--guidance", type=float, nargs="+", default=[7.5, 3.0, 12.0], help="guidance scales of the grid")
+    p.add_argument("--style-strengths", type=float, nargs="+", default=[0.75, 0.5, 0.9],
+                   help="style noise strengths of the grid (the first is the default's)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 8.0],
                    help="residual correction sigmas tried on the grid's best setting in the final comparison")
     args = p.parse_args()
@@ -53,6 +57,7 @@ def main() -> int:
         return get_balanced_config().replace(**{"inpainting.guidance_scale": row["guidance"],
                                                 "inpainting.remove_negative_object": row["remove_negative_object"],
                                                 "inpainting.replace_region": row["replace_region"],
+                                                "inpainting.style_strength": row["style_strength"],
                                                 "inpainting.residual_correction_sigma": row["sigma"]})
 
     def score(row, edit_cases):
@@ -66,16 +71,19 @@ def main() -> int:
     cells: dict[tuple, dict[str, float]] = {}
     for guidance in args.guidance:
         for op, knob, values in (("remove", "remove_negative_object", (True, False)),
-                                 ("replace", "replace_region", ("mask", "box")), ("style", None, (None,))):
+                                 ("replace", "replace_region", REGIONS),
+                                 ("style", "style_strength", tuple(args.style_strengths))):
             for value in values:
-                row = {**THESIS, "guidance": guidance} | ({knob: value} if knob else {})
+                row = {**THESIS, "guidance": guidance, knob: value}
                 cells[(guidance, op, value)] = score(row, sets[op])
                 print(json.dumps({"operation": op, **row, **cells[(guidance, op, value)]}), flush=True)
     grid = []
-    for guidance, named, region in itertools.product(args.guidance, (True, False), ("mask", "box")):
-        rates = cells[(guidance, "remove", named)] | cells[(guidance, "replace", region)] | cells[(guidance, "style", None)]
-        grid.append({"guidance": guidance, "remove_negative_object": named, "replace_region": region, **rates,
-                     "mean_success": mean_success(rates)})
+    for guidance, named, region, strength in itertools.product(args.guidance, (True, False), REGIONS,
+                                                               args.style_strengths):
+        rates = cells[(guidance, "remove", named)] | cells[(guidance, "replace", region)] | \
+            cells[(guidance, "style", strength)]
+        grid.append({"guidance": guidance, "remove_negative_object": named, "replace_region": region,
+                     "style_strength": strength, **rates, "mean_success": mean_success(rates)})
     winner = max(grid, key=lambda r: r["mean_success"])  # first of equals, thesis values first
     print("grid best:", json.dumps(winner), flush=True)
 

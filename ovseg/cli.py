@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(op, help=text)
         _add_common(sp, edit=True)
         if op == "replace":
-            sp.add_argument("--region", choices=("mask", "box"), default=None,
-                            help="repaint the object's silhouette or its bounding box, room for another shape "
+            sp.add_argument("--region", choices=("mask", "box", "enclosing"), default=None,
+                            help="repaint the object's silhouette, its bounding box, or the square around its "
+                                 "enclosing circle (room for another shape) "
                                  "(default: config inpainting.replace_region)")
 
     b = sub.add_parser("benchmark", help="per-stage timings")

@@ -174,10 +174,12 @@ class InpaintingConfig:
     mask_dilation: int = field(default=5, metadata=_range(0, 256))
     # Noise strength for remove / replace (1.0 = regenerate the region from pure noise).
     strength: float = field(default=1.0, metadata=_range(0.01, 1.0))
-    # Region repainted by replace: "mask" (the object's silhouette, the thesis behaviour) or "box" (its
-    # bounding box: room for a new object of another shape; the box's background is regenerated too).
-    # Dilation and blur apply to either. remove and style always use the silhouette.
-    replace_region: str = field(default="mask", metadata=_choices("mask", "box"))
+    # Region repainted by replace: "mask" (the object's silhouette, the thesis behaviour), "box" (its
+    # bounding box: room for a new object of another shape; the box's background is regenerated too) or
+    # "enclosing" (the square around its smallest enclosing circle: room for any shape of the same extent at any
+    # rotation, which a bounding box is not). Dilation and blur apply to each. remove and style always use the
+    # silhouette.
+    replace_region: str = field(default="mask", metadata=_choices("mask", "box", "enclosing"))
     # Noise strength for style: lower keeps more of the object's structure.
     style_strength: float = field(default=0.75, metadata=_range(0.01, 1.0))
     # Prompt used for remove: describes plausible background.

@@ -5,7 +5,8 @@ An edit takes an image, the boolean mask of one object (from 3.2.3) and an opera
 * ``remove``: repaint the object's region from ``InpaintingConfig.remove_prompt`` (plausible
   background); the object's own name goes into the negative prompt so it does not come back.
 * ``replace``: repaint the region from the user's ``edit_prompt`` at ``strength``; the region is the
-  object's silhouette, or its bounding box with ``replace_region="box"`` (room for another shape).
+  object's silhouette, its bounding box with ``replace_region="box"``, or the square around its smallest
+  enclosing circle with ``replace_region="enclosing"`` (room for another shape of the same extent).
 * ``style``: repaint at the lower ``style_strength`` (partial-strength inpainting starts from the
   noised object instead of pure noise, so its shape and layout survive).
 
@@ -131,6 +132,41 @@ def bounding_box_mask(mask: np.ndarray) -> np.ndarray:
     if ys.size:
         out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     return out
+
+
+def enclosing_square_mask(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool -> (H, W) bool, True on the axis-aligned square around the smallest circle enclosing
+    ``mask``'s True pixels (clipped to the image; all False if none).
+
+    Room for a new object of *any* shape and rotation with the same extent: a shape's smallest enclosing
+    circle is the same whether it is a triangle, a star or a ring of that size, while its bounding box is not
+    (a replacement drawn inside the old object's bounding box is clipped).
+    """
+    import cv2
+
+    _check_mask(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    ys, xs = np.nonzero(mask)
+    if ys.size:
+        # pixel centres; the circle through them, grown by half a pixel to cover the pixels themselves
+        (cx, cy), r = cv2.minEnclosingCircle(np.stack([xs, ys], axis=1).astype(np.float32))
+        r += 0.5
+        h, w = mask.shape
+        eps = 1e-3  # cv2 pads the radius by a hair; without this a disc's square could gain a row
+        y0, y1 = max(0, int(np.floor(cy - r + 0.5 + eps))), min(h, int(np.ceil(cy + r + 0.5 - eps)))
+        x0, x1 = max(0, int(np.floor(cx - r + 0.5 + eps))), min(w, int(np.ceil(cx + r + 0.5 - eps)))
+        out[y0:y1, x0:x1] = True
+    return out
+
+
+#: How errors name the region a replacement repaints (``InpaintingConfig.replace_region``).
+REGION_WORDS = {"mask": "", "box": "bounding box", "enclosing": "enclosing square"}
+
+
+def replace_region_mask(mask: np.ndarray, region: str) -> np.ndarray:
+    """The region a replacement repaints: ``"mask"`` (the silhouette itself), ``"box"``
+    (:func:`bounding_box_mask`) or ``"enclosing"`` (:func:`enclosing_square_mask`); (H, W) bool."""
+    return {"mask": lambda m: m, "box": bounding_box_mask, "enclosing": enclosing_square_mask}[region](mask)
 
 
 def prepare_mask(mask: np.ndarray, dilation: int, blur: float) -> np.ndarray:
@@ -489,9 +525,9 @@ class Inpainter:
         return self.config.style_strength if operation == "style" else self.config.strength
 
     def _region(self, mask: np.ndarray, operation: str) -> np.ndarray:
-        """(H, W) bool region to repaint: the object's mask, or its bounding box for replace with
-        ``replace_region="box"``."""
-        return bounding_box_mask(mask) if operation == "replace" and self.config.replace_region == "box" else mask
+        """(H, W) bool region to repaint: the object's mask, or for replace the region of
+        ``replace_region`` (:func:`replace_region_mask`: its bounding box, or the square around its enclosing circle)."""
+        return replace_region_mask(mask, self.config.replace_region) if operation == "replace" else mask
 
     def check_inputs(self, image: np.ndarray, mask: np.ndarray, operation: str, edit_prompt: str | None,
                      seed: int | None = None, num_inference_steps: int | None = None) -> None:
@@ -514,10 +550,11 @@ class Inpainter:
         if covered == 0:
             raise InputError("mask is empty: the prompt matched nothing", "0 masked pixels",
                              "try another prompt, or lower alignment.similarity_threshold")
-        box = operation == "replace" and self.config.replace_region == "box"
+        box = operation == "replace" and self.config.replace_region != "mask"
         fraction = self._region(mask, operation).sum() / mask.size
         if fraction > MAX_MASK_FRACTION:
-            raise InputError(f"mask{' bounding box' if box else ''} must leave some of the image to inpaint from "
+            region = " " + REGION_WORDS[self.config.replace_region] if box else ""
+            raise InputError(f"mask{region} must leave some of the image to inpaint from "
                              f"(at most {MAX_MASK_FRACTION:.0%} covered)", f"{fraction:.1%} of the image",
                              ("set inpainting.replace_region: mask, or " if box else "") + "use a more specific "
                              "prompt; to regenerate the whole image use a text-to-image model instead")

@@ -18,6 +18,7 @@ from ovseg.inpaint import (
     Inpainter,
     bounding_box_mask,
     classical_remove,
+    enclosing_square_mask,
     load_inpaint_pipeline,
     prepare_mask,
     residual_correction,
@@ -382,6 +383,51 @@ def test_edit_with_residual_correction_keeps_outside_pixels_exact(sd_pipe):
     out, keep = np.asarray(corrected.image), corrected.mask == 0
     np.testing.assert_array_equal(out[keep], img[keep])
     assert (out[mask] != np.asarray(plain.image)[mask]).any()  # the fill moved by the measured error
+
+
+def test_enclosing_square_holds_every_shape_of_the_same_circumcircle():
+    from ovseg.world import SceneConfig, render_scene
+
+    # a triangle's bounding box cannot hold a star of the same size and position; the enclosing square can
+    scfg = SceneConfig(size=(96, 96), n_objects=(1, 1), textured_objects=0.0)
+    for seed in range(40):
+        scene = render_scene(seed, scfg)
+        if not scene.objects or scene.objects[0].shape != "triangle":
+            continue
+        tri = scene.instance_masks[0]
+        square = enclosing_square_mask(tri)
+        ys, xs = np.nonzero(square)
+        assert square[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all() and (square >= tri).all()
+        star = render_scene(seed, scfg, edit=(0, f"{scene.objects[0].colour} star")).instance_masks[0]
+        assert (star <= square).all()
+        break
+    else:
+        pytest.fail("no single-triangle scene among 40 seeds")
+    # a disc: the square is its bounding box; one pixel: itself; none: nothing; clipped at the border
+    yy, xx = np.mgrid[:40, :40]
+    disc = (yy - 20) ** 2 + (xx - 18) ** 2 <= 8 ** 2
+    np.testing.assert_array_equal(enclosing_square_mask(disc), bounding_box_mask(disc))
+    dot = np.zeros((9, 9), dtype=bool)
+    dot[4, 5] = True
+    np.testing.assert_array_equal(enclosing_square_mask(dot), dot)
+    assert not enclosing_square_mask(np.zeros((5, 5), dtype=bool)).any()
+    line = np.zeros((20, 20), dtype=bool)
+    line[0, :10] = True  # circle: centre (4.5, 0), radius 4.5 + half a pixel; rows 0-5 (cut at the top), columns 0-9
+    sq = enclosing_square_mask(line)
+    assert sq[:6, :10].all() and sq.sum() == 60
+
+
+def test_replace_region_enclosing_repaints_the_square(sd_pipe):
+    img = _image()
+    tri = np.zeros((H, W), dtype=bool)
+    for r in range(10):  # a right triangle: its enclosing circle is centred on the hypotenuse
+        tri[14 + r, 20:21 + r] = True
+    cfg = _config(replace_region="enclosing", mask_dilation=0, mask_blur=0.0)
+    rep = Inpainter(sd_pipe, cfg).edit(img, tri, "replace", "a red car")
+    np.testing.assert_array_equal(rep.mask > 0, enclosing_square_mask(tri))
+    assert (rep.mask > 0).sum() > bounding_box_mask(tri).sum()
+    out = np.asarray(rep.image)
+    np.testing.assert_array_equal(out[rep.mask == 0], img[rep.mask == 0])
 
 
 def test_replace_region_box_covering_the_image_is_refused(sd_pipe):

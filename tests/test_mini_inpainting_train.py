@@ -153,7 +153,7 @@ def test_box_masks_cover_the_region_bounding_box_and_zero_keeps_old_batches():
             n += bool(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all())
         return n
 
-    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0})
+    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "replace_mask": "source"})
     plain = edit_batch(cfg, 7, "empty background")
     assert torch.equal(plain["mask"], edit_batch(dataclasses.replace(cfg, box_mask_fraction=0.0), 7, "x")["mask"])
     boxed = edit_batch(dataclasses.replace(cfg, box_mask_fraction=1.0), 7, "empty background")
@@ -190,7 +190,7 @@ def test_states_saved_before_the_second_recipe_keep_their_values():
 
 
 def test_replace_examples_mask_the_old_object_and_clip_the_new_one():
-    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "cfg_dropout": 0.0})
+    cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "cfg_dropout": 0.0, "replace_mask": "source"})
     b = edit_batch(cfg, 3, "empty background")
     union = edit_batch(dataclasses.replace(cfg, replace_mask="union"), 3, "empty background")  # same draws
     assert b["prompts"] == union["prompts"] and torch.equal(b["source"], union["source"])
@@ -217,3 +217,30 @@ def test_a_finished_run_keeps_no_unet_optimiser_and_extending_it_restarts_adamw(
     r.extend({"unet_steps": t.cfg.unet_steps + 1})
     assert r.phases[-1] == {"step": 4, "changes": {"unet_steps": 4}, "adamw_restarted": True}
     assert np.isfinite(r.train_step()["loss"])
+
+
+def test_enclosing_replace_masks_are_the_editors_square_dilated_and_hold_the_whole_new_object():
+    import cv2
+
+    from ovseg.inpaint import enclosing_square_mask
+    from ovseg.world import render_scene
+
+    cfg = TrainConfig(**{**TINY, "batch_size": 24, "cfg_dropout": 0.0, "box_mask_fraction": 0.0})
+    assert cfg.replace_mask == "enclosing"  # the fourth recipe's default
+    b = edit_batch(cfg, 11, "empty background")
+    src = edit_batch(dataclasses.replace(cfg, replace_mask="source"), 11, "empty background")
+    assert b["edits"] == src["edits"] and b["prompts"] == src["prompts"]  # same draws, other masks
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.dilation + 1,) * 2)
+    n = 0
+    for k, (op, (seed, i, new)) in enumerate(zip(b["operations"], b["edits"])):
+        m = b["mask"][k, 0].numpy() > 0.5
+        if op != "replace":
+            assert torch.equal(b["mask"][k], src["mask"][k])  # remove (no boxes here) and style: as before
+            continue
+        n += 1
+        old = render_scene(seed, cfg.scene_config()).instance_masks[i]
+        np.testing.assert_array_equal(m, cv2.dilate(enclosing_square_mask(old).astype(np.uint8), kernel) > 0)
+        assert (render_scene(seed, cfg.scene_config(), edit=(i, new)).instance_masks[i] <= m).all()  # never clipped
+    assert n >= 4
+    outside = b["mask"].expand_as(b["source"]) < 0.5
+    assert torch.equal(b["source"][outside], b["target"][outside])

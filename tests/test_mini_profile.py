@@ -58,7 +58,7 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
 
     from ovseg import get_balanced_config
     from ovseg.cli import main
-    from ovseg.inpaint import bounding_box_mask, prepare_mask
+    from ovseg.inpaint import prepare_mask, replace_region_mask
 
     src = np.asarray(Image.open(SAMPLES_DIR / "world_1.png").convert("RGB"))
     for op, extra in (("remove", []), ("replace", ["--edit", "blue circle"])):
@@ -70,7 +70,7 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
         edited = np.asarray(Image.open(out / "edited.png").convert("RGB"))
         mask = np.asarray(Image.open(out / "mask.png")) > 0
         cfg = get_balanced_config().inpainting  # the CLI's config: the balanced preset's dilation and blur
-        region = bounding_box_mask(mask) if op == "replace" and cfg.replace_region == "box" else mask
+        region = replace_region_mask(mask, cfg.replace_region) if op == "replace" else mask
         blended = np.asarray(Image.open(out / "edit_mask.png"))  # (H, W) uint8, 255 = repainted
         assert np.array_equal(blended, np.rint(prepare_mask(region, cfg.mask_dilation, cfg.mask_blur) * 255))
         keep = blended == 0

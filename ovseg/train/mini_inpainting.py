@@ -48,15 +48,17 @@ class TrainConfig:
     # Sizes chosen for the <= 2 h CPU budget (measured at 1 thread on a loaded 2-core machine, batch 8:
     # VAE ~1.2-1.5 s/step, UNet ~0.8 s/step; 32/64/128 VAE channels took 12-16 s/step at batch 16).
     vae_channels: list[int] = field(default_factory=lambda: [16, 32, 64])  # x4 downsampling
-    unet_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    # UNet widths: the fourth recipe's [48, 96, 96] (4.0 M parameters, 0.23 s forward + backward per batch at 2 threads)
+    # instead of [32, 64, 64] (1.9 M, 0.16 s): the earlier model's replacements and restylings were blobs of the
+    # right colour but the wrong shape.
+    unet_channels: list[int] = field(default_factory=lambda: [48, 96, 96])
     attention_head_dim: int = 8
     norm_groups: int = 16  # GroupNorm groups in the VAE and UNet (must divide every channel count)
     # VAE steps: 4000 at ~0.46 s/step (2 threads, ~31 min; the first recipe's 2000 took 31.6 min at 1 thread)
     vae_steps: int = 4000
-    # UNet steps: 14500 at ~0.33 s/step (2 threads, ~80 min) + the VAE's ~30 min stay inside the issue's 2 h CPU
-    # budget with room for a busy machine (the shipped run started with 15500 and was cut to 14500 at step 5081,
-    # after evaluations beside it had slowed it; its model card records the change).
-    unet_steps: int = 14500
+    # UNet steps: 12500 at ~0.40 s/step (2 threads, ~84 min) + the VAE's ~30 min stay inside the issue's 2 h CPU
+    # budget (the third recipe: 14500 steps of the narrower UNet at ~0.33 s/step).
+    unet_steps: int = 12500
     batch_size: int = 8
     lr_vae: float = 5e-4
     lr_unet: float = 3e-4
@@ -73,7 +75,7 @@ class TrainConfig:
     vae_scaling_factor: float = 0.18215
     # UNet learning-rate schedule: constant ``lr_unet`` until step ``lr_decay_from`` (-1: constant throughout),
     # then a cosine decay to ``lr_final_fraction * lr_unet`` at the last UNet step (default: over the whole UNet stage).
-    lr_decay_from: int = 2000
+    lr_decay_from: int = 4000  # = vae_steps: over the whole UNet stage (the earlier recipes' 2000 came first)
     lr_final_fraction: float = 0.1
     # Fraction of remove / replace examples whose mask is the bounding box of the edit region (dilated) instead
     # of its silhouette: users mark objects with boxes, and a replacement of another shape needs room
@@ -90,13 +92,18 @@ class TrainConfig:
     # Exponential moving average of the UNet weights (with the usual warm-up), exported instead of the raw
     # weights; 0 = no EMA.
     ema_decay: float = 0.999
-    # Relative frequency of remove / replace / style examples (removal, the hardest fill, is drawn most).
-    op_weights: list[float] = field(default_factory=lambda: [0.4, 0.4, 0.2])
+    # Relative frequency of remove / replace / style examples.
+    # Fourth recipe: [0.35, 0.4, 0.25] (third: [0.4, 0.4, 0.2]; removal then met its target with room, restyling not).
+    op_weights: list[float] = field(default_factory=lambda: [0.35, 0.4, 0.25])
     # Mask of replace examples: "source" = the old object's region (dilated; what a user selects) with the target
     # composited inside it (the new object clipped to the mask, exactly what the editor can produce);
     # "union" = old and new regions (the first recipe: the mask leaked the new shape, so at inference, where the
-    # mask is the old object's, the model painted the old shape in the new colour).
-    replace_mask: str = "source"
+    # mask is the old object's, the model painted the old shape in the new colour); "enclosing" (the fourth
+    # recipe) = always the square around the old region's smallest enclosing circle, dilated: the region of
+    # ``InpaintingConfig.replace_region = "enclosing"``, computed from the old object alone; the new object (same
+    # circumradius) is never clipped unless the old one is partly hidden, so the model sees whole shapes, never
+    # "fill the hole with the new colour" (a clipped new shape, or a silhouette the editor never gives for replace).
+    replace_mask: str = "enclosing"
     # Measure the latent scale (1 / std, see ``vae_scaling_factor``) when the UNet stage starts (a recorded phase).
     auto_latent_scale: bool = True
     # ---- fields added by the third recipe (stop 11) ----
@@ -176,13 +183,16 @@ def build_components(cfg: TrainConfig, text_encoder: Any, tokenizer: Any) -> dic
 
 def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any]:
     """The UNet batch of ``step``: source / target images (B, 3, S, S) in [-1, 1], masks (B, 1, S, S) in {0, 1},
-    prompts (B,), as a pure function of ``(cfg.seed, step)``."""
+    prompts (B,), operations (B,) and edits (B,) ``(scene seed, object index, new class or None)`` (render with
+    ``render_scene(seed, cfg.scene_config(), edit=(index, new))``), as a pure function of ``(cfg.seed, step)``."""
     import cv2
     import torch
 
+    from ..inpaint import enclosing_square_mask
+
     rng = np.random.default_rng([cfg.seed, step, 104729])
     scfg = cfg.scene_config()
-    src, tgt, masks, prompts = [], [], [], []
+    src, tgt, masks, prompts, ops, edits = [], [], [], [], [], []
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.dilation + 1,) * 2)
     while len(src) < cfg.batch_size:
         seed = int(rng.integers(0, EVAL_SEED_OFFSET))
@@ -206,10 +216,13 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
             prompt = new
         target = render_scene(seed, scfg, edit=(i, new))
         region = scene.instance_masks[i].copy()
-        if new is not None and cfg.replace_mask == "union":
+        enclosing = op == "replace" and cfg.replace_mask == "enclosing"
+        if enclosing:  # (S, S) bool: as the editor's replace_region "enclosing", then dilated like every mask
+            region = enclosing_square_mask(region)
+        elif new is not None and cfg.replace_mask == "union":
             region |= target.instance_masks[i]
         region = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
-        if cfg.box_mask_fraction > 0 and op != "style" and rng.random() < cfg.box_mask_fraction:
+        if not enclosing and cfg.box_mask_fraction > 0 and op != "style" and rng.random() < cfg.box_mask_fraction:
             ys, xs = np.nonzero(region)
             region[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True  # (S, S) bool: the region's bounding box
         if rng.random() < cfg.cfg_dropout:
@@ -219,12 +232,15 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
         tgt.append(np.where(region[:, :, None], target.image, scene.image))
         masks.append(region)
         prompts.append(prompt)
+        ops.append(op)
+        edits.append((seed, i, new))
 
     def to_tensor(imgs: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B, 3, S, S) in [-1, 1]
 
     return {"source": to_tensor(src), "target": to_tensor(tgt),
-            "mask": torch.from_numpy(np.stack(masks)).float()[:, None], "prompts": prompts}
+            "mask": torch.from_numpy(np.stack(masks)).float()[:, None], "prompts": prompts, "operations": ops,
+            "edits": edits}
 
 
 def vae_batch(cfg: TrainConfig, step: int) -> Any:
@@ -508,12 +524,15 @@ class Trainer:
             f"Edit pairs rendered on the fly (seeds < EVAL_SEED_OFFSET, `split=\"base\"`: no novel composition as source "
             f"or target), {cfg.image_size} px: the same scene with one object removed, replaced by another base class, or "
             f"restyled (new colour, same shape), drawn with relative frequencies {cfg.op_weights}; mask = "
-            + ("the old object's region" if cfg.replace_mask == "source" else "the old and new objects' regions")
+            + {"source": "the old object's region", "union": "the old and new objects' regions",
+               "enclosing": "the edited object's region (replace: the square around its smallest enclosing circle)"}[
+                cfg.replace_mask]
             + f" dilated by {cfg.dilation} px"
             + (", the target composited inside it (a larger new object is clipped)" if cfg.replace_mask == "source" else "")
             + "; prompts = the remove "
             f"prompt or the new class name; {int(100 * cfg.cfg_dropout)}% empty prompts (classifier-free guidance). "
-            + (f"{box_from}{cfg.box_mask_fraction:.0%} of remove / replace masks are the region's bounding box. "
+            + (f"{box_from}{cfg.box_mask_fraction:.0%} of remove"
+               + (" / replace" if cfg.replace_mask != "enclosing" else "") + " masks are the region's bounding box. "
                if cfg.box_mask_fraction > 0 else "")
             + "The VAE sees every rendering style.", "",
             "## Training", "",
