@@ -244,3 +244,17 @@ def test_enclosing_replace_masks_are_the_editors_square_dilated_and_hold_the_who
     assert n >= 4
     outside = b["mask"].expand_as(b["source"]) < 0.5
     assert torch.equal(b["source"][outside], b["target"][outside])
+
+
+def test_card_metrics_keep_the_summary_and_the_command_and_refuse_other_files(tmp_path):
+    from ovseg.errors import InputError
+    from ovseg.train.mini_inpainting import card_metrics
+
+    f = tmp_path / "edits.json"
+    f.write_text('{"n_edits": 2, "method": "diffusion", "success_remove": 1.0, "edits": [{"seed": 1}, {"seed": 2}]}')
+    assert card_metrics(f, "ovseg evaluate ...") == {"n_edits": 2, "success_remove": 1.0, "command": "ovseg evaluate ..."}
+    assert card_metrics(f) == {"n_edits": 2, "success_remove": 1.0}
+    (tmp_path / "other.json").write_text('{"miou": 0.5}')
+    for bad in (tmp_path / "other.json", tmp_path / "missing.json"):
+        with pytest.raises(InputError, match="edits.json written by"):
+            card_metrics(bad)

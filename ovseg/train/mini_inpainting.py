@@ -577,7 +577,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-vae-from", default=None, metavar="STATE",
                    help="new runs: take the VAE stage from another run's state.pt with the same VAE settings (its wall "
                         "time, read from the train_log.jsonl beside it, counts in this run's)")
+    p.add_argument("--card-metrics", default=None, metavar="EDITS_JSON",
+                   help="write the summary of `ovseg evaluate --task edits` (its edits.json; the per-edit rows are "
+                        "left out) into the exported model card")
+    p.add_argument("--card-command", default=None,
+                   help="with --card-metrics: the command (and settings) that measured them, recorded beside them")
     args = p.parse_args(argv)
+    if args.card_metrics and not args.export:
+        raise SystemExit("--card-metrics writes into the exported model card: pass --export DIR (not '')")
+    if args.card_command and not args.card_metrics:
+        raise SystemExit("--card-command describes --card-metrics: pass both")
     if args.init_vae_from and (args.resume or (Path(args.out) / "state.pt").exists()):
         raise SystemExit("--init-vae-from starts a new run: use a new --out folder without --resume")
     if args.threads < 1:
@@ -625,7 +634,24 @@ def main(argv: list[str] | None = None) -> int:
     trainer.save(state)
     if args.export:
         trainer.export(Path(args.export))
+        if args.card_metrics:
+            trainer.write_model_card(Path(args.export), card_metrics(Path(args.card_metrics), args.card_command))
     return 0
+
+
+def card_metrics(edits_json: Path, command: str | None = None) -> dict[str, Any]:
+    """The model card's metrics: the summary of an ``edits.json`` (``ovseg evaluate --task edits``) without its
+    per-edit rows, plus the ``command`` that measured it."""
+    try:
+        summary = json.loads(Path(edits_json).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError("--card-metrics must be the edits.json written by `ovseg evaluate --task edits`",
+                         str(edits_json), f"run that command first ({err.__class__.__name__}: {err})") from None
+    if not isinstance(summary, dict) or "success_remove" not in summary:
+        raise InputError("--card-metrics must be the edits.json written by `ovseg evaluate --task edits`",
+                         str(edits_json), "pass OUT/edits.json of that command")
+    metrics = {k: v for k, v in summary.items() if k not in ("edits", "method")}
+    return metrics | ({"command": command} if command else {})
 
 
 if __name__ == "__main__":  # pragma: no cover
