@@ -388,7 +388,7 @@ def test_edit_with_residual_correction_keeps_outside_pixels_exact(sd_pipe):
 def test_enclosing_square_holds_every_shape_of_the_same_circumcircle():
     from ovseg.world import SceneConfig, render_scene
 
-    # a triangle's bounding box cannot hold a star of the same size and position; the enclosing square can
+    # a triangle's enclosing square holds the star the world draws in its place (same circumradius, centre, rotation)
     scfg = SceneConfig(size=(96, 96), n_objects=(1, 1), textured_objects=0.0)
     for seed in range(40):
         scene = render_scene(seed, scfg)
