@@ -355,7 +355,9 @@ class OpenVocabSegmentationPipeline:
         result.edit_mask = edit.mask
         result.edit = {"operation": edit.operation, "prompt": edit.prompt, "negative_prompt": edit.negative_prompt,
                        "seed": edit.seed, "steps": edit.steps, "guidance_scale": edit.guidance_scale,
-                       "strength": edit.strength, "method": edit.method, "mask_index": best.index}
+                       "strength": edit.strength, "method": edit.method, "mask_index": best.index,
+                       # what was repainted: the silhouette, or for replace inpainting.replace_region
+                       "region": self.config.inpainting.replace_region if edit.operation == "replace" else "mask"}
         result.timings = dict(self.timings)
         return result
 

@@ -71,6 +71,7 @@ def test_cli_edits_with_the_mini_inpainting_model(tmp_path, capsys):
         mask = np.asarray(Image.open(out / "mask.png")) > 0
         cfg = get_balanced_config().inpainting  # the CLI's config: the balanced preset's dilation and blur
         region = replace_region_mask(mask, cfg.replace_region) if op == "replace" else mask
+        assert res["edit"]["region"] == (cfg.replace_region if op == "replace" else "mask")
         blended = np.asarray(Image.open(out / "edit_mask.png"))  # (H, W) uint8, 255 = repainted
         assert np.array_equal(blended, np.rint(prepare_mask(region, cfg.mask_dilation, cfg.mask_blur) * 255))
         keep = blended == 0

@@ -94,6 +94,7 @@ def test_segment_and_edit_keeps_outside_pixels(pipe, scene, op, edit):
     out = np.asarray(res.edited_image)
     assert out.shape == scene.shape and out.dtype == np.uint8
     assert res.edit["operation"] == op and res.edit["mask_index"] == res.segmentation_masks[0].index
+    assert res.edit["region"] == (pipe.config.inpainting.replace_region if op == "replace" else "mask")
     from ovseg.inpaint import prepare_mask
 
     blended = prepare_mask(res.segmentation_masks[0].mask, 1, 2.0)
