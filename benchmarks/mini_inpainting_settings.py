@@ -29,7 +29,6 @@ import json
 
 KEYS = ("success_remove", "success_replace_base", "success_replace_novel", "success_style")
 THESIS = {"guidance": 7.5, "remove_negative_object": True, "replace_region": "mask", "style_strength": 0.75, "sigma": 0.0}
-REGIONS = ("mask", "box", "enclosing")
 
 
 def mean_success(rates: dict[str, float]) -> float:
@@ -49,6 +48,7 @@ def main() -> int:
     args = p.parse_args()
 
     from ovseg import OpenVocabSegmentationPipeline, get_balanced_config
+    from ovseg.config import REPLACE_REGIONS
     from ovseg.edit_eval import build_edit_set, evaluate_edits
 
     base = OpenVocabSegmentationPipeline(get_balanced_config())
@@ -71,14 +71,14 @@ def main() -> int:
     cells: dict[tuple, dict[str, float]] = {}
     for guidance in args.guidance:
         for op, knob, values in (("remove", "remove_negative_object", (True, False)),
-                                 ("replace", "replace_region", REGIONS),
+                                 ("replace", "replace_region", REPLACE_REGIONS),
                                  ("style", "style_strength", tuple(args.style_strengths))):
             for value in values:
                 row = {**THESIS, "guidance": guidance, knob: value}
                 cells[(guidance, op, value)] = score(row, sets[op])
                 print(json.dumps({"operation": op, **row, **cells[(guidance, op, value)]}), flush=True)
     grid = []
-    for guidance, named, region, strength in itertools.product(args.guidance, (True, False), REGIONS,
+    for guidance, named, region, strength in itertools.product(args.guidance, (True, False), REPLACE_REGIONS,
                                                                args.style_strengths):
         rates = cells[(guidance, "remove", named)] | cells[(guidance, "replace", region)] | \
             cells[(guidance, "style", strength)]

@@ -50,6 +50,8 @@ def _add_common(p: argparse.ArgumentParser, edit: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import REPLACE_REGIONS
+
     parser = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary segmentation and editing "
                                      "(SAM 2 + CLIP + Stable Diffusion).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(op, help=text)
         _add_common(sp, edit=True)
         if op == "replace":
-            sp.add_argument("--region", choices=("mask", "box", "enclosing"), default=None,
+            sp.add_argument("--region", choices=REPLACE_REGIONS, default=None,
                             help="repaint the object's silhouette, its bounding box, or the square around its "
                                  "enclosing circle (room for another shape) "
                                  "(default: config inpainting.replace_region)")
