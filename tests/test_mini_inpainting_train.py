@@ -189,6 +189,33 @@ def test_states_saved_before_the_second_recipe_keep_their_values():
     assert old.replace_mask == "union" and len(set(old.op_weights)) == 1
 
 
+def test_batch_reuse_serves_one_edit_batch_to_consecutive_steps_and_recomputes_it_exactly(clip_dir, tmp_path,
+                                                                                         monkeypatch):
+    from ovseg.train import mini_inpainting as mi
+
+    assert TrainConfig().batch_reuse == 2 and mi.LEGACY["batch_reuse"] == 1  # fifth recipe; older states: 1 step each
+    cfg = TrainConfig(**{**TINY, "unet_steps": 4, "auto_latent_scale": False})  # one latent scale for all three
+    t = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    t.train_step()  # VAE stage
+    served = []
+    for _ in range(4):  # UNet steps 1..4: data steps 1, 1, 3, 3
+        served.append([x.clone() for x in t.unet_inputs()])
+        t.train_step()
+    assert all(torch.equal(a, b) for a, b in zip(served[0], served[1]))
+    assert not torch.equal(served[1][0], served[2][0]) and all(torch.equal(a, b) for a, b in zip(served[2], served[3]))
+    fresh = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    fresh.parts["vae"].load_state_dict(t.parts["vae"].state_dict())
+    fresh.step = 4  # e.g. resumed at the second step of a pair: nothing cached, the same inputs recomputed
+    assert all(torch.equal(a, b) for a, b in zip(served[3], fresh.unet_inputs()))
+    calls = []  # one edit batch rendered per pair of steps
+    real = mi.edit_batch
+    monkeypatch.setattr(mi, "edit_batch", lambda cfg, step, prompt: calls.append(step) or real(cfg, step, prompt))
+    t2 = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    for _ in range(5):
+        t2.train_step()
+    assert calls == [1, 3]
+
+
 def test_replace_examples_mask_the_old_object_and_clip_the_new_one():
     cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "cfg_dropout": 0.0, "replace_mask": "source"})
     b = edit_batch(cfg, 3, "empty background")
@@ -210,12 +237,21 @@ def test_a_finished_run_keeps_no_unet_optimiser_and_extending_it_restarts_adamw(
     t.save(tmp_path / "done.pt")
     state = torch.load(tmp_path / "done.pt", weights_only=True)
     assert state["opt_unet"] is None and state["ema"] is not None
+    # UNet weights in float16 (the export's precision), the VAE's in float32 (--init-vae-from reuses it exactly)
+    assert {v.dtype for k in ("unet", "ema") for v in state[k].values() if v.is_floating_point()} == {torch.float16}
+    assert {v.dtype for v in state["vae"].values() if v.is_floating_point()} == {torch.float32}
     r = _trainer(clip_dir, tmp_path)
     r.load(tmp_path / "done.pt")
-    for k, v in t.ema.state_dict().items():  # what export uses is kept exactly
-        assert torch.equal(v, r.ema.state_dict()[k]), k
+    for k, v in t.ema.state_dict().items():  # what export uses is kept exactly at the export's precision
+        assert torch.equal(v.half().float(), r.ema.state_dict()[k]), k
+        assert r.ema.state_dict()[k].dtype == torch.float32  # and trained on in float32 if extended
+    for k, v in t.parts["vae"].state_dict().items():
+        assert torch.equal(v, r.parts["vae"].state_dict()[k]), k
+    a, b = t.export(tmp_path / "a"), r.export(tmp_path / "b")
+    for name in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name  # re-exporting the saved run: same files
     r.extend({"unet_steps": t.cfg.unet_steps + 1})
-    assert r.phases[-1] == {"step": 4, "changes": {"unet_steps": 4}, "adamw_restarted": True}
+    assert r.phases[-1] == {"step": 4, "changes": {"unet_steps": 4}, "adamw_restarted": True, "weights_from_float16": True}
     assert np.isfinite(r.train_step()["loss"])
 
 
