@@ -189,33 +189,6 @@ def test_states_saved_before_the_second_recipe_keep_their_values():
     assert old.replace_mask == "union" and len(set(old.op_weights)) == 1
 
 
-def test_batch_reuse_serves_one_edit_batch_to_consecutive_steps_and_recomputes_it_exactly(clip_dir, tmp_path,
-                                                                                         monkeypatch):
-    from ovseg.train import mini_inpainting as mi
-
-    assert TrainConfig().batch_reuse == 2 and mi.LEGACY["batch_reuse"] == 1  # fifth recipe; older states: 1 step each
-    cfg = TrainConfig(**{**TINY, "unet_steps": 4, "auto_latent_scale": False})  # one latent scale for all three
-    t = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
-    t.train_step()  # VAE stage
-    served = []
-    for _ in range(4):  # UNet steps 1..4: data steps 1, 1, 3, 3
-        served.append([x.clone() for x in t.unet_inputs()])
-        t.train_step()
-    assert all(torch.equal(a, b) for a, b in zip(served[0], served[1]))
-    assert not torch.equal(served[1][0], served[2][0]) and all(torch.equal(a, b) for a, b in zip(served[2], served[3]))
-    fresh = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
-    fresh.parts["vae"].load_state_dict(t.parts["vae"].state_dict())
-    fresh.step = 4  # e.g. resumed at the second step of a pair: nothing cached, the same inputs recomputed
-    assert all(torch.equal(a, b) for a, b in zip(served[3], fresh.unet_inputs()))
-    calls = []  # one edit batch rendered per pair of steps
-    real = mi.edit_batch
-    monkeypatch.setattr(mi, "edit_batch", lambda cfg, step, prompt: calls.append(step) or real(cfg, step, prompt))
-    t2 = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
-    for _ in range(5):
-        t2.train_step()
-    assert calls == [1, 3]
-
-
 def test_replace_examples_mask_the_old_object_and_clip_the_new_one():
     cfg = TrainConfig(**{**TINY, "batch_size": 16, "box_mask_fraction": 0.0, "cfg_dropout": 0.0, "replace_mask": "source"})
     b = edit_batch(cfg, 3, "empty background")

@@ -58,10 +58,9 @@ class TrainConfig:
     norm_groups: int = 16  # GroupNorm groups in the VAE and UNet (must divide every channel count)
     # VAE steps: 4000 at ~0.46 s/step (2 threads, ~31 min; the first recipe's 2000 took 31.6 min at 1 thread)
     vae_steps: int = 4000
-    # UNet steps: 15500 at ~0.32 s/step (2 threads, batch_reuse 2; ~83 min) + the VAE's ~30 min stay inside the
-    # issue's 2 h CPU budget (the fourth recipe: 12500 steps at ~0.38 s/step without reuse; the third: 14500 steps
-    # of the narrower UNet at ~0.33 s/step).
-    unet_steps: int = 15500
+    # UNet steps: 12500 at ~0.40 s/step (2 threads, ~84 min) + the VAE's ~30 min stay inside the issue's 2 h CPU
+    # budget (the third recipe: 14500 steps of the narrower UNet at ~0.33 s/step).
+    unet_steps: int = 12500
     batch_size: int = 8
     lr_vae: float = 5e-4
     lr_unet: float = 3e-4
@@ -116,11 +115,6 @@ class TrainConfig:
     # 20% of exact removals into something the segmenter no longer calls background.
     lr_vae_decay_from: int = 1000
     lr_vae_final_fraction: float = 0.1
-    # ---- fields added by the fifth recipe (stop 13) ----
-    # UNet steps per edit batch: the batch of data step d (its scenes, masks, prompts and VAE latents, sampled
-    # with a generator of its own) serves steps d .. d + batch_reuse - 1, each with fresh noise and timesteps.
-    # Rendering and encoding a batch is ~40% of a UNet step on 2 cores; 2 buys ~1.3x the steps in the same time.
-    batch_reuse: int = 2
 
     def scene_config(self) -> SceneConfig:
         return SceneConfig(size=(self.image_size, self.image_size), split="base", n_objects=(1, 4), textured_objects=0.1)
@@ -128,8 +122,7 @@ class TrainConfig:
 
 #: Values of the fields added after the first recipe, for states saved before they existed.
 LEGACY = {"prediction_type": "epsilon", "zero_terminal_snr": False, "ema_decay": 0.0, "op_weights": [1.0, 1.0, 1.0],
-          "replace_mask": "union", "auto_latent_scale": False, "lr_vae_decay_from": -1, "lr_vae_final_fraction": 0.1,
-          "batch_reuse": 1}
+          "replace_mask": "union", "auto_latent_scale": False, "lr_vae_decay_from": -1, "lr_vae_final_fraction": 0.1}
 #: Fields that determine the VAE stage (``--init-vae-from`` requires them equal).
 VAE_FIELDS = ("seed", "image_size", "vae_channels", "norm_groups", "vae_steps", "batch_size", "lr_vae", "kl_weight",
               "lr_vae_decay_from", "lr_vae_final_fraction")
@@ -297,7 +290,6 @@ class Trainer:
         self.adamw_restarts = False  # loaded a finished run's state (no UNet optimiser moments)
         self.weights_from_float16 = False  # ... whose UNet weights were stored in float16
         self.remove_prompt = InpaintingConfig().remove_prompt
-        self._batch: tuple[int, Any] | None = None  # (data step, UNet inputs) kept for cfg.batch_reuse steps
 
     # ---- one step of either stage ------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -322,14 +314,20 @@ class Trainer:
         else:  # 2. UNet: v (or epsilon) prediction on edit pairs, SD inpainting conditioning
             if self.cfg.auto_latent_scale and not any("vae_scaling_factor" in ph["changes"] for ph in self.phases):
                 self.extend({"vae_scaling_factor": "auto"})  # first UNet step: measure this VAE's latent scale
-            latents, mask, masked, context = self.unet_inputs()
+            b = edit_batch(self.cfg, self.step, self.remove_prompt)
+            with torch.no_grad():
+                sf = vae.config.scaling_factor
+                latents = vae.encode(b["target"]).latent_dist.sample() * sf  # (B, 4, s, s)
+                masked = vae.encode(b["source"] * (b["mask"] < 0.5)).latent_dist.sample() * sf
+                mask = torch.nn.functional.interpolate(b["mask"], size=latents.shape[-2:])  # (B, 1, s, s)
+                tok = self.parts["tokenizer"](b["prompts"], padding="max_length", truncation=True,
+                                              max_length=self.parts["tokenizer"].model_max_length, return_tensors="pt")
+                context = self.parts["text_encoder"](tok.input_ids).last_hidden_state
             noise = torch.randn_like(latents)
             sched = self.parts["scheduler"]
             t = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],))
             noisy = sched.add_noise(latents, noise, t)
-            # (B, 9, s, s) in channels-last layout: the same convolutions, ~10% faster on CPU (oneDNN)
-            x = torch.cat([noisy, mask, masked], dim=1).contiguous(memory_format=torch.channels_last)
-            pred = unet(x, t, encoder_hidden_states=context).sample
+            pred = unet(torch.cat([noisy, mask, masked], dim=1), t, encoder_hidden_states=context).sample
             goal = sched.get_velocity(latents, noise, t) if self.cfg.prediction_type == "v_prediction" else noise
             weight = 1.0 + self.cfg.mask_loss_weight * mask  # (B, 1, s, s)
             loss = (weight * (pred - goal) ** 2).mean() / weight.mean()
@@ -349,29 +347,6 @@ class Trainer:
             out = {"stage": 1.0, "loss": float(loss.detach()), "lr": lr}
         self.step += 1
         return out
-
-    def unet_inputs(self) -> tuple[Any, Any, Any, Any]:
-        """Target latents and masked-source latents (B, 4, s, s, scaled), the latent-size mask (B, 1, s, s) in
-        {0, 1} and the prompts' text context (B, 77, D) of the current UNet step's edit batch."""
-        import torch
-
-        vae, reuse = self.parts["vae"], self.cfg.batch_reuse
-        data_step = self.cfg.vae_steps + (self.step - self.cfg.vae_steps) // reuse * reuse
-        if reuse > 1 and self._batch is not None and self._batch[0] == data_step:
-            return self._batch[1]
-        # reuse 1 (the earlier recipes): latents drawn from the step's global seed, as they were
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + data_step + 7_919) if reuse > 1 else None
-        b = edit_batch(self.cfg, data_step, self.remove_prompt)
-        with torch.no_grad():
-            sf = vae.config.scaling_factor
-            latents = vae.encode(b["target"]).latent_dist.sample(generator=gen) * sf  # (B, 4, s, s)
-            masked = vae.encode(b["source"] * (b["mask"] < 0.5)).latent_dist.sample(generator=gen) * sf
-            mask = torch.nn.functional.interpolate(b["mask"], size=latents.shape[-2:])  # (B, 1, s, s)
-            tok = self.parts["tokenizer"](b["prompts"], padding="max_length", truncation=True,
-                                          max_length=self.parts["tokenizer"].model_max_length, return_tensors="pt")
-            context = self.parts["text_encoder"](tok.input_ids).last_hidden_state
-        self._batch = (data_step, (latents, mask, masked, context))
-        return latents, mask, masked, context
 
     # ---- persistence --------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -417,8 +392,8 @@ class Trainer:
         self.parts["unet"].load_state_dict(state["unet"])
         if state.get("opt_vae") is not None:
             self.opt_vae.load_state_dict(state["opt_vae"])
-        # a finished run's state has no UNet moments (AdamW starts afresh if it is extended) and, when saved since the
-        # fifth recipe, float16 UNet weights (an extension continues from them): both recorded by extend
+        # a finished run's state has no UNet moments (AdamW starts afresh if it is extended) and, when saved since stop 13,
+        # float16 UNet weights (an extension continues from them): both recorded by extend
         self.adamw_restarts = state.get("opt_unet") is None and int(state["step"]) >= saved.vae_steps
         self.weights_from_float16 = any(v.dtype == torch.float16 for v in state["unet"].values())
         if state.get("opt_unet") is not None:
@@ -581,9 +556,7 @@ class Trainer:
                if cfg.lr_vae_decay_from >= 0 else "") + f", {vae_done} of {cfg.vae_steps} steps. "
             f"UNet: {'v' if cfg.prediction_type == 'v_prediction' else 'epsilon'}-prediction MSE, AdamW lr {cfg.lr_unet:g}"
             + (f" (cosine decay to x{cfg.lr_final_fraction:g} from step {cfg.lr_decay_from})" if cfg.lr_decay_from >= 0 else "")
-            + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}"
-            + (f" (each UNet edit batch serves {cfg.batch_reuse} consecutive steps, with fresh noise and timesteps)"
-               if cfg.batch_reuse > 1 else "") + ", "
+            + f", {unet_done} of {cfg.unet_steps} steps. Batch {cfg.batch_size}, "
             f"seed {cfg.seed}, CPU (1-2 threads); wall time {self.wall / 60:.1f} min."
             + "".join(phase_text(ph) for ph in self.phases)
             + (f" Exported weights: EMA of the UNet (decay {cfg.ema_decay:g})." if cfg.ema_decay > 0 else "")
