@@ -93,6 +93,7 @@ def main() -> int:
     final_cases = build_edit_set(args.final_edits, scene_offset=4_000_000)
     final = []
     best = {k: winner[k] for k in THESIS if k != "sigma"}
+
     def op_score(op, value):  # the grid's success rate of one knob value (replace: mean of base and novel)
         rates = cells[(best["guidance"], op, value)]
         return sum(rates.values()) / len(rates)

@@ -287,8 +287,9 @@ class Trainer:
         self.step = 0
         self.wall = 0.0
         self.phases: list[dict[str, Any]] = []  # --extend changes: [{"step", "changes"}]
-        self.adamw_restarts = False  # loaded a finished run's state (no UNet optimiser moments)
-        self.weights_from_float16 = False  # ... whose UNet weights were stored in float16
+        # what a loaded finished run's state lacked, recorded in the next --extend phase: {"adamw_restarted": True}
+        # (no UNet optimiser moments), {"weights_from_float16": True} (UNet weights stored in float16)
+        self.restarts: dict[str, bool] = {}
         self.remove_prompt = InpaintingConfig().remove_prompt
 
     # ---- one step of either stage ------------------------------------------------------------
@@ -394,8 +395,9 @@ class Trainer:
             self.opt_vae.load_state_dict(state["opt_vae"])
         # a finished run's state has no UNet moments (AdamW starts afresh if it is extended) and, when saved since stop 13,
         # float16 UNet weights (an extension continues from them): both recorded by extend
-        self.adamw_restarts = state.get("opt_unet") is None and int(state["step"]) >= saved.vae_steps
-        self.weights_from_float16 = any(v.dtype == torch.float16 for v in state["unet"].values())
+        self.restarts = {k: True for k, lacked in (
+            ("adamw_restarted", state.get("opt_unet") is None and int(state["step"]) >= saved.vae_steps),
+            ("weights_from_float16", any(v.dtype == torch.float16 for v in state["unet"].values()))) if lacked}
         if state.get("opt_unet") is not None:
             self.opt_unet.load_state_dict(state["opt_unet"])
         if self.ema is not None:
@@ -447,9 +449,8 @@ class Trainer:
             changes["vae_scaling_factor"] = self.measure_latent_scale()
         self.cfg = replace(self.cfg, **changes)
         self.parts["vae"].register_to_config(scaling_factor=self.cfg.vae_scaling_factor)
-        self.phases.append({"step": self.step, "changes": changes} | ({"adamw_restarted": True} if self.adamw_restarts else {})
-                           | ({"weights_from_float16": True} if self.weights_from_float16 else {}))
-        self.adamw_restarts = self.weights_from_float16 = False
+        self.phases.append({"step": self.step, "changes": changes} | self.restarts)
+        self.restarts = {}
 
     def measure_latent_scale(self, batches: int = 8) -> float:
         """1 / std of the VAE's sampled latents over fixed scenes (deterministic), rounded to 4 decimals."""
