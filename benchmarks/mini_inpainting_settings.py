@@ -20,7 +20,8 @@ Edit success of the shipped mini inpainting model on a *development* edit set (w
 Kept fixed from the first model's grid (stop 9, same script): dilation 3 / blur 2 (the thesis's 5 / 8 px were
 chosen for 512 px images; the mini model works at 128 px) and an empty negative prompt (the full profile's
 "blurry, distorted, ..." is a string of words the mini text encoder does not know).
-Prints one JSON line per cell and per final setting, then the winner as "best".
+Prints one JSON line per cell and per final setting, then the winner as "best". ``--model DIR`` scores another
+inpainting model (a diffusers directory, e.g. a training run's export) instead of the shipped one.
 """
 
 from __future__ import annotations
@@ -47,16 +48,22 @@ def main() -> int:
                    help="style noise strengths of the grid (the first is the default's)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 8.0],
                    help="residual correction sigmas tried on the grid's best setting in the final comparison")
+    p.add_argument("--model", default=None,
+                   help="inpainting model to score (registry name or diffusers directory; default: the shipped mini model)")
     args = p.parse_args()
 
     from ovseg import OpenVocabSegmentationPipeline, get_balanced_config
     from ovseg.config import REPLACE_REGIONS
     from ovseg.edit_eval import build_edit_set, evaluate_edits
 
-    base = OpenVocabSegmentationPipeline(get_balanced_config())
+    def balanced():
+        cfg = get_balanced_config()
+        return cfg.replace(**{"inpainting.model": args.model}) if args.model else cfg
+
+    base = OpenVocabSegmentationPipeline(balanced())
 
     def config(row):
-        return get_balanced_config().replace(**{"inpainting.guidance_scale": row["guidance"],
+        return balanced().replace(**{"inpainting.guidance_scale": row["guidance"],
                                                 "inpainting.remove_negative_object": row["remove_negative_object"],
                                                 "inpainting.replace_region": row["replace_region"],
                                                 "inpainting.style_strength": row["style_strength"],

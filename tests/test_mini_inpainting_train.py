@@ -267,3 +267,32 @@ def test_card_metrics_keep_the_summary_and_the_command_and_refuse_other_files(tm
     for bad in (tmp_path / "other.json", tmp_path / "missing.json"):
         with pytest.raises(InputError, match="edits.json written by"):
             card_metrics(bad)
+
+
+@pytest.mark.parametrize("text_time_embedding", [True, False])
+def test_the_prompt_reaches_the_top_level_resnets_only_with_the_text_time_embedding(clip_dir, tmp_path,
+                                                                                     text_time_embedding):
+    # the top level (DownBlock2D, no cross-attention) sees the prompt only through the pooled text embedding
+    cfg = dataclasses.replace(TrainConfig(**TINY), text_time_embedding=text_time_embedding,
+                              resnet_time_scale_shift="scale_shift" if text_time_embedding else "default")
+    unet = Trainer(cfg, clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok").parts["unet"]
+    assert unet.config.addition_embed_type == ("text" if text_time_embedding else None)
+    seen = []
+    unet.down_blocks[0].register_forward_hook(lambda module, args, out: seen.append(out[0]))
+    torch.manual_seed(0)
+    x, t = torch.randn(1, 9, 32, 32), torch.tensor([500])  # (B, 9, s, s) latents at 64 px / 2
+    with torch.no_grad():
+        for _ in range(2):  # two different prompts' hidden states: (B, tokens, width)
+            unet(x, t, encoder_hidden_states=torch.randn(1, 16, unet.config.cross_attention_dim))
+    assert torch.equal(seen[0], seen[1]) != text_time_embedding
+
+
+def test_states_saved_before_the_sixth_recipe_build_their_unet_without_the_text_time_embedding():
+    from dataclasses import asdict
+
+    from ovseg.train.mini_inpainting import saved_config
+
+    new = ("text_time_embedding", "text_time_embedding_heads", "resnet_time_scale_shift")
+    old = saved_config({"cfg": {k: v for k, v in asdict(TrainConfig()).items() if k not in new}})
+    assert not old.text_time_embedding and old.resnet_time_scale_shift == "default"
+    assert TrainConfig().text_time_embedding and TrainConfig().resnet_time_scale_shift == "scale_shift"
