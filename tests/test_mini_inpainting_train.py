@@ -295,4 +295,35 @@ def test_states_saved_before_the_sixth_recipe_build_their_unet_without_the_text_
     new = ("text_time_embedding", "text_time_embedding_heads", "resnet_time_scale_shift")
     old = saved_config({"cfg": {k: v for k, v in asdict(TrainConfig()).items() if k not in new}})
     assert not old.text_time_embedding and old.resnet_time_scale_shift == "default"
-    assert TrainConfig().text_time_embedding and TrainConfig().resnet_time_scale_shift == "scale_shift"
+    assert old == TrainConfig()  # the defaults are the fourth recipe's (the shipped model's)
+
+
+def test_cropped_batches_are_windows_of_the_same_examples_holding_the_whole_region():
+    full = edit_batch(TrainConfig(**{**TINY, "batch_size": 12}), 7, "background")
+    crop = edit_batch(TrainConfig(**{**TINY, "batch_size": 12, "unet_crop": 48}), 7, "background")
+    assert full["windows"] == [] and len(crop["windows"]) == 12
+    assert crop["edits"] == full["edits"] and crop["prompts"] == full["prompts"]  # same examples, only cropped
+    assert crop["source"].shape == (12, 3, 48, 48) and crop["mask"].shape == (12, 1, 48, 48)
+    for k, (top, left) in enumerate(crop["windows"]):
+        window = (slice(None), slice(top, top + 48), slice(left, left + 48))
+        assert torch.equal(crop["source"][k], full["source"][k][window])
+        assert torch.equal(crop["target"][k], full["target"][k][window])
+        assert torch.equal(crop["mask"][k], full["mask"][k][window])
+        rows, cols = np.nonzero(full["mask"][k, 0].numpy())
+        if np.ptp(rows) < 48 and np.ptp(cols) < 48:  # fits: the whole region is inside the window
+            assert crop["mask"][k].sum() == full["mask"][k].sum()
+    assert len(set(crop["windows"])) > 1
+
+
+def test_a_unet_trained_on_crops_edits_whole_scenes(clip_dir, tmp_path):
+    from ovseg.config import InpaintingConfig
+    from ovseg.inpaint import Inpainter, load_inpaint_pipeline
+    from ovseg.world import SceneConfig, render_scene
+
+    t = Trainer(TrainConfig(**{**TINY, "unet_crop": 48}), clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
+    assert all(np.isfinite(t.train_step()["loss"]) for _ in range(3))  # 1 VAE step (whole scenes), 2 UNet steps
+    pipe = load_inpaint_pipeline(t.export(tmp_path / "export"))
+    scene = render_scene(3, SceneConfig(size=(64, 64), n_objects=(1, 1)))
+    res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
+        scene.image, scene.instance_masks[0], "remove", seed=0)
+    assert np.asarray(res.image).shape == (64, 64, 3)
