@@ -100,7 +100,12 @@ class SemanticResult:
 # ---- stage loaders ------------------------------------------------------------------------------
 
 def _model_name(cfg_value: str, profile: str, stage: str) -> str:
-    return W.default_model("mini", stage) if profile == "mini" else cfg_value
+    """The model a stage loads: the configured one, except that the mini profile replaces the full profile's
+    default (the config fields' default values, the thesis checkpoints) by its embedded model. A model set
+    explicitly (a registry entry, a local directory such as a training run's export) is loaded in either profile."""
+    if profile == "mini" and cfg_value == W.default_model("full", stage):
+        return W.default_model("mini", stage)
+    return cfg_value
 
 
 def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "MaskGenerator":

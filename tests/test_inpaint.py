@@ -530,3 +530,16 @@ def test_edit_bad_inputs(sd_pipe, kwargs, words):
     with pytest.raises(InputError, match=words) as err:
         Inpainter(sd_pipe, _config()).edit(**args)
     assert "got " in str(err.value) and "fix: " in str(err.value)
+
+
+def test_the_mini_profile_loads_an_explicitly_configured_model(sd_dir):
+    # a training run's export (any local diffusers directory) is evaluated in the mini profile, not the shipped model
+    from ovseg import get_balanced_config
+    from ovseg.pipeline import _model_name, load_inpainter
+
+    cfg = get_balanced_config()
+    assert cfg.profile == "mini" and _model_name(cfg.inpainting.model, "mini", "inpainting") == "mini-inpainting"
+    inp = load_inpainter(cfg.replace(**{"inpainting.model": str(sd_dir)}))
+    assert inp.pipe.unet.config.sample_size == 16  # the tiny model's, not the mini model's 32
+    assert _model_name("sam2.1-hiera-large", "mini", "sam2") == "mini-sam2"  # full defaults -> the embedded models
+    assert _model_name("ViT-L-14-336", "mini", "clip") == "mini-clip"
