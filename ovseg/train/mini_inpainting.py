@@ -122,8 +122,11 @@ class TrainConfig:
     # 32 x 32 level sees the prompt only through upsampled features. Costs ~0.01 s per step (self-attention at
     # 32 x 32: 0.7 s) and needs the standard pipeline only (the UNet pools ``encoder_hidden_states`` itself).
     # Tried in stop 14 (``--config '{"text_time_embedding": true, "resnet_time_scale_shift": "scale_shift"}'``,
-    # 108.7 min): training loss 1-2% lower throughout, base replacements unchanged (0.5625 on 80 development
-    # edits, as the fourth model): both models draw replacements too small and round, also on training examples.
+    # otherwise the fourth recipe; 108.7 min): training loss 1-2% lower throughout; 80 development edits per
+    # operation, sixth vs fourth model: remove 0.875 vs 0.8625, replace base 0.60 vs 0.5625, novel 0.3625 vs 0.325,
+    # style 0.975 vs 0.9375; but 480 held-out edits: remove 0.78 vs 0.80, replace base 0.5875 vs 0.5375, novel
+    # 0.30 vs 0.325, style 0.9375 vs 0.925 (differences of 2-4 edits). Both draw replacements too small and round
+    # (triangles / stars 0 of 21 held-out), also on training examples: underfit, not unconditioned.
     text_time_embedding: bool = False
     text_time_embedding_heads: int = 8  # attention-pooling heads (128-dim text states: 16 per head)
     # How the (time + text) embedding enters each ResNet block: "default" (added) or "scale_shift" (FiLM: it scales
