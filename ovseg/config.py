@@ -8,7 +8,9 @@ steps with guidance 7.5, mask blur 8 px and dilation 5 px.
 ``profile`` chooses the weights: ``"full"`` runs the thesis checkpoints named in the stage
 configs; ``"mini"`` (the default) runs the small embedded models trained on the mini world and
 pins the model-identity fields (see :data:`PROFILE_PINNED_FIELDS`) to the registry's mini
-entries. Everything else (thresholds, alpha, steps, ...) applies to both profiles.
+entries (``inpainting.model`` only while it keeps its default: set to a local diffusers directory, e.g. a
+training run's export, it is loaded in the mini profile too). Everything else (thresholds, alpha,
+steps, ...) applies to both profiles.
 
 Configs round-trip through YAML (:meth:`PipelineConfig.to_yaml`, :meth:`PipelineConfig.from_yaml`);
 unknown keys, wrong types and out-of-range values raise :class:`~ovseg.errors.ConfigError`

@@ -100,12 +100,15 @@ class SemanticResult:
 # ---- stage loaders ------------------------------------------------------------------------------
 
 def _model_name(cfg_value: str, profile: str, stage: str) -> str:
-    """The model a stage loads: the configured one, except that the mini profile replaces the full profile's
-    default (the config fields' default values, the thesis checkpoints) by its embedded model. A model set
-    explicitly (a registry entry, a local directory such as a training run's export) is loaded in either profile."""
-    if profile == "mini" and cfg_value == W.default_model("full", stage):
-        return W.default_model("mini", stage)
-    return cfg_value
+    """The model a stage loads. The mini profile pins the model-identity fields to its embedded models
+    (``config.PROFILE_PINNED_FIELDS``), except an ``inpainting.model`` set explicitly (not the full profile's
+    default): an inpainting model is self-contained (a diffusers directory with its own scheduler and tokenizer),
+    so a training run's export is evaluated with the mini segmenter instead of being silently replaced."""
+    if profile != "mini":
+        return cfg_value
+    if stage == "inpainting" and cfg_value != W.default_model("full", stage):
+        return cfg_value
+    return W.default_model("mini", stage)
 
 
 def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "MaskGenerator":

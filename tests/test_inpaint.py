@@ -543,3 +543,4 @@ def test_the_mini_profile_loads_an_explicitly_configured_model(sd_dir):
     assert inp.pipe.unet.config.sample_size == 16  # the tiny model's, not the mini model's 32
     assert _model_name("sam2.1-hiera-large", "mini", "sam2") == "mini-sam2"  # full defaults -> the embedded models
     assert _model_name("ViT-L-14-336", "mini", "clip") == "mini-clip"
+    assert _model_name("ViT-B-16", "mini", "clip") == "mini-clip"  # the other stages stay pinned
