@@ -64,10 +64,10 @@ def main() -> int:
 
     def config(row):
         return balanced().replace(**{"inpainting.guidance_scale": row["guidance"],
-                                                "inpainting.remove_negative_object": row["remove_negative_object"],
-                                                "inpainting.replace_region": row["replace_region"],
-                                                "inpainting.style_strength": row["style_strength"],
-                                                "inpainting.residual_correction_sigma": row["sigma"]})
+                                     "inpainting.remove_negative_object": row["remove_negative_object"],
+                                     "inpainting.replace_region": row["replace_region"],
+                                     "inpainting.style_strength": row["style_strength"],
+                                     "inpainting.residual_correction_sigma": row["sigma"]})
 
     def score(row, edit_cases):
         pipe = OpenVocabSegmentationPipeline(config(row), mask_generator=base.mask_generator, clip=base.clip)
