@@ -322,7 +322,9 @@ def test_a_unet_trained_on_crops_edits_whole_scenes(clip_dir, tmp_path):
 
     t = Trainer(TrainConfig(**{**TINY, "unet_crop": 48}), clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
     assert all(np.isfinite(t.train_step()["loss"]) for _ in range(3))  # 1 VAE step (whole scenes), 2 UNet steps
-    pipe = load_inpaint_pipeline(t.export(tmp_path / "export"))
+    folder = t.export(tmp_path / "export")
+    assert "48 px windows around the edited region" in (folder / "MODEL_CARD.md").read_text()
+    pipe = load_inpaint_pipeline(folder)
     scene = render_scene(3, SceneConfig(size=(64, 64), n_objects=(1, 1)))
     res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
         scene.image, scene.instance_masks[0], "remove", seed=0)

@@ -222,6 +222,7 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
     import torch
 
     from ..inpaint import enclosing_square_mask
+    from ..utils import masks_to_boxes_xywh
 
     rng = np.random.default_rng([cfg.seed, step, 104729])
     crop_rng = np.random.default_rng([cfg.seed, step, 7919])  # crop windows: the examples stay those of unet_crop 0
@@ -265,11 +266,9 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
         edited = np.where(region[:, :, None], target.image, scene.image)
         source = scene.image
         if cfg.unet_crop:  # (C, C) window around the region (see TrainConfig.unet_crop)
-            window = []
-            for axis in (0, 1):
-                idx = np.nonzero(region.any(axis=1 - axis))[0]  # rows (axis 0) / columns (axis 1) the region spans
-                lo, hi = idx.min(), idx.max() + 1
-                size = region.shape[axis]
+            x, y, w, h = (int(v) for v in masks_to_boxes_xywh(region[None])[0])  # the region's tight box
+            window = []  # (top, left)
+            for lo, hi, size in ((y, y + h, region.shape[0]), (x, x + w, region.shape[1])):
                 first, last = max(0, hi - cfg.unet_crop), min(lo, size - cfg.unet_crop)
                 if first > last:  # the region is wider than the crop: centre the window on it
                     first = last = int(np.clip((lo + hi) // 2 - cfg.unet_crop // 2, 0, size - cfg.unet_crop))
@@ -601,6 +600,8 @@ class Trainer:
             + (f"{box_from}{cfg.box_mask_fraction:.0%} of remove"
                + (" / replace" if cfg.replace_mask != "enclosing" else "") + " masks are the region's bounding box. "
                if cfg.box_mask_fraction > 0 else "")
+            + (f"The UNet sees {cfg.unet_crop} px windows around the edited region (the whole region where it fits). "
+               if cfg.unet_crop else "")
             + "The VAE sees every rendering style.", "",
             "## Training", "",
             f"VAE: L1 + MSE + {cfg.kl_weight:g} KL, AdamW lr {cfg.lr_vae:g}"
