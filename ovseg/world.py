@@ -279,17 +279,23 @@ def _object_colour(rng: np.random.Generator, colour: str, cfg: SceneConfig) -> n
     return np.clip(base + rng.normal(0, cfg.colour_jitter, 3), 0, 255)
 
 
-def render_scene(seed: int, cfg: SceneConfig | None = None, edit: tuple[int, str | None] | None = None) -> Scene:
+def render_scene(seed: int, cfg: SceneConfig | None = None, edit: tuple[int, str | None] | None = None,
+                 edit_rotation: float | None = None) -> Scene:
     """Render the scene of ``seed`` (deterministic for a given config).
 
     ``edit=(i, new_class)`` renders the same scene with object ``i`` (its index in the unedited
     scene's ``objects``) replaced by ``new_class`` at the same place, size and rotation, or removed
     when ``new_class`` is None; every other pixel of the scene is drawn exactly as without the edit
     (same random draws), so the pair is an exact ground truth for remove / replace / restyle.
+    ``edit_rotation`` (degrees; None = the original's) draws the replacing object at that rotation instead
+    (same random draws: only its outline changes).
     """
     cfg = cfg or SceneConfig()
     if edit is not None and edit[1] is not None and edit[1] not in CLASS_NAMES:
         raise InputError("edit class must be one of the world's class names", repr(edit[1]), "e.g. 'blue star'")
+    if edit_rotation is not None and (edit is None or edit[1] is None):
+        raise InputError("edit_rotation needs an edit that replaces or restyles an object", f"edit={edit!r}",
+                         "pass edit=(index, new_class) or leave edit_rotation None")
     rng = np.random.default_rng(seed)
     h, w = cfg.size
     short = min(h, w)
@@ -347,6 +353,7 @@ def render_scene(seed: int, cfg: SceneConfig | None = None, edit: tuple[int, str
         if edited and not removed:
             name = edit[1]
             colour, shape = name.split(" ")
+            rot = rot if edit_rotation is None else float(edit_rotation)
             cov = _coverage(shape, cx, cy, r, rot, (h, w))
         placed += 1
         style = cfg.styles[int(rng.integers(len(cfg.styles)))]

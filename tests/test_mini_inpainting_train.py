@@ -329,3 +329,37 @@ def test_a_unet_trained_on_crops_edits_whole_scenes(clip_dir, tmp_path):
     res = Inpainter(pipe, InpaintingConfig(num_inference_steps=2, mask_blur=1.0, mask_dilation=1)).edit(
         scene.image, scene.instance_masks[0], "remove", seed=0)
     assert np.asarray(res.image).shape == (64, 64, 3)
+
+
+def test_upright_replacements_change_only_the_replace_targets_and_bad_values_are_refused():
+    from ovseg.errors import InputError
+    from ovseg.world import render_scene
+
+    cfg = TrainConfig(**{**TINY, "batch_size": 16, "cfg_dropout": 0.0})
+    assert cfg.replace_rotation == "source"  # the shipped recipes' (the world's exact edit)
+    up_cfg = dataclasses.replace(cfg, replace_rotation="upright")
+    a, up = edit_batch(cfg, 7, "empty background"), edit_batch(up_cfg, 7, "empty background")
+    assert a["edits"] == up["edits"] and a["prompts"] == up["prompts"] and torch.equal(a["mask"], up["mask"])
+    assert torch.equal(a["source"], up["source"])
+    n = 0
+    for k, (op, (seed, i, new)) in enumerate(zip(up["operations"], up["edits"])):
+        if op != "replace":
+            assert torch.equal(a["target"][k], up["target"][k])  # remove / style: the world's exact edit
+            continue
+        n += 1
+        want = render_scene(seed, up_cfg.scene_config(), edit=(i, new), edit_rotation=0.0).image  # (S, S, 3) uint8
+        m = up["mask"][k, 0].numpy() > 0.5
+        got = np.rint((up["target"][k].permute(1, 2, 0).numpy() + 1.0) * 127.5).astype(np.uint8)
+        np.testing.assert_array_equal(got[m], want[m])
+    assert n >= 3
+    with pytest.raises(InputError, match="replace_rotation must be one of"):
+        TrainConfig(replace_rotation="sideways")
+
+
+def test_extend_to_upright_replacements_is_a_recorded_phase_on_the_card(clip_dir, tmp_path):
+    t = _trainer(clip_dir, tmp_path)
+    t.train_step()
+    t.extend({"replace_rotation": "upright"})
+    assert t.cfg.replace_rotation == "upright" and t.phases[-1]["changes"] == {"replace_rotation": "upright"}
+    card = t.write_model_card(tmp_path / "card").read_text()
+    assert "From step 1, the new object of a replacement is drawn upright" in card

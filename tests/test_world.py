@@ -113,3 +113,24 @@ def test_edit_pairs_are_exact_ground_truth():
     assert (removed.label_map[src.instance_masks[1]] != CLASS_NAMES.index(obj.class_name) + 1).all()
     with pytest.raises(InputError, match="edit class must be one of"):
         render_scene(21, cfg, edit=(0, "pink circle"))
+
+
+def test_edit_rotation_redraws_only_the_replacing_object():
+    import cv2
+
+    cfg = SceneConfig(n_objects=(3, 3), max_occlusion=0.2)
+    src = render_scene(21, cfg)
+    same = render_scene(21, cfg, edit=(1, "green star"))
+    upright = render_scene(21, cfg, edit=(1, "green star"), edit_rotation=0.0)
+    assert src.objects[1].rotation != 0.0 and upright.objects[1].rotation == 0.0
+    assert upright.objects[1].centre == same.objects[1].centre and upright.objects[1].diameter == same.objects[1].diameter
+    assert not np.array_equal(upright.instance_masks[1], same.instance_masks[1])  # another outline
+    region = cv2.dilate((src.instance_masks[1] | same.instance_masks[1] | upright.instance_masks[1]).astype(np.uint8),
+                        np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.array_equal(upright.image[~region], same.image[~region])  # the same draws everywhere else
+    # rotation 0 of a star is the same outline whatever the source object's rotation
+    other = [s for s in range(22, 60) if len(render_scene(s, cfg).objects) > 1][0]
+    a, b = (render_scene(s, cfg, edit=(1, "green star"), edit_rotation=0.0).objects[1] for s in (21, other))
+    assert a.rotation == b.rotation == 0.0
+    with pytest.raises(InputError, match="edit_rotation needs an edit"):
+        render_scene(21, cfg, edit=(1, None), edit_rotation=0.0)
