@@ -571,9 +571,12 @@ class Trainer:
                 metrics = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
         n_params = {k: sum(t.numel() for t in p[k].parameters()) for k in ("vae", "unet", "text_encoder")}
         vae_done, unet_done = min(self.step, cfg.vae_steps), max(0, self.step - cfg.vae_steps)
-        box_step = next((ph["step"] for ph in self.phases if "box_mask_fraction" in ph["changes"]), None)
-        box_from = f"From step {box_step}, " if box_step is not None else ""
-        rot_step = next((ph["step"] for ph in self.phases if "replace_rotation" in ph["changes"]), None)
+
+        def changed_from(name: str) -> str:  # "From step N, " where a phase first changed field ``name``, else ""
+            step = next((ph["step"] for ph in self.phases if name in ph["changes"]), None)
+            return f"From step {step}, " if step is not None else ""
+
+        box_from, rot_from = changed_from("box_mask_fraction"), changed_from("replace_rotation")
 
         def phase_text(ph: dict[str, Any]) -> str:
             if "vae_from_sha256" in ph:
@@ -622,8 +625,8 @@ class Trainer:
             + (f"{box_from}{cfg.box_mask_fraction:.0%} of remove"
                + (" / replace" if cfg.replace_mask != "enclosing" else "") + " masks are the region's bounding box. "
                if cfg.box_mask_fraction > 0 else "")
-            + ((f"From step {rot_step}, the" if rot_step is not None else "The")
-               + " new object of a replacement is drawn upright (rotation 0; the old one's is hidden by the mask). "
+            + (f"{rot_from}{'the' if rot_from else 'The'} new object of a replacement is drawn upright (rotation 0; "
+               "the old one's is hidden by the mask). "
                if cfg.replace_rotation == "upright" else "")
             + (f"The UNet sees {cfg.unet_crop} px windows around the edited region (the whole region where it fits). "
                if cfg.unet_crop else "")
