@@ -9,6 +9,9 @@ through the soft mask the mini profile's editor would use and classified by the 
 * ``vae``: the same edit after an encode / decode round trip through the inpainting model's VAE, which a
   latent-diffusion inpainter cannot get past whatever its UNet learns.
 
+``--replace-rotation upright`` draws each replacement at rotation 0 (the mini trainer's target, see
+``TrainConfig.replace_rotation``) instead of at the old object's rotation.
+
 Defaults: the development edits (``--scene-offset 4000000``, never the reported set at 2000000), the shipped mini
 inpainting model (``--model`` takes another diffusers folder, e.g. a training run's export). Prints one JSON line.
 """
@@ -24,6 +27,8 @@ def main() -> int:
     p.add_argument("--edits", type=int, default=120, help="edits (operations cycle remove / replace / style)")
     p.add_argument("--scene-offset", type=int, default=4_000_000, help="4000000: development set; 2000000: reported")
     p.add_argument("--model", default=None, help="diffusers inpainting folder (default: the mini profile's)")
+    p.add_argument("--replace-rotation", choices=("source", "upright"), default="source",
+                   help="new object of a replacement: at the old object's rotation (the world's exact edit) or upright")
     args = p.parse_args()
 
     import torch
@@ -39,7 +44,8 @@ def main() -> int:
         vae = load_inpaint_pipeline(args.model).vae.float()
     else:
         vae = pipe.inpainter.pipe.vae.float()
-    res = edit_ceiling(pipe, build_edit_set(args.edits, scene_offset=args.scene_offset), vae=vae)
+    res = edit_ceiling(pipe, build_edit_set(args.edits, scene_offset=args.scene_offset), vae=vae,
+                       replace_rotation=args.replace_rotation)
     print(json.dumps({"model": args.model or "mini-inpainting", "scene_offset": args.scene_offset, **res}))
     return 0
 

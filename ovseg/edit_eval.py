@@ -102,29 +102,36 @@ def _edit_scene_config() -> Any:
     return SceneConfig(split="all", n_objects=(1, 3))
 
 
-def exact_edit(case: EditCase) -> np.ndarray:
+def exact_edit(case: EditCase, replace_rotation: str = "source") -> np.ndarray:
     """(H, W, 3) uint8: the mini world's exact result of ``case`` (the scene re-rendered with the object removed,
     or replaced by / restyled to ``case.target`` at the same place, size and rotation; every other object and
-    the background drawn as before). Needs a case from :func:`build_edit_set` (``object_index`` set)."""
+    the background drawn as before). ``replace_rotation="upright"`` draws a replacement at rotation 0 instead
+    (the mini inpainting trainer's target, ``TrainConfig.replace_rotation``). Needs a case from
+    :func:`build_edit_set` (``object_index`` set)."""
     from .errors import InputError
     from .world import render_scene
 
     if case.object_index is None:
         raise InputError("exact_edit needs a mini-world edit case (object_index set)", f"seed {case.seed}",
                          "build the cases with ovseg.edit_eval.build_edit_set")
+    if replace_rotation not in ("source", "upright"):
+        raise InputError("replace_rotation must be 'source' or 'upright'", repr(replace_rotation),
+                         "pass one of source, upright")
     new = None if case.operation == "remove" else case.target
-    return render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, new)).image
+    upright = case.operation == "replace" and replace_rotation == "upright"
+    return render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, new),
+                        edit_rotation=0.0 if upright else None).image
 
 
 def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase],
-                 vae: Any = None) -> dict[str, Any]:
+                 vae: Any = None, replace_rotation: str = "source") -> dict[str, Any]:
     """Success rates a perfect editor would reach: each case's :func:`exact_edit` composited through the soft
     mask the pipeline's inpainter would use (same region, dilation and blur), then classified as in
     :func:`evaluate_edits`. With ``vae`` (a diffusers ``AutoencoderKL``), also the exact edit after a VAE round
     trip (encode, posterior mode, decode, at the image's size; then the editor's
     ``residual_correction_sigma`` correction, as in ``Inpainter.edit``) composited the same way: the ceiling of a
     latent-diffusion inpainter with that VAE. Returns ``{"exact": rates, "vae": rates or None, "n_edits"}``,
-    rates keyed like :func:`evaluate_edits`' summary."""
+    rates keyed like :func:`evaluate_edits`' summary. ``replace_rotation``: see :func:`exact_edit`."""
     import torch
 
     from .inpaint import prepare_mask, residual_correction
@@ -134,7 +141,7 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
     rows: dict[str, list[tuple[str, bool, bool]]] = {"exact": [], "vae": []}  # (operation, novel_prompt, success)
     for case in cases:
         # 1. the exact edit and the soft mask the editor would composite through (1.0 = repainted)
-        target = exact_edit(case)
+        target = exact_edit(case, replace_rotation)
         m = prepare_mask(pipe.inpainter._region(case.mask, case.operation), cfg.mask_dilation, cfg.mask_blur)[:, :, None]
         versions = {"exact": target}
         if vae is not None:  # 2. VAE round trip: (1, 3, H, W) in [-1, 1] -> latents -> (1, 3, H, W)
@@ -150,7 +157,8 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
             out = np.clip(np.rint(case.image * (1.0 - m) + img * m), 0, 255).astype(np.uint8)
             found = classify_region(pipe, out, case.mask, CLASS_NAMES)
             rows[name].append((case.operation, case.novel_prompt, found == case.target))
-    return {"n_edits": len(cases), "replace_region": cfg.replace_region, "exact": _success_rates(rows["exact"]),
+    return {"n_edits": len(cases), "replace_region": cfg.replace_region, "replace_rotation": replace_rotation,
+            "exact": _success_rates(rows["exact"]),
             "vae": _success_rates(rows["vae"]) if vae is not None else None}
 
 

@@ -110,6 +110,26 @@ def test_exact_edit_changes_only_the_object_and_needs_a_world_case():
         exact_edit(EditCase(c.seed, c.image, c.mask, c.operation, c.object_class, c.edit_prompt, c.target, False))
 
 
+def test_upright_exact_edits_turn_only_the_replacements_upright():
+    from ovseg.edit_eval import _edit_scene_config, exact_edit
+    from ovseg.errors import InputError
+    from ovseg.world import render_scene
+
+    n = 0
+    for case in build_edit_set(18):  # 6 replacements: a star, a cross and a triangle among them
+        up = exact_edit(case, "upright")
+        if case.operation != "replace":
+            np.testing.assert_array_equal(up, exact_edit(case))  # remove / style: the world's exact edit
+            continue
+        want = render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, case.target), edit_rotation=0.0)
+        want = want.image
+        np.testing.assert_array_equal(up, want)
+        n += (up != exact_edit(case)).any()  # a rotated triangle / star / ... differs from its upright drawing
+    assert n >= 2
+    with pytest.raises(InputError, match="replace_rotation must be"):
+        exact_edit(build_edit_set(1)[0], "sideways")
+
+
 class _IdentityVAE:
     """Stand-in ``AutoencoderKL`` whose latents are the image itself: a round trip changes nothing."""
 
