@@ -10,7 +10,7 @@ from ovseg.train.mini_inpainting import TrainConfig, Trainer, edit_batch
 from ovseg.world import NOVEL_CLASSES
 
 TINY = dict(image_size=64, vae_channels=[8, 16], unet_channels=[16, 32], attention_head_dim=4, norm_groups=4,
-            batch_size=2, vae_steps=1, unet_steps=3)
+            batch_size=2, vae_steps=1, unet_steps=3, unet_crop=0)  # whole 64 px scenes (crops: tested below)
 
 
 @pytest.fixture(scope="module")
@@ -292,10 +292,24 @@ def test_states_saved_before_the_sixth_recipe_build_their_unet_without_the_text_
 
     from ovseg.train.mini_inpainting import saved_config
 
-    new = ("text_time_embedding", "text_time_embedding_heads", "resnet_time_scale_shift")
+    new = ("text_time_embedding", "text_time_embedding_heads", "resnet_time_scale_shift", "unet_crop",
+           "replace_rotation")
     old = saved_config({"cfg": {k: v for k, v in asdict(TrainConfig()).items() if k not in new}})
     assert not old.text_time_embedding and old.resnet_time_scale_shift == "default"
-    assert old == TrainConfig()  # the defaults are the fourth recipe's (the shipped model's)
+    assert old.unet_crop == 0 and old.replace_rotation == "source"  # whole scenes, the old object's rotation
+    # the defaults are the eighth recipe's (the shipped model's): the fourth recipe's plus these fields
+    assert old == dataclasses.replace(TrainConfig(), text_time_embedding=False, resnet_time_scale_shift="default",
+                                      unet_crop=0, replace_rotation="source")
+    assert (TrainConfig().unet_crop, TrainConfig().replace_rotation, TrainConfig().unet_steps) == (80, "upright", 20000)
+
+
+@pytest.mark.parametrize("crop", [100, 72, 256])
+def test_crops_that_do_not_fit_the_scene_or_the_latent_grid_are_refused(crop):
+    from ovseg.errors import InputError
+
+    with pytest.raises(InputError, match="unet_crop must be 0 .* multiple of 16 up to image_size 128"):
+        TrainConfig(unet_crop=crop)  # 100, 72: not whole latents at every UNet level; 256: larger than the scene
+    assert TrainConfig(unet_crop=0).unet_crop == 0 and TrainConfig(unet_crop=128).unet_crop == 128
 
 
 def test_cropped_batches_are_windows_of_the_same_examples_holding_the_whole_region():
@@ -335,9 +349,9 @@ def test_upright_replacements_change_only_the_replace_targets_and_bad_values_are
     from ovseg.errors import InputError
     from ovseg.world import render_scene
 
-    cfg = TrainConfig(**{**TINY, "batch_size": 16, "cfg_dropout": 0.0})
-    assert cfg.replace_rotation == "source"  # the shipped recipes' (the world's exact edit)
-    up_cfg = dataclasses.replace(cfg, replace_rotation="upright")
+    up_cfg = TrainConfig(**{**TINY, "batch_size": 16, "cfg_dropout": 0.0})
+    assert up_cfg.replace_rotation == "upright"  # the eighth recipe's (the shipped model's)
+    cfg = dataclasses.replace(up_cfg, replace_rotation="source")  # the earlier recipes' (the world's exact edit)
     a, up = edit_batch(cfg, 7, "empty background"), edit_batch(up_cfg, 7, "empty background")
     assert a["edits"] == up["edits"] and a["prompts"] == up["prompts"] and torch.equal(a["mask"], up["mask"])
     assert torch.equal(a["source"], up["source"])
@@ -357,7 +371,7 @@ def test_upright_replacements_change_only_the_replace_targets_and_bad_values_are
 
 
 def test_extend_to_upright_replacements_is_a_recorded_phase_on_the_card(clip_dir, tmp_path):
-    t = _trainer(clip_dir, tmp_path)
+    t = Trainer(TrainConfig(**TINY, replace_rotation="source"), clip_dir=clip_dir, tokenizer_dir=tmp_path / "tok")
     t.train_step()
     t.extend({"replace_rotation": "upright"})
     assert t.cfg.replace_rotation == "upright" and t.phases[-1]["changes"] == {"replace_rotation": "upright"}
