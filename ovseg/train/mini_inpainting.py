@@ -152,8 +152,10 @@ class TrainConfig:
     # 104.5 min) extended by 8000 upright steps (136.6 min in all: over the 2 h budget, not shippable) replaced
     # base classes in 81% of 480 held-out edits (triangles 5 / 10, stars 6 / 11; the seventh run alone: 58% of
     # 40 development edits, triangles 0 / 5), novel 60%, remove 86%, style 92%. The eighth recipe (the shipped
-    # model's: upright from the first UNet step, otherwise the seventh; 108.4 min) on the same 480 held-out edits:
-    # base 84% (triangles 6 / 10, stars 6 / 11), novel 51%, remove 82.5%, style 91%.
+    # model's: upright from the first UNet step, otherwise the seventh; 108.4 min) on the same 480 held-out edits,
+    # at guidance 7.5: base 84% (triangles 6 / 10, stars 6 / 11), novel 51%, remove 82.5%, style 91%; at the mini
+    # profile's guidance 3.0 (MINI_INPAINTING_SETTINGS): base 85% (triangles 8 / 10, stars 5 / 11), novel 45%,
+    # remove 84%, style 92.5%.
     replace_rotation: str = "upright"
 
     def __post_init__(self) -> None:
