@@ -109,18 +109,14 @@ def exact_edit(case: EditCase, replace_rotation: str = "source") -> np.ndarray:
     (the mini inpainting trainer's target, ``TrainConfig.replace_rotation``). Needs a case from
     :func:`build_edit_set` (``object_index`` set)."""
     from .errors import InputError
-    from .world import render_scene
+    from .world import render_scene, replacement_rotation
 
     if case.object_index is None:
         raise InputError("exact_edit needs a mini-world edit case (object_index set)", f"seed {case.seed}",
                          "build the cases with ovseg.edit_eval.build_edit_set")
-    if replace_rotation not in ("source", "upright"):
-        raise InputError("replace_rotation must be 'source' or 'upright'", repr(replace_rotation),
-                         "pass one of source, upright")
+    rotation = replacement_rotation(case.operation, replace_rotation)  # None: the replaced object's
     new = None if case.operation == "remove" else case.target
-    upright = case.operation == "replace" and replace_rotation == "upright"
-    return render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, new),
-                        edit_rotation=0.0 if upright else None).image
+    return render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, new), edit_rotation=rotation).image
 
 
 def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase],

@@ -30,7 +30,7 @@ from .errors import InputError
 
 __all__ = ["COLOURS", "SHAPES", "CLASS_NAMES", "NOVEL_CLASSES", "BASE_CLASSES", "STYLES", "BACKGROUNDS",
            "SceneConfig", "SceneObject", "Scene", "render_scene", "referring_prompts", "write_dataset",
-           "load_dataset_index", "EVAL_SEED_OFFSET"]
+           "load_dataset_index", "EVAL_SEED_OFFSET", "REPLACE_ROTATIONS", "replacement_rotation"]
 
 #: Canonical sRGB of each colour word.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -277,6 +277,19 @@ def _pick_classes(rng: np.random.Generator, n: int, cfg: SceneConfig) -> list[st
 def _object_colour(rng: np.random.Generator, colour: str, cfg: SceneConfig) -> np.ndarray:
     base = np.array(COLOURS[colour], np.float32)
     return np.clip(base + rng.normal(0, cfg.colour_jitter, 3), 0, 255)
+
+
+#: Rotation of the new object of a replacement: "source" (the replaced object's: the exact edit) or "upright" (0).
+REPLACE_ROTATIONS = ("source", "upright")
+
+
+def replacement_rotation(operation: str, replace_rotation: str) -> float | None:
+    """The ``edit_rotation`` of :func:`render_scene` for an edit of ``operation`` ("remove" / "replace" / "style"):
+    0.0 for a replacement when ``replace_rotation`` is "upright", else None (the replaced object's rotation)."""
+    if replace_rotation not in REPLACE_ROTATIONS:
+        raise InputError(f"replace_rotation must be one of {REPLACE_ROTATIONS}", repr(replace_rotation),
+                         f"pass one of {', '.join(REPLACE_ROTATIONS)}")
+    return 0.0 if operation == "replace" and replace_rotation == "upright" else None
 
 
 def render_scene(seed: int, cfg: SceneConfig | None = None, edit: tuple[int, str | None] | None = None,

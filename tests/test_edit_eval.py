@@ -122,8 +122,7 @@ def test_upright_exact_edits_turn_only_the_replacements_upright():
             np.testing.assert_array_equal(up, exact_edit(case))  # remove / style: the world's exact edit
             continue
         want = render_scene(case.seed, _edit_scene_config(), edit=(case.object_index, case.target), edit_rotation=0.0)
-        want = want.image
-        np.testing.assert_array_equal(up, want)
+        np.testing.assert_array_equal(up, want.image)
         n += (up != exact_edit(case)).any()  # a rotated triangle / star / ... differs from its upright drawing
     assert n >= 2
     with pytest.raises(InputError, match="replace_rotation must be"):

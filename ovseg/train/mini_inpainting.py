@@ -35,7 +35,7 @@ import numpy as np
 from ..config import InpaintingConfig
 from ..errors import InputError
 from ..paths import DATA_DIR
-from ..world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, SceneConfig, render_scene
+from ..world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, REPLACE_ROTATIONS, SceneConfig, render_scene, replacement_rotation
 
 EXPORT_DIR = DATA_DIR / "models" / "mini-inpainting"
 MINI_CLIP_DIR = DATA_DIR / "models" / "mini-clip"
@@ -166,7 +166,7 @@ class TrainConfig:
                              f"image_size {self.image_size}", self.unet_crop,
                              f"pass 0 or e.g. {min(self.image_size, 80) // factor * factor}")
         for name, allowed in (("replace_mask", ("source", "union", "enclosing")),
-                              ("replace_rotation", ("source", "upright")),
+                              ("replace_rotation", REPLACE_ROTATIONS),
                               ("resnet_time_scale_shift", ("default", "scale_shift"))):
             if getattr(self, name) not in allowed:
                 raise InputError(f"TrainConfig.{name} must be one of {allowed}", repr(getattr(self, name)),
@@ -281,8 +281,7 @@ def edit_batch(cfg: TrainConfig, step: int, remove_prompt: str) -> dict[str, Any
             colours = [c for c in COLOURS if c != obj.colour and f"{c} {obj.shape}" in BASE_CLASSES]
             new = f"{colours[int(rng.integers(len(colours)))]} {obj.shape}"
             prompt = new
-        upright = op == "replace" and cfg.replace_rotation == "upright"
-        target = render_scene(seed, scfg, edit=(i, new), edit_rotation=0.0 if upright else None)
+        target = render_scene(seed, scfg, edit=(i, new), edit_rotation=replacement_rotation(op, cfg.replace_rotation))
         region = scene.instance_masks[i].copy()
         enclosing = op == "replace" and cfg.replace_mask == "enclosing"
         if enclosing:  # (S, S) bool: as the editor's replace_region "enclosing", then dilated like every mask
