@@ -24,7 +24,8 @@ from .errors import WeightsError
 from .paths import REPO_ROOT
 
 __all__ = ["WeightEntry", "ResolvedWeights", "REGISTRY", "list_models", "get_entry", "default_model",
-           "resolve", "verify", "download", "sha256_file", "pinned_sha256", "pin"]
+           "resolve", "verify", "download", "download_plan", "present_size", "sha256_file", "pinned_sha256", "pin",
+           "model_record"]
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -45,6 +46,7 @@ class WeightEntry:
     preprocess: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std, quick_gelu, ...
     description: str = ""
     note: str = ""  # availability caveats (withdrawn upstream, mirrors, ...)
+    download_size: int | None = None  # bytes fetched by `ovseg weights download` when known; None = unknown
 
     @property
     def fetch_command(self) -> str:
@@ -139,10 +141,21 @@ class ResolvedWeights:
     entry: WeightEntry | None = None
 
 
+def _offline_var() -> str | None:
+    """The offline variable that is set now (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE), or None."""
+    return next((k for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+                 if os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}), None)
+
+
 def offline() -> bool:
     """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set now (huggingface_hub reads it only at import)."""
-    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"}
-               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return _offline_var() is not None
+
+
+def _online_fix(command: str) -> str:
+    """The fix for a download refused because an offline variable is set: the command with it unset."""
+    var = _offline_var() or "HF_HUB_OFFLINE"
+    return f"{var} is set, so nothing is downloaded: run `{var}=0 {command}` (or `unset {var}` first)"
 
 
 def _from_hf_cache(repo: str, filename: str) -> Path | None:
@@ -206,14 +219,17 @@ def resolve(spec: str, stage: str, allow_download: bool = False, check: bool = T
                 _check_pinned(entry, hit.parent)
             base = hit.parent if stage == "inpainting" else hit
             return ResolvedWeights(spec, base, "HF cache", entry)
-    looked.append(f"HF cache {_hf_cache_dir()} for {repo}/{'|'.join(files) or '*'}")
+    looked.append(f"the HF cache {_hf_cache_dir()} for {repo}/{'|'.join(files) or '*'}")
     # 4. Download, when allowed.
     if allow_download and not offline():
         return ResolvedWeights(spec, download_files(repo, files, stage), "downloaded", entry)
-    fetch = entry.fetch_command if entry is not None else f"hf download {repo}"
     note = f" ({entry.note})" if entry is not None and entry.note else ""
-    raise WeightsError(f"weights for {stage} model '{spec}' are missing{note}", "looked in " + "; ".join(looked),
-                       f"run `{fetch}`" + (" with HF_HUB_OFFLINE unset" if offline() else ""))
+    if offline():
+        fix = _online_fix(f"ovseg weights download {entry.profile} --only {entry.name}" if entry is not None
+                          else f"hf download {repo}")
+    else:
+        fix = f"run `{entry.fetch_command if entry is not None else f'hf download {repo}'}`"
+    raise WeightsError(f"weights for {stage} model '{spec}' are missing{note}", "nothing in " + "; ".join(looked), fix)
 
 
 def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
@@ -322,13 +338,69 @@ def verify(name: str) -> list[tuple[str, str]]:
     return rows
 
 
-def download(profile: str, only: str | None = None) -> list[ResolvedWeights]:
-    """Fetch every default model of ``profile`` (or just ``only``) into the HF cache."""
+def present_size(name: str) -> int | None:
+    """Bytes of an entry's files as found now (a diffusers folder: every file in it), or None when missing."""
+    entry = REGISTRY[name]
+    try:
+        found = resolve(name, entry.stage, check=False)
+    except WeightsError:
+        return None
+    path = found.path
+    if path.is_file():
+        return path.stat().st_size
+    if entry.stage == "inpainting":  # a diffusers folder: all its component files (HF cache: symlinks to blobs)
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum((path / f).stat().st_size for f in entry.files if (path / f).is_file())
+
+
+def download_plan(profile: str, only: str | None = None) -> list[tuple[WeightEntry, ResolvedWeights | None]]:
+    """What :func:`download` would do: each entry with where it is found now, or None when it will be fetched.
+
+    Raises:
+        WeightsError: ``only`` is not a registry name.
+    """
     names = [only] if only else [default_model(profile, s) for s in ("sam2", "clip", "inpainting")]
-    out = []
+    plan = []
     for n in names:
         entry = REGISTRY.get(n)
         if entry is None:
             raise WeightsError("model must be a registry name", repr(n), "see `ovseg weights list`")
-        out.append(resolve(n, entry.stage, allow_download=True))
-    return out
+        try:
+            found: ResolvedWeights | None = resolve(n, entry.stage, check=False)
+        except WeightsError:
+            found = None
+        plan.append((entry, found))
+    return plan
+
+
+def download(profile: str, only: str | None = None) -> list[ResolvedWeights]:
+    """Fetch every default model of ``profile`` (or just ``only``) into the HF cache.
+
+    Raises:
+        WeightsError: a model is missing and ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set (before
+            anything is fetched; the fix names the command with the variable unset), or a download fails.
+    """
+    plan = download_plan(profile, only)
+    to_fetch = [e.name for e, found in plan if found is None and e.hf_repo]
+    if to_fetch and offline():
+        command = f"ovseg weights download {profile}" + (f" --only {only}" if only else "")
+        raise WeightsError("ovseg weights download needs the network", f"{_offline_var()}=1 (missing: "
+                           f"{', '.join(to_fetch)})", _online_fix(command))
+    return [resolve(e.name, e.stage, allow_download=True) for e, _ in plan]
+
+
+def model_record(name: str, stage: str) -> dict[str, Any]:
+    """Provenance of the model a stage ran: ``{"name", "stage", "sha256"}``.
+
+    ``name`` is the registry entry (or the local path / repo id the config gave); ``sha256`` maps each of its
+    files to the digest the registry pins for it (an embedded model's ``SHA256SUMS``, a local folder's own
+    ``SHA256SUMS`` when it has one), or is None when nothing is pinned. Nothing is hashed here.
+    """
+    entry = REGISTRY.get(name)
+    sums: dict[str, str] = pinned_sha256(entry) if entry is not None else {}
+    if entry is None:  # a local folder (e.g. a training run's export) may carry its own SHA256SUMS
+        local = Path(name).expanduser() / "SHA256SUMS"
+        if local.is_file():
+            pairs = (line.split(maxsplit=1) for line in local.read_text().splitlines() if line.strip())
+            sums = {f.strip(): digest for digest, f in pairs}
+    return {"name": name, "stage": stage, "sha256": sums or None}

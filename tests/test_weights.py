@@ -83,9 +83,57 @@ def test_verify_checksums(hf_cache, monkeypatch):
 
 
 def test_download_refused_offline(hf_cache, monkeypatch):
+    """Offline, download refuses before fetching anything and names the command with the variable unset."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(WeightsError, match="with HF_HUB_OFFLINE unset"):
+    with pytest.raises(WeightsError) as err:
         W.download("full", only="sam2.1-hiera-tiny")
+    msg = str(err.value)
+    assert "needs the network" in msg and "missing: sam2.1-hiera-tiny" in msg
+    assert "`HF_HUB_OFFLINE=0 ovseg weights download full --only sam2.1-hiera-tiny`" in msg
+    assert "unset HF_HUB_OFFLINE" in msg
+    # a model already in the cache needs no network: offline download just finds it
+    hit = _cache_file(hf_cache, "facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt")
+    assert [r.path for r in W.download("full", only="sam2.1-hiera-tiny")] == [hit]
+
+
+def test_missing_weights_error_reads_well(hf_cache, monkeypatch):
+    """'got nothing in the HF cache ...' (not 'got looked in'); offline, the fix sets HF_HUB_OFFLINE=0."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    with pytest.raises(WeightsError) as err:
+        W.resolve("sam2.1-hiera-tiny", "sam2")
+    msg = str(err.value)
+    assert f"; got nothing in the HF cache {hf_cache} for facebook/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt;" in msg
+    assert "got looked" not in msg and "fix: run `ovseg weights download full --only sam2.1-hiera-tiny" in msg
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError, match=r"run `HF_HUB_OFFLINE=0 ovseg weights download full --only sam2\.1-hiera-tiny`"):
+        W.resolve("sam2.1-hiera-tiny", "sam2")
+
+
+def test_download_plan_and_present_size(hf_cache, monkeypatch):
+    plan = W.download_plan("full")
+    assert [e.name for e, _ in plan] == ["sam2.1-hiera-large", "ViT-L-14-336", "sd2-inpainting"]
+    assert all(found is None for _, found in plan)
+    hit = _cache_file(hf_cache, "facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt", b"x" * 1234)
+    (entry, found), *_ = W.download_plan("full")
+    assert found is not None and found.path == hit and found.origin == "HF cache"
+    assert W.present_size("sam2.1-hiera-large") == 1234
+    assert W.present_size("sam2.1-hiera-tiny") is None  # missing
+    mini = W.REGISTRY["mini-sam2"]
+    assert W.present_size("mini-sam2") == sum((W.REPO_ROOT / mini.local_dir / f).stat().st_size for f in mini.files)
+    with pytest.raises(WeightsError, match="model must be a registry name"):
+        W.download_plan("full", only="nope")
+
+
+def test_model_record_names_the_pinned_checksums(tmp_path):
+    rec = W.model_record("mini-sam2", "sam2")
+    sums = (W.REPO_ROOT / "data/models/mini-sam2/SHA256SUMS").read_text().split()
+    assert rec["name"] == "mini-sam2" and rec["sha256"] == {sums[1]: sums[0], sums[3]: sums[2]}
+    assert W.model_record("sam2.1-hiera-large", "sam2") == {"name": "sam2.1-hiera-large", "stage": "sam2", "sha256": None}
+    export = tmp_path / "run-export"  # a training run's export carries its own SHA256SUMS
+    export.mkdir()
+    (export / "SHA256SUMS").write_text("ab" * 32 + "  unet/diffusion_pytorch_model.safetensors\n")
+    assert W.model_record(str(export), "inpainting")["sha256"] == {"unet/diffusion_pytorch_model.safetensors": "ab" * 32}
 
 
 def test_loading_checks_pinned_checksums(hf_cache, monkeypatch):
