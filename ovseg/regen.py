@@ -24,18 +24,22 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError, OvsegError
 from .paths import FIGURES_DIR, REPO_ROOT
 
-__all__ = ["NOTEBOOKS_DIR", "TOLERANCE", "list_notebooks", "figure_parameters", "run_notebooks", "regenerate",
+__all__ = ["NOTEBOOKS_DIR", "TOLERANCE", "RunSpec", "run_spec", "list_notebooks", "figure_parameters", "run_notebooks",
+           "regenerate",
            "check_manifest", "compare_outputs", "clean_notebook", "is_clean", "CHECK_MARK"]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -66,56 +70,183 @@ def list_notebooks(names: Sequence[str] | None = None) -> list[Path]:
     return out
 
 
-def figure_parameters(notebook: Path) -> dict[str, Any]:
-    """The papermill parameters ``figures/`` is made with (``notebooks/figures.yaml``), without ``out_dir``."""
+@dataclass(frozen=True)
+class RunSpec:
+    """How ``run`` executes one notebook (``notebooks/figures.yaml``: ``defaults`` and one entry per notebook)."""
+
+    parameters: dict[str, Any] = field(default_factory=dict)  # papermill parameters on top of out_dir
+    timeout: float = 1800.0  # seconds one cell may run; past it the run stops naming the cell
+    stall: float = 120.0  # seconds the kernel may sit idle (no output, no CPU) while a cell is pending -> retry once
+
+
+_SPEC_KEYS = {"parameters", "timeout", "stall"}
+
+
+def _spec_table() -> dict[str, Any]:
     import yaml
 
-    spec = NOTEBOOKS_DIR / "figures.yaml"
-    table = yaml.safe_load(spec.read_text()) if spec.exists() else {}
-    return dict((table or {}).get(notebook.stem) or {})
+    path = NOTEBOOKS_DIR / "figures.yaml"
+    table = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    unknown = set(table) - {"defaults", "notebooks"}
+    if unknown:
+        raise InputError("notebooks/figures.yaml has two sections, defaults and notebooks", sorted(unknown),
+                         "move per-notebook entries under notebooks:")
+    return table
+
+
+def _check_spec(where: str, entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict) or set(entry) - _SPEC_KEYS:
+        raise InputError(f"an entry of notebooks/figures.yaml may only set {sorted(_SPEC_KEYS)}", f"{where}: {entry!r}",
+                         "put papermill parameters under parameters:")
+    for key in ("timeout", "stall"):
+        if key in entry and not (isinstance(entry[key], (int, float)) and entry[key] > 0):
+            raise InputError(f"{key} in notebooks/figures.yaml must be a positive number of seconds",
+                             f"{where}.{key}: {entry[key]!r}", f"e.g. {key}: 600")
+    return entry
+
+
+def run_spec(notebook: Path) -> RunSpec:
+    """The :class:`RunSpec` of a notebook: ``figures.yaml``'s ``defaults`` overridden by its own entry."""
+    table = _spec_table()
+    defaults = _check_spec("defaults", table.get("defaults") or {})
+    own = _check_spec(notebook.stem, (table.get("notebooks") or {}).get(notebook.stem) or {})
+    merged = {**defaults, **own, "parameters": {**(defaults.get("parameters") or {}), **(own.get("parameters") or {})}}
+    return RunSpec(**merged)
+
+
+def figure_parameters(notebook: Path) -> dict[str, Any]:
+    """The papermill parameters ``figures/`` is made with (``notebooks/figures.yaml``), without ``out_dir``."""
+    return dict(run_spec(notebook).parameters)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def run_notebooks(notebooks: Sequence[Path], out_dir: Path, build_dir: Path = BUILD_DIR,
-                  parameters: dict[str, dict[str, Any]] | None = None, log: Any = print) -> dict[str, float]:
+                  parameters: dict[str, dict[str, Any]] | None = None, log: Any = print,
+                  specs: dict[str, RunSpec] | None = None) -> dict[str, float]:
     """Execute ``notebooks`` with papermill (fresh ``python3`` kernel each) writing outputs into ``out_dir``.
 
-    Returns seconds per notebook. Raises :class:`OvsegError` naming the notebook and its executed copy
-    when one fails.
+    Each cell runs under the notebook's timeout; a stall (kernel idle while the client waits, see
+    :mod:`ovseg.nbrun`) is retried once in a fresh kernel. ``log`` receives one line per cell
+    (``cell i/N (title)`` and the elapsed time) and a table of notebook times at the end.
+
+    Returns seconds per notebook (by stem). Raises :class:`OvsegError` naming the notebook, the cell and
+    what to do when one fails, times out or stalls twice.
     """
-    import papermill as pm
+    from .nbrun import NotebookFailed, NotebookStall, NotebookTimeout, execute_notebook
 
     build_dir.mkdir(parents=True, exist_ok=True)
-    times = {}
+    times: dict[str, float] = {}
+    rows: list[tuple[str, int, float, str]] = []
     for nb in notebooks:
-        params = {**figure_parameters(nb), **((parameters or {}).get(nb.stem) or {}), "out_dir": str(out_dir)}
+        spec = (specs or {}).get(nb.stem) or run_spec(nb)
+        params = {**spec.parameters, **((parameters or {}).get(nb.stem) or {}), "out_dir": str(out_dir)}
         dest = build_dir / nb.name
-        log(f"[regen] {nb.name} {json.dumps({k: v for k, v in params.items() if k != 'out_dir'})}")
+        shown = {k: v for k, v in params.items() if k != "out_dir"}
+        log(f"[regen] {nb.stem} {json.dumps(shown) if shown else ''}".rstrip())
         t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(str(nb), str(dest), parameters=params, kernel_name="python3", cwd=str(NOTEBOOKS_DIR),
-                                progress_bar=False, log_output=False)
-        except pm.PapermillExecutionError as exc:
-            raise OvsegError(f"every notebook must execute: {nb.name} failed in cell {exc.exec_count}",
-                             f"{exc.ename}: {exc.evalue}", f"open the executed copy {dest} to see the traceback") from None
+        n_cells = 0
+        for attempt in (1, 2):
+            def progress(i: int, n: int, title: str, _nb: str = nb.stem, _t0: float = t0) -> None:
+                nonlocal n_cells
+                n_cells = n
+                log(f"[regen]   {_nb} cell {i}/{n} ({title}) {_clock(time.perf_counter() - _t0)}")
+
+            try:
+                execute_notebook(nb, dest, params, NOTEBOOKS_DIR, spec.timeout, spec.stall, progress=progress)
+                break
+            except NotebookStall as stall:
+                if attempt == 1:
+                    log(f"[regen]   {nb.stem} stalled: {stall}; retrying once in a fresh kernel")
+                    continue
+                raise OvsegError(f"every notebook must run to its end: {nb.name} stalled twice", str(stall),
+                                 f"rerun `nox -s figures -- {nb.stem}`; if it stalls again, raise stall for {nb.stem} "
+                                 f"in notebooks/figures.yaml or report it with {dest}") from None
+            except NotebookTimeout as err:
+                raise OvsegError(f"every cell must finish within its timeout ({spec.timeout:.0f} s for {nb.stem})",
+                                 str(err), f"raise timeout for {nb.stem} in notebooks/figures.yaml if the machine is "
+                                 f"just slow; the executed copy is {dest}") from None
+            except NotebookFailed as err:
+                raise OvsegError(f"every notebook must execute: {nb.name} failed", str(err),
+                                 f"open the executed copy {dest} to see the traceback") from None
         times[nb.stem] = round(time.perf_counter() - t0, 1)
-        log(f"[regen]   {times[nb.stem]:.1f} s")
+        rows.append((nb.stem, n_cells, times[nb.stem], "retried after a stall" if attempt == 2 else ""))
+        log(f"[regen]   {nb.stem} done in {_clock(times[nb.stem])}")
+    if rows:
+        width = max(len(r[0]) for r in rows)
+        log(f"[regen] {'notebook':{width}}  cells      time")
+        for stem, n, secs, note in rows:
+            log(f"[regen] {stem:{width}}  {n:5d}  {_clock(secs):>8}  {note}".rstrip())
+        log(f"[regen] {'total':{width}}         {_clock(sum(r[2] for r in rows)):>8}")
     return times
+
+
+#: Staging folders of ``run`` are ``<figures parent>/.figures-*``; each holds its owner's pid here.
+_OWNER = ".owner-pid"
+
+
+def _remove_stale_stages(parent: Path) -> list[Path]:
+    """Delete ``.figures-*`` staging folders left by runs that were killed (their owner process is gone)."""
+    import psutil
+
+    removed = []
+    for stage in parent.glob(".figures-*"):
+        if not stage.is_dir() or stage.is_symlink():
+            continue
+        try:
+            pid = int((stage / _OWNER).read_text())
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and pid != os.getpid() and psutil.pid_exists(pid):
+            continue  # another run is using it
+        shutil.rmtree(stage, ignore_errors=True)
+        removed.append(stage)
+    return removed
+
+
+def _keep_unchanged_records(stage: Path, reference: Path) -> None:
+    """Give every staged output that is byte-identical to the reference's, made by the same notebook, cell,
+    parameters and profile, the reference's manifest record (its git revision and versions), so that a run
+    that reproduces the committed outputs leaves MANIFEST.json unchanged."""
+    from .io import write_json_atomic
+
+    old, new = _manifest(reference), _manifest(stage)
+    same = ("sha256", "notebook", "cell", "parameters", "profile")
+    changed = False
+    for rel, rec in new.items():
+        prev = old.get(rel)
+        if prev is not None and prev != rec and all(prev.get(k) == rec.get(k) for k in same):
+            new[rel] = prev
+            changed = True
+    if changed:
+        write_json_atomic(stage / "MANIFEST.json", {"files": dict(sorted(new.items()))})
 
 
 def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_DIR, log: Any = print) -> dict[str, float]:
     """Run the notebooks into a staging folder, then replace ``figures_dir`` with it (all or nothing).
 
     With ``names`` only those notebooks run, and only their files (by manifest record) are replaced.
+    Outputs identical to the current ones keep their manifest records. Staging folders of killed runs are
+    removed first.
     """
     notebooks = list_notebooks(names)
+    specs = {nb.stem: run_spec(nb) for nb in notebooks}  # a bad figures.yaml fails before anything runs
     figures_dir = Path(figures_dir)
     figures_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _remove_stale_stages(figures_dir.parent):
+        log(f"[regen] removed {stale.name}, left by an interrupted run")
     stage = Path(tempfile.mkdtemp(prefix=".figures-", dir=figures_dir.parent))
     try:
+        (stage / _OWNER).write_text(str(os.getpid()))
         t0 = time.perf_counter()
-        times = run_notebooks(notebooks, stage, log=log)
+        times = run_notebooks(notebooks, stage, log=log, specs=specs)
         times["total"] = round(time.perf_counter() - t0, 1)
         (stage / "MANIFEST.lock").unlink(missing_ok=True)
+        (stage / _OWNER).unlink(missing_ok=True)
+        _keep_unchanged_records(stage, figures_dir)
         if names:
             _merge(stage, figures_dir, {f"notebooks/{nb.name}" for nb in notebooks})
         else:
@@ -327,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bless", help="re-execute and store the outputs nbval checks")
     b.add_argument("--only", nargs="*", default=None)
     args = p.parse_args(argv)
+
+    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM unwinds like Ctrl-C: staging folders are removed
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.cmd == "run":
             times = regenerate(args.only)
@@ -355,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
     except OvsegError as exc:
         print(f"ovseg: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("ovseg: interrupted; figures/ is unchanged (outputs are swapped in only when every notebook ran)",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

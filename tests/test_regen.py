@@ -124,9 +124,28 @@ def test_figure_parameters_name_existing_notebooks():
 
     table = yaml.safe_load((regen.NOTEBOOKS_DIR / "figures.yaml").read_text())
     stems = {nb.stem for nb in regen.list_notebooks()}
-    assert set(table) <= stems
+    assert set(table) == {"defaults", "notebooks"} and set(table["notebooks"]) == stems
     with pytest.raises(regen.InputError, match="must match a notebook"):
         regen.list_notebooks(["no-such-notebook"])
+    # every notebook runs under a finite cell timeout and stall limit
+    for nb in regen.list_notebooks():
+        spec = regen.run_spec(nb)
+        assert 0 < spec.stall < spec.timeout <= 4 * 3600, nb.stem
+    assert regen.figure_parameters(regen.list_notebooks(["5_evaluation"])[0]) == table["notebooks"]["5_evaluation"]["parameters"]
+
+
+@pytest.mark.parametrize("text, match", [
+    ("defaults: {timeout: 10}\nexplorer: {}\n", "two sections"),
+    ("notebooks:\n  explorer: {n_images: 3}\n", "may only set"),
+    ("notebooks:\n  explorer: {timeout: -5}\n", "positive number of seconds"),
+])
+def test_bad_figures_yaml_is_refused_before_anything_runs(tmp_path, monkeypatch, text, match):
+    (tmp_path / "figures.yaml").write_text(text)
+    (tmp_path / "explorer.ipynb").write_text(json.dumps(_nb([])))
+    monkeypatch.setattr(regen, "NOTEBOOKS_DIR", tmp_path)
+    with pytest.raises(regen.InputError, match=match):
+        regen.regenerate(["explorer"], figures_dir=tmp_path / "figures", log=lambda *_: None)
+    assert not list(tmp_path.glob(".figures-*")) and not (tmp_path / "figures").exists()
 
 
 def test_committed_figures_match_their_manifest():

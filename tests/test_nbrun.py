@@ -1,0 +1,156 @@
+"""The main job cannot hang: cell timeouts, the stall watchdog and its one retry, progress lines, a clean
+figures/ and manifest (ovseg.nbrun, ovseg.regen.run_notebooks / regenerate). Real kernels, tiny notebooks."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from ovseg import regen
+from ovseg.errors import OvsegError
+
+pytest.importorskip("papermill")
+
+# A cell that reproduces the failure seen in the main job: the kernel runs the cell, reports itself idle, and
+# its execute_reply never reaches the client (here: dropped on purpose). Without the watchdog nbclient waits
+# for it forever (papermill's default has no timeout). With MARKER set, only the first run drops its reply.
+LOSE_REPLY = '''import os, IPython
+kernel = IPython.get_ipython().kernel
+send = kernel.session.send
+def drop_reply(stream, msg_or_type, *args, **kwargs):
+    if msg_or_type == "execute_reply":
+        kernel.session.send = send
+        return {"content": {"status": "ok"}}
+    return send(stream, msg_or_type, *args, **kwargs)
+if not (MARKER and os.path.exists(MARKER)):
+    if MARKER:
+        open(MARKER, "w").close()
+    kernel.session.send = drop_reply
+print("cell ran")'''
+
+
+def _notebook(path, *cells, parameters="MARKER = ''\nout_dir = 'x'"):
+    def code(src, tags=()):
+        return {"cell_type": "code", "execution_count": None, "metadata": {"tags": list(tags)}, "outputs": [],
+                "source": src}
+
+    body = [code(parameters, ["parameters"])]
+    for c in cells:
+        body.append({"cell_type": "markdown", "metadata": {}, "source": "## " + c[3:]} if c.startswith("md:") else code(c))
+    nb = {"cells": body, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def _run(tmp_path, nb, spec, parameters=None):
+    lines: list[str] = []
+    t0 = time.monotonic()
+    try:
+        regen.run_notebooks([nb], tmp_path / "out", build_dir=tmp_path / "executed", log=lines.append,
+                            specs={nb.stem: spec}, parameters={nb.stem: parameters or {}})
+        err = None
+    except OvsegError as exc:
+        err = exc
+    return err, lines, time.monotonic() - t0
+
+
+def test_a_stalling_notebook_ends_the_run_within_its_timeout(tmp_path):
+    nb = _notebook(tmp_path / "stalls.ipynb", "md:Setup", "x = 1", "md:Lost reply", LOSE_REPLY, "print('never reached')")
+    err, lines, took = _run(tmp_path, nb, regen.RunSpec(timeout=120, stall=3))
+    assert err is not None and took < 60, (took, lines)  # two stalls of ~3 s and two kernel starts, far below 120 s
+    msg = str(err)
+    assert "stalls.ipynb stalled twice" in msg
+    assert "cell 4/5 (Lost reply)" in msg and "reply never arrived" in msg  # injected parameters are cell 2
+    assert "fix: rerun `nox -s figures -- stalls`" in msg and "\n" not in msg
+    assert sum("retrying once in a fresh kernel" in ln for ln in lines) == 1
+
+
+def test_a_stall_is_retried_once_in_a_fresh_kernel(tmp_path):
+    nb = _notebook(tmp_path / "flaky.ipynb", "md:Lost reply", LOSE_REPLY, "md:After", "print('done')")
+    err, lines, _ = _run(tmp_path, nb, regen.RunSpec(timeout=120, stall=3),
+                         parameters={"MARKER": str(tmp_path / "stalled-once")})
+    assert err is None, err
+    assert any("flaky stalled" in ln and "retrying" in ln for ln in lines)
+    executed = json.loads((tmp_path / "executed" / "flaky.ipynb").read_text())
+    outputs = ["".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", [])]
+    assert outputs == ["cell ran\n", "done\n"]  # the second kernel ran the notebook to its end
+    assert lines[-2].split()[1:] == ["flaky", "4", lines[-2].split()[3], "retried", "after", "a", "stall"]
+
+
+def test_a_cell_over_its_timeout_stops_the_run_naming_it(tmp_path):
+    nb = _notebook(tmp_path / "busy.ipynb", "md:Busy loop", "import time\nt = time.time()\nwhile time.time() - t < 120: pass")
+    err, _, took = _run(tmp_path, nb, regen.RunSpec(timeout=3, stall=60))
+    assert err is not None and took < 30
+    assert "every cell must finish within its timeout (3 s for busy)" in str(err)
+    assert "cell 3/3 (Busy loop)" in str(err) and "raise timeout for busy in notebooks/figures.yaml" in str(err)
+
+
+def test_a_failing_cell_is_named_with_the_error(tmp_path):
+    nb = _notebook(tmp_path / "fails.ipynb", "md:Divide", "1 / 0")
+    err, _, _ = _run(tmp_path, nb, regen.RunSpec(timeout=60, stall=30))
+    assert "fails.ipynb failed" in str(err) and "cell 3/3 (Divide): ZeroDivisionError: division by zero" in str(err)
+
+
+def test_progress_lines_and_final_table(tmp_path):
+    nb = _notebook(tmp_path / "ok.ipynb", "md:First step", "a = 1", "md:Second step", "# a comment title\nb = a + 1")
+    err, lines, _ = _run(tmp_path, nb, regen.RunSpec(timeout=60, stall=30))
+    assert err is None, err
+    cells = [ln for ln in lines if " cell " in ln]
+    assert [ln.split(" cell ")[1].rsplit(" ", 1)[0] for ln in cells] == [
+        "1/4 (parameters)", "2/4 (injected parameters)", "3/4 (First step)", "4/4 (Second step)"]
+    assert all(ln.rsplit(" ", 1)[1].count(":") == 1 for ln in cells)  # elapsed m:ss
+    assert lines[-3].split() == ["[regen]", "notebook", "cells", "time"] and lines[-2].split()[1:3] == ["ok", "4"]
+    assert lines[-1].split()[1] == "total"
+    log = (tmp_path / "executed" / "ok.kernel.log").read_text()
+    assert "without encryption" not in log  # the kernel talks over IPC, not TCP
+
+
+def test_keep_unchanged_records(tmp_path):
+    from ovseg import report
+
+    ref, stage = tmp_path / "ref", tmp_path / "stage"
+    report.set_context("notebooks/x.ipynb", {"n": 1}, "mini")
+    for root in (ref, stage):
+        report.save_table([{"a": 1}], "same", root=root)
+    report.save_table([{"a": 1}], "changes", root=ref)
+    report.save_table([{"a": 2}], "changes", root=stage)
+    new = json.loads((stage / "MANIFEST.json").read_text())["files"]
+    for rec in new.values():  # a later run at another revision
+        rec["git_revision"] = "f" * 40
+    (stage / "MANIFEST.json").write_text(json.dumps({"files": new}))
+    regen._keep_unchanged_records(stage, ref)
+    old = json.loads((ref / "MANIFEST.json").read_text())["files"]
+    kept = json.loads((stage / "MANIFEST.json").read_text())["files"]
+    assert kept["same.csv"] == old["same.csv"]  # identical bytes: the record (and its revision) is unchanged
+    assert kept["changes.csv"]["git_revision"] == "f" * 40 and kept["changes.csv"]["sha256"] != old["changes.csv"]["sha256"]
+
+
+def test_regenerate_twice_leaves_the_manifest_unchanged_and_no_staging(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    (nbdir / "figures.yaml").write_text("defaults: {timeout: 60, stall: 30}\nnotebooks:\n  tab: {parameters: {n: 2}}\n")
+    _notebook(nbdir / "tab.ipynb", "from ovseg import report\n"
+              "report.notebook_setup('notebooks/tab.ipynb', {'n': n}, out_dir=out_dir)\n"
+              "report.save_table([{'n': n, 'sq': n * n}], 'squares', cell='table')",
+              parameters="n = 1\nout_dir = 'build/figures'")
+    monkeypatch.setattr(regen, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(regen, "BUILD_DIR", tmp_path / "build")
+    figures = tmp_path / "figures"
+    stale = tmp_path / ".figures-killed"
+    stale.mkdir()
+    (stale / regen._OWNER).write_text("999999999")  # a run killed long ago
+    lines: list[str] = []
+    regen.regenerate(figures_dir=figures, log=lines.append)
+    first = (figures / "MANIFEST.json").read_bytes()
+    assert (figures / "squares.csv").read_text() == "n,sq\n2,4\n"
+    assert any("removed .figures-killed" in ln for ln in lines) and not stale.exists()
+    manifest = json.loads(first)
+    manifest["files"]["squares.csv"]["git_revision"] = "0" * 40  # as if made at another revision
+    (figures / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
+    before = (figures / "MANIFEST.json").read_bytes()
+    regen.regenerate(figures_dir=figures, log=lines.append)
+    assert json.loads((figures / "MANIFEST.json").read_bytes()) == json.loads(before)
+    assert not list(tmp_path.glob(".figures-*"))
