@@ -62,13 +62,16 @@ class ExplorerUI:
         self.edit_prompt = w.Text(value="", description="edit prompt")
         self.rank = w.IntText(value=0, description="mask rank")
         self.edit_button = w.Button(description="edit", button_style="primary")
-        self.out = w.Output()
+        # The view is a PNG in an Image widget: each change is one state update sent to the front end. (An Output
+        # widget would route display messages through the client -- clear_output(wait=True), capture by msg_id --,
+        # a round trip that headless runs (papermill / nbclient) handle poorly and that once hung the main job.)
+        self.display = w.Image(format="png", layout=w.Layout(max_width="100%"))
         self.status = ""
         self.status_line = w.HTML()
         self.widget = w.VBox([w.HBox([self.image, self.upload]), self.prompt, w.HBox([self.iou, self.stability]),
                               w.HBox([self.alpha, self.threshold, self.top_k]), self.layers,
                               w.HBox([self.operation, self.edit_prompt, self.rank, self.edit_button]),
-                              self.status_line, self.out])
+                              self.status_line, self.display])
         self.image.observe(lambda _: self.load(self.image.value), names="value")
         self.upload.observe(lambda _: self._on_upload(), names="value")
         for c in (self.prompt, self.iou, self.stability, self.alpha, self.threshold, self.top_k):
@@ -101,12 +104,21 @@ class ExplorerUI:
         self.refresh()
 
     def _on_upload(self) -> None:
-        from PIL import Image
+        """Upload: the file is read like any input image (same rules); a bad file is reported in the status line."""
+        from .errors import OvsegError
+        from .io import load_image_bytes
 
         files = self.upload.value
         if files:
             item = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
-            self.load(Image.open(io.BytesIO(bytes(item["content"]))))
+            name = item.get("name", "upload") if isinstance(item, dict) else getattr(item, "name", "upload")
+            content = item["content"] if isinstance(item, dict) else item.content
+            try:
+                image = load_image_bytes(bytes(content), name=name)
+            except OvsegError as err:
+                self._report(err)
+                return
+            self.load(image)
 
     def selected_layers(self) -> list[int] | None:
         chosen = [layer for layer, box in zip(self.explorer.features.layers, self.layers.children) if box.value]
@@ -148,8 +160,24 @@ class ExplorerUI:
         return res
 
     def _show(self, obj: Any) -> None:
-        from IPython.display import display
+        """Show a matplotlib Figure or an image (PIL, or HWC uint8 array) as the view's PNG."""
+        self.display.value = _png(obj)
 
-        self.out.clear_output(wait=True)
-        with self.out:
-            display(obj)
+
+def _png(obj: Any) -> bytes:
+    """PNG bytes of a matplotlib ``Figure`` (closed afterwards), a PIL image or an (H, W, 3) uint8 array."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if hasattr(obj, "savefig"):
+        obj.savefig(buf, format="png")
+        try:
+            import matplotlib.pyplot as plt
+
+            plt.close(obj)
+        except Exception:  # pragma: no cover - a Figure not managed by pyplot
+            pass
+    else:
+        (obj if isinstance(obj, Image.Image) else Image.fromarray(np.asarray(obj))).save(buf, format="png")
+    return buf.getvalue()

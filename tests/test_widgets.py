@@ -1,5 +1,7 @@
 """Drive the explorer widgets headlessly (no kernel): set .value, click the button."""
 
+import datetime
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -67,3 +69,37 @@ def test_picking_another_image_runs_the_models_once(ui):
     calls = gen.encoder_calls
     ui.image.value = ui.image.options[1]
     assert gen.encoder_calls == calls + 1
+
+
+def test_view_is_a_png_that_changes_with_the_controls(ui):
+    import io
+
+    ui.iou.value = ui.iou.min
+    ui.top_k.value = 5
+    ui.prompt.value = "red circle"
+    before = bytes(ui.display.value)
+    assert before.startswith(b"\x89PNG")
+    ui.top_k.value = 1  # fewer masks drawn: the rendered view differs
+    after = bytes(ui.display.value)
+    a = np.asarray(Image.open(io.BytesIO(before)).convert("RGB"), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(after)).convert("RGB"), dtype=np.int16)
+    assert a.shape == b.shape and np.abs(a - b).max() > 32
+    assert not hasattr(ui, "out")  # no Output widget: headless runs need no comm round trip
+
+
+WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def test_uploading_a_non_image_is_reported_in_the_status_line(ui):
+    import io
+
+    shown = bytes(ui.display.value)
+    ui.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5, "content": memoryview(b"hello"),
+                        "last_modified": WHEN},)
+    assert ui.status.startswith("error: file must be an image PIL can read") and "notes.txt" in ui.status
+    assert bytes(ui.display.value) == shown  # the previous view stays
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(buf, format="PNG")
+    ui.upload.value = ({"name": "grey.png", "type": "image/png", "size": len(buf.getvalue()),
+                        "content": memoryview(buf.getvalue()), "last_modified": WHEN},)
+    assert ui.explorer.image.shape == (64, 80, 3) and not ui.status.startswith("error")
