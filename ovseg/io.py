@@ -29,6 +29,7 @@ __all__ = [
     "write_text_atomic",
     "write_json_atomic",
     "save_image_atomic",
+    "load_image_bytes",
 ]
 
 #: Smallest accepted image side, pixels (the method misses objects below 32x32 anyway).
@@ -100,7 +101,7 @@ def load_image(image: Any) -> np.ndarray:
         InputError: missing / empty / truncated / non-image file, unsupported mode, image smaller
             than 32 px or larger than :data:`MAX_IMAGE_PIXELS`.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, np.ndarray):
         arr = _check_array(image, "array")
@@ -119,25 +120,42 @@ def load_image(image: Any) -> np.ndarray:
         raise InputError("image path must be a file, not a folder", str(path), "pass one image file")
     if path.stat().st_size == 0:
         raise InputError("image file must not be empty", f"{path} (0 bytes)", "re-export or re-download the image")
+    return _decode(path, str(path))
+
+
+def load_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+    """:func:`load_image` for an encoded image in memory (an upload): same rules, same errors; ``name`` is the
+    file name shown in them. Returns (H, W, 3) uint8 RGB."""
+    import io as _io
+
+    if not data:
+        raise InputError("image file must not be empty", f"{name} (0 bytes)", "upload an image file")
+    return _decode(_io.BytesIO(data), name)
+
+
+def _decode(source: Any, what: str) -> np.ndarray:
+    """Open, size-check (header first), decode and convert an image file or file-like object."""
+    from PIL import Image, UnidentifiedImageError
+
     old_limit = Image.MAX_IMAGE_PIXELS
     try:
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                _check_size(img.height, img.width, str(path))  # header only: before decoding pixels
+            with Image.open(source) as img:
+                _check_size(img.height, img.width, what)  # header only: before decoding pixels
                 img.load()
-                return _from_pil(img, str(path))
+                return _from_pil(img, what)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise InputError(f"image must have at most {MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)",
-                         f"{path}: {err}", "downscale the image before passing it to ovseg") from None
+                         f"{what}: {err}", "downscale the image before passing it to ovseg") from None
     except UnidentifiedImageError:
-        raise InputError("file must be an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, ...)", str(path),
+        raise InputError("file must be an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, ...)", what,
                          "pass an image file; convert other formats first") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, InputError):
             raise
-        raise InputError("image file must be complete and readable", f"{path}: {err}",
+        raise InputError("image file must be complete and readable", f"{what}: {err}",
                          "the file looks truncated or corrupt; re-export or re-download it") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
