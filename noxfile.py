@@ -49,8 +49,9 @@ def _env(session: nox.Session) -> dict[str, str]:
         if not (BIN / "python").exists():
             session.run(sys.executable, "-m", "venv", str(ENV), external=True)
         pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        session.run(*pip, "--upgrade", "pip", "setuptools>=68", "wheel", external=True)
+        session.run(*pip, "--upgrade", "pip", "setuptools>=77", "wheel", external=True)
         session.run(*pip, *TORCH, external=True)
+        # editable: a path entry (.pth), see package-dir in pyproject.toml
         session.run(*pip, "-e", f"{ROOT}[test,notebooks]", external=True)
         session.run(*pip, "--no-build-isolation", SAM2, external=True, env={"SAM2_BUILD_CUDA": "0"})
         stamp_file.write_text(_stamp())

@@ -163,8 +163,8 @@ def run_notebooks(notebooks: Sequence[Path], out_dir: Path, build_dir: Path = BU
                     log(f"[regen]   {nb.stem} stalled: {stall}; retrying once in a fresh kernel")
                     continue
                 raise OvsegError(f"every notebook must run to its end: {nb.name} stalled twice", str(stall),
-                                 f"rerun `nox -s figures -- {nb.stem}`; if it stalls again, raise stall for {nb.stem} "
-                                 f"in notebooks/figures.yaml or report it with {dest}") from None
+                                 f"rerun `python3 scripts/nox.py -s figures -- {nb.stem}`; if it stalls again, raise "
+                                 f"stall for {nb.stem} in notebooks/figures.yaml or report it with {dest}") from None
             except NotebookTimeout as err:
                 raise OvsegError(f"every cell must finish within its timeout ({spec.timeout:.0f} s for {nb.stem})",
                                  str(err), f"raise timeout for {nb.stem} in notebooks/figures.yaml if the machine is "
@@ -261,7 +261,7 @@ def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_D
     problems = check_manifest(figures_dir)
     if problems:
         raise OvsegError("every file in figures/ must be in MANIFEST.json with its sha256, made by a notebook",
-                         "; ".join(problems[:5]), "rerun `nox -s figures` (all notebooks)")
+                         "; ".join(problems[:5]), "rerun `python3 scripts/nox.py -s figures` (all notebooks)")
     return times
 
 

@@ -64,7 +64,7 @@ def test_a_stalling_notebook_ends_the_run_within_its_timeout(tmp_path):
     msg = str(err)
     assert "stalls.ipynb stalled twice" in msg
     assert "cell 4/5 (Lost reply)" in msg and "reply never arrived" in msg  # injected parameters are cell 2
-    assert "fix: rerun `nox -s figures -- stalls`" in msg and "\n" not in msg
+    assert "fix: rerun `python3 scripts/nox.py -s figures -- stalls`" in msg and "\n" not in msg
     assert sum("retrying once in a fresh kernel" in ln for ln in lines) == 1
 
 
