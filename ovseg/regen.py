@@ -228,14 +228,17 @@ def _keep_unchanged_records(stage: Path, reference: Path) -> None:
 def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_DIR, log: Any = print) -> dict[str, float]:
     """Run the notebooks into a staging folder, then replace ``figures_dir`` with it (all or nothing).
 
-    With ``names`` only those notebooks run, and only their files (by manifest record) are replaced.
-    Outputs identical to the current ones keep their manifest records. Staging folders of killed runs are
-    removed first.
+    With ``names`` only those notebooks run, and only their files (by manifest record) are replaced: the stage
+    is completed with the other files and swapped in whole (:func:`_swap_in`), so ``figures_dir`` always matches its
+    manifest. Outputs identical to the current ones keep their manifest records. Staging folders of killed runs
+    are removed first.
     """
     notebooks = list_notebooks(names)
     specs = {nb.stem: run_spec(nb) for nb in notebooks}  # a bad figures.yaml fails before anything runs
     figures_dir = Path(figures_dir)
     figures_dir.parent.mkdir(parents=True, exist_ok=True)
+    if _recover(figures_dir):
+        log(f"[regen] restored {figures_dir.name}/ from {figures_dir.name}.old (an interrupted run)")
     for stale in _remove_stale_stages(figures_dir.parent):
         log(f"[regen] removed {stale.name}, left by an interrupted run")
     stage = Path(tempfile.mkdtemp(prefix=".figures-", dir=figures_dir.parent))
@@ -247,15 +250,9 @@ def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_D
         (stage / "MANIFEST.lock").unlink(missing_ok=True)
         (stage / _OWNER).unlink(missing_ok=True)
         _keep_unchanged_records(stage, figures_dir)
-        if names:
-            _merge(stage, figures_dir, {f"notebooks/{nb.name}" for nb in notebooks})
-        else:
-            old = figures_dir.with_name(figures_dir.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            if figures_dir.exists():
-                figures_dir.rename(old)
-            stage.rename(figures_dir)
-            shutil.rmtree(old, ignore_errors=True)
+        if names:  # the other notebooks' files join the staged ones: figures/ is swapped whole, never patched
+            _complete_stage(stage, figures_dir, {f"notebooks/{nb.name}" for nb in notebooks})
+        _swap_in(stage, figures_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     problems = check_manifest(figures_dir)
@@ -265,20 +262,63 @@ def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_D
     return times
 
 
-def _merge(stage: Path, figures_dir: Path, notebooks: set[str]) -> None:
-    """Replace the files the given notebooks made in ``figures_dir`` by the staged ones."""
-    from .io import write_bytes_atomic, write_json_atomic
+def _complete_stage(stage: Path, figures_dir: Path, notebooks: set[str]) -> None:
+    """Copy into ``stage`` the files of ``figures_dir`` that other notebooks made (by manifest record) and merge the
+    manifests, so that the stage is the whole new ``figures/``: a run of some notebooks replaces exactly their files.
+    Files in no record are not carried over (as in a full run: ``figures/`` holds only what its manifest lists)."""
+    from .io import write_json_atomic
 
-    old = _manifest(figures_dir)
-    new = _manifest(stage)
-    for rel, rec in old.items():
-        if rec.get("notebook") in notebooks and rel not in new:
-            (figures_dir / rel).unlink(missing_ok=True)
-    files = {rel: rec for rel, rec in old.items() if rec.get("notebook") not in notebooks}
-    for rel, rec in new.items():
-        write_bytes_atomic(figures_dir / rel, (stage / rel).read_bytes())
-        files[rel] = rec
-    write_json_atomic(figures_dir / "MANIFEST.json", {"files": dict(sorted(files.items()))})
+    files = {rel: rec for rel, rec in _manifest(figures_dir).items() if rec.get("notebook") not in notebooks}
+    for rel in files:
+        src = figures_dir / rel
+        if src.is_file() and not src.is_symlink() and not (stage / rel).exists():
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, stage / rel)
+    files.update(_manifest(stage))
+    write_json_atomic(stage / "MANIFEST.json", {"files": dict(sorted(files.items()))})
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    ok = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    return ok
+
+
+def _swap_in(stage: Path, figures_dir: Path) -> None:
+    """Make ``stage`` the new ``figures_dir``; the old content ends up at ``stage`` (removed by the caller).
+
+    Atomic where the kernel can exchange two directories; elsewhere two renames through ``<figures>.old``, which
+    :func:`_recover` puts back if a run died between them.
+    """
+    if figures_dir.is_dir() and not figures_dir.is_symlink() and _exchange(stage, figures_dir):
+        return
+    old = figures_dir.with_name(figures_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if figures_dir.exists() or figures_dir.is_symlink():
+        figures_dir.rename(old)
+    stage.rename(figures_dir)
+    if old.exists():
+        old.rename(stage)
+
+
+def _recover(figures_dir: Path) -> bool:
+    """Put ``<figures>.old`` back when a run died between the two renames of :func:`_swap_in`."""
+    old = figures_dir.with_name(figures_dir.name + ".old")
+    if not figures_dir.exists() and old.is_dir():
+        old.rename(figures_dir)
+        return True
+    return False
 
 
 def _manifest(root: Path) -> dict[str, dict[str, Any]]:

@@ -154,3 +154,40 @@ def test_regenerate_twice_leaves_the_manifest_unchanged_and_no_staging(tmp_path,
     regen.regenerate(figures_dir=figures, log=lines.append)
     assert json.loads((figures / "MANIFEST.json").read_bytes()) == json.loads(before)
     assert not list(tmp_path.glob(".figures-*"))
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_only_some_notebooks_swaps_figures_whole(tmp_path, monkeypatch, exchange):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    (nbdir / "figures.yaml").write_text("defaults: {timeout: 60, stall: 30}\nnotebooks: {a: {}, b: {}}\n")
+    for name in ("a", "b"):
+        _notebook(nbdir / f"{name}.ipynb", "from ovseg import report\n"
+                  f"report.notebook_setup('notebooks/{name}.ipynb', {{'v': v}}, out_dir=out_dir)\n"
+                  f"report.save_table([{{'v': v}}], '{name}', cell='table')", parameters="v = 1\nout_dir = 'x'")
+    monkeypatch.setattr(regen, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr(regen, "BUILD_DIR", tmp_path / "build")
+    if not exchange:  # a system without renameat2: two renames through figures.old
+        monkeypatch.setattr(regen, "_exchange", lambda a, b: False)
+    figures = tmp_path / "figures"
+    regen.regenerate(figures_dir=figures, log=lambda *_: None)
+    b_before = (figures / "b.csv").stat()
+    (figures / "notes.txt").write_text("not made by a notebook\n")
+    (nbdir / "a.ipynb").write_text((nbdir / "a.ipynb").read_text().replace("v = 1", "v = 2"))
+    regen.regenerate(["a"], figures_dir=figures, log=lambda *_: None)
+    assert (figures / "a.csv").read_text() == "v\n2\n" and (figures / "b.csv").read_text() == "v\n1\n"
+    assert (figures / "b.csv").stat().st_mtime == b_before.st_mtime  # copied with its metadata, not rewritten
+    assert not (figures / "notes.txt").exists()  # figures/ holds what its manifest lists, as after a full run
+    assert set(json.loads((figures / "MANIFEST.json").read_text())["files"]) == {"a.csv", "a.md", "a.tex", "b.csv",
+                                                                               "b.md", "b.tex"}
+    assert regen.check_manifest(figures) == []
+    assert not list(tmp_path.glob(".figures-*")) and not (tmp_path / "figures.old").exists()
+
+
+def test_a_run_killed_between_the_two_renames_is_recovered(tmp_path):
+    figures = tmp_path / "figures"
+    old = tmp_path / "figures.old"
+    old.mkdir()
+    (old / "MANIFEST.json").write_text('{"files": {}}')
+    assert regen._recover(figures) and (figures / "MANIFEST.json").exists() and not old.exists()
+    assert not regen._recover(figures)  # nothing to do when figures/ exists
