@@ -3,11 +3,15 @@
 Every error a user can trigger with bad input is an :class:`OvsegError` whose message names
 the *rule* that was broken, the *value* that was received and the *fix*. The CLI prints
 ``str(err)`` on one line and exits non-zero; no traceback is shown for these errors.
+
+ovseg's own warnings are :class:`OvsegWarning` (a ``UserWarning``); the CLI prints exactly these as
+``ovseg: warning: <message>`` and leaves third-party warnings in Python's default format.
 """
 
 from __future__ import annotations
 
-__all__ = ["OvsegError", "InputError", "ConfigError", "WeightsError"]
+__all__ = ["OvsegError", "InputError", "ConfigError", "WeightsError", "OvsegWarning", "OutOfDomainWarning",
+           "NoMatchWarning"]
 
 
 class OvsegError(Exception):
@@ -45,3 +49,15 @@ class WeightsError(OvsegError, FileNotFoundError):
     """Model weights missing, unreadable or failing their checksum."""
 
     exit_code = 3
+
+
+class OvsegWarning(UserWarning):
+    """Base class of ovseg's own warnings (the CLI prints them as ``ovseg: warning: <message>``)."""
+
+
+class OutOfDomainWarning(OvsegWarning):
+    """The mini profile ran on a prompt or image outside the mini world its models were trained on."""
+
+
+class NoMatchWarning(OvsegWarning):
+    """A segmentation assigned nothing (no mask passed the similarity threshold)."""

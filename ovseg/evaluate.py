@@ -211,8 +211,17 @@ def predict_labels(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, pro
         dense = np.where(prob.numpy() < protocol.prob_threshold, background_index, dense)
     if protocol.method != "ovseg":
         return dense
-    # 2. thesis method: each pixel takes the class of the best-scoring SAM 2 mask covering it
-    sem = pipe.segment_semantic(image, list(prompts))
+    # 2. thesis method: each pixel takes the class of the best-scoring SAM 2 mask covering it. The protocol's
+    #    background names are outside the mini vocabulary by design, and an image without an assigned mask is
+    #    filled below: neither is worth a warning per image.
+    import warnings
+
+    from .errors import NoMatchWarning, OutOfDomainWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OutOfDomainWarning)
+        warnings.simplefilter("ignore", NoMatchWarning)
+        sem = pipe.segment_semantic(image, list(prompts))
     labels = np.where(sem.label_map >= 0, owner[np.maximum(sem.label_map, 0)], -1)
     fill = dense if protocol.unassigned == "dense" or background_index is None else np.full_like(dense, background_index)
     return np.where(labels >= 0, labels, fill).astype(np.int64)

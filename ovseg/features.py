@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import TEMPLATE_SETS
-from .errors import InputError
+from .errors import InputError, OvsegWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -193,7 +193,7 @@ class DenseCLIP:
             n = len(encode(t)) + 2  # + start / end tokens
             if n > self.context_length:
                 warnings.warn(f"prompt is {n} tokens, longer than the text encoder's context of "
-                              f"{self.context_length}; it is truncated: {t[:60]!r}...", stacklevel=3)
+                              f"{self.context_length}; it is truncated: {t[:60]!r}...", OvsegWarning, stacklevel=3)
 
     def encode_text(self, prompts: str | Sequence[str], templates: Sequence[str] | None = None) -> "torch.Tensor":
         """Ensembled text embeddings.

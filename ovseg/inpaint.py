@@ -33,6 +33,8 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import InpaintingConfig
-from .errors import ConfigError, InputError, WeightsError
+from .errors import ConfigError, InputError, OvsegWarning, WeightsError
 from .weights import offline as _offline
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -334,6 +336,27 @@ def _locate(source: str) -> tuple[Path, str]:
     return Path(index).parent, "hub"
 
 
+@contextmanager
+def quiet_library_bars() -> Iterator[None]:
+    """Silence diffusers' and transformers' own progress bars and info / warning logs while models load
+    ("Loading pipeline components...", "Loading weights"); their previous settings are restored after."""
+    saved = []
+    for module in ("diffusers.utils.logging", "transformers.utils.logging"):
+        try:
+            lib = __import__(module, fromlist=["logging"])
+        except ImportError:  # pragma: no cover - both are dependencies of the inpainting stage
+            continue
+        saved.append((lib, lib.is_progress_bar_enabled(), lib.get_verbosity()))
+        lib.disable_progress_bar()
+        lib.set_verbosity_error()
+    try:
+        yield
+    finally:
+        for lib, bars, verbosity in saved:
+            (lib.enable_progress_bar if bars else lib.disable_progress_bar)()
+            lib.set_verbosity(verbosity)
+
+
 def load_inpaint_pipeline(source: str | Path, device: str = "cpu", dtype: Any = None) -> Any:
     """Load a Stable Diffusion (1.x/2.x) or SDXL inpainting pipeline.
 
@@ -341,6 +364,7 @@ def load_inpaint_pipeline(source: str | Path, device: str = "cpu", dtype: Any = 
         source: a local diffusers directory (``model_index.json`` + component folders) or a Hugging
             Face repo id (``org/name``). Local directories and ``HF_HUB_OFFLINE=1`` load with
             ``local_files_only=True``; otherwise missing files are downloaded into the HF cache.
+            diffusers' and transformers' loading bars and logs are silenced meanwhile (:func:`quiet_library_bars`).
         device: torch device string, e.g. ``"cpu"``, ``"cuda"``, ``"cuda:1"``.
         dtype: ``torch.dtype`` or its name (``"float16"``, ``"fp16"``, ``"bfloat16"``, ``"float32"``);
             default float16 on CUDA, float32 elsewhere.
@@ -434,12 +458,13 @@ def load_inpaint_pipeline(source: str | Path, device: str = "cpu", dtype: Any = 
     #    completed from the hub unless offline).
     target = str(folder) if is_local else source
     try:
-        try:
-            pipe = pipeline_class.from_pretrained(target, local_files_only=kind != "hub" or _offline(), **kwargs)
-        except Exception:
-            if kind != "cache" or _offline():
-                raise
-            pipe = pipeline_class.from_pretrained(target, local_files_only=False, **kwargs)
+        with quiet_library_bars():
+            try:
+                pipe = pipeline_class.from_pretrained(target, local_files_only=kind != "hub" or _offline(), **kwargs)
+            except Exception:
+                if kind != "cache" or _offline():
+                    raise
+                pipe = pipeline_class.from_pretrained(target, local_files_only=False, **kwargs)
     except Exception as err:
         first = (str(err).strip().splitlines() or [""])[0][:300]
         raise WeightsError(f"inpainting model '{source}' must load with diffusers {diffusers.__version__} as "
@@ -499,8 +524,8 @@ class Inpainter:
         pipe: a diffusers inpainting pipeline (:func:`load_inpaint_pipeline`); may be None when
             ``config.method == "classical"``.
         config: the inpainting settings (steps, guidance, mask dilation / blur, strengths, prompts).
-        progress: show diffusers' per-step progress bar (off by default; passed through
-            ``pipe.set_progress_bar_config(disable=not progress)``).
+        progress: show one ovseg progress bar over the denoising steps of an edit (tqdm, on stderr; off by
+            default). diffusers' own per-step bar is always disabled.
     """
 
     def __init__(self, pipe: Any, config: InpaintingConfig | None = None, *, progress: bool = False):
@@ -512,7 +537,7 @@ class Inpainter:
         self.pipe = pipe
         self.progress = progress
         if pipe is not None and hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=not progress)
+            pipe.set_progress_bar_config(disable=True)  # ovseg shows its own bar (see _generate)
 
     @property
     def native_size(self) -> tuple[int, int]:
@@ -632,7 +657,7 @@ class Inpainter:
         if max(height / nh, width / nw) > LARGE_IMAGE_FACTOR:
             warnings.warn(f"image {width}x{height} px is more than {LARGE_IMAGE_FACTOR}x the inpainting model's "
                           f"native {nw}x{nh} px: the edit is generated at {nw}x{nh} and upscaled, so it will look "
-                          "soft; crop around the object first for a sharper edit", stacklevel=2)
+                          "soft; crop around the object first for a sharper edit", OvsegWarning, stacklevel=2)
         image_n = np.clip(_resize(image.astype(np.float32) / 255.0, nh, nw), 0.0, 1.0)  # (nh, nw, 3) in [0, 1]
         mask_n = np.clip(_resize(m, nh, nw), 0.0, 1.0)  # (nh, nw) in [0, 1]; diffusers binarises it at 0.5
 
@@ -662,7 +687,24 @@ class Inpainter:
         gen_device = "cpu" if device.type == "mps" else device  # MPS generators are not seedable reliably
         generator = torch.Generator(device=gen_device).manual_seed(seed)
         nh, nw = mask.shape
-        out = self.pipe(prompt=prompt, negative_prompt=negative or None, image=image, mask_image=mask,
-                        height=nh, width=nw, num_inference_steps=steps, guidance_scale=self.config.guidance_scale,
-                        strength=strength, generator=generator, output_type="np")
+        kwargs: dict[str, Any] = {}
+        bar = None
+        if self.progress and "callback_on_step_end" in inspect.signature(self.pipe.__call__).parameters:
+            from tqdm.auto import tqdm
+
+            # diffusers runs min(int(steps * strength), steps) of the scheduler's steps
+            bar = tqdm(total=min(int(steps * strength), steps), desc="ovseg inpainting", unit="step")
+
+            def on_step(pipe: Any, i: int, t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+                bar.update(1)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step
+        try:
+            out = self.pipe(prompt=prompt, negative_prompt=negative or None, image=image, mask_image=mask,
+                            height=nh, width=nw, num_inference_steps=steps, guidance_scale=self.config.guidance_scale,
+                            strength=strength, generator=generator, output_type="np", **kwargs)
+        finally:
+            if bar is not None:
+                bar.close()
         return np.asarray(out.images[0], dtype=np.float32)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, OvsegWarning
 
 __all__ = [
     "MIN_IMAGE_SIDE",
@@ -30,6 +31,10 @@ __all__ = [
     "write_json_atomic",
     "save_image_atomic",
     "load_image_bytes",
+    "OUTPUT_NAMES",
+    "check_output_dir",
+    "listed_outputs",
+    "remove_stale_outputs",
 ]
 
 #: Smallest accepted image side, pixels (the method misses objects below 32x32 anyway).
@@ -75,7 +80,7 @@ def _from_pil(img: Any, what: str) -> np.ndarray:
         raise InputError("image must be 8-bit per channel", f"mode {mode} ({what})",
                          "convert it to 8-bit RGB first, e.g. with PIL: img.convert('RGB') after rescaling")
     if mode == "CMYK":
-        warnings.warn(f"{what}: CMYK image converted to RGB (colours may shift)", stacklevel=3)
+        warnings.warn(f"{what}: CMYK image converted to RGB (colours may shift)", OvsegWarning, stacklevel=3)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         # Composite over white so transparent regions do not become black objects.
         rgba = img.convert("RGBA")
@@ -214,3 +219,54 @@ def save_image_atomic(path: str | os.PathLike, image: Any) -> Path:
         image = Image.fromarray(arr)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     return write_atomic(path, lambda fh: image.save(fh, format=fmt))
+
+
+# ---- output folders ---------------------------------------------------------------------------
+
+#: Names of the files ovseg writes into an output folder (``SegmentationResult.save``). Only files with
+#: these names, listed by the folder's previous ``result.json``, are ever removed by a rerun.
+OUTPUT_NAMES = re.compile(r"overlay\.png|mask\.png|edit_mask\.png|edited\.png|mask_\d{2,}\.png|result\.json")
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Return ``path`` as a Path if it is a folder or does not exist yet.
+
+    Raises:
+        InputError: ``path`` exists and is not a folder (a file, or a symlink to one or to nothing).
+    """
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        kind = "a broken symlink" if not path.exists() else "a file"
+        raise InputError(f"{what} must be a folder (ovseg writes several files into it)", f"{path} ({kind})",
+                         "pass a folder path that does not exist yet or is a folder, e.g. --out ovseg-out/run1")
+    return path
+
+
+def listed_outputs(manifest: str | os.PathLike) -> set[str]:
+    """Names in the ``files`` list of an earlier ``result.json`` that ovseg itself writes (:data:`OUTPUT_NAMES`);
+    empty when the manifest is missing, unreadable or not ovseg's."""
+    try:
+        files = json.loads(Path(manifest).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(files, list):
+        return set()
+    return {f for f in files if isinstance(f, str) and OUTPUT_NAMES.fullmatch(f)}
+
+
+def remove_stale_outputs(folder: str | os.PathLike, previous: Iterable[str], written: Iterable[str]) -> list[Path]:
+    """Delete the files of an earlier run (``previous``, see :func:`listed_outputs`) that this run did not write.
+
+    Only plain names matching :data:`OUTPUT_NAMES` are considered, and only regular files or symlinks (a
+    symlink is removed, never its target); anything else in the folder is left alone. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    for name in sorted(set(previous) - set(written)):
+        if not OUTPUT_NAMES.fullmatch(name):
+            continue
+        p = folder / name
+        if p.is_symlink() or p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

@@ -392,7 +392,7 @@ class MaskGenerator:
         from tqdm.auto import tqdm
 
         crop_boxes, _ = generate_crop_boxes(shape, amg.crop_n_layers, amg.crop_overlap_ratio)
-        with tqdm(total=len(crop_boxes), desc="SAM 2 crops", unit="crop") as bar:
+        with tqdm(total=len(crop_boxes), desc="ovseg SAM 2 crops", unit="crop") as bar:
             self._on_crop = lambda: bar.update(1)
             try:
                 yield

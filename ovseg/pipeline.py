@@ -8,12 +8,25 @@
 Models load lazily, stage by stage, the first time a stage runs; masks and dense features are
 cached for the last image, so a new prompt on the same image costs only text encoding and one
 matrix product (3.2.3). Inputs are validated before any model is loaded.
+
+Results record what produced them: ``models`` (registry name and pinned sha256 of each model that ran),
+``config`` (the effective configuration: in the mini profile the embedded models' names and settings, not
+the full profile's defaults) and ``counts`` (candidates -> above the similarity threshold -> returned).
+:meth:`SegmentationResult.save` writes the CLI's output folder.
+
+In the mini profile, a prompt with words outside the mini CLIP's vocabulary or an image whose longer side
+exceeds :data:`MINI_MAX_IMAGE_SIDE` raises one :class:`~ovseg.errors.OutOfDomainWarning` per pipeline and
+message: the mini models know only the mini world (coloured shapes in 128 px scenes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import re
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +38,10 @@ import numpy as np
 from . import weights as W
 from .align import AlignmentScores, rank_masks, score_masks, semantic_segmentation
 from .config import PipelineConfig, load_config
-from .errors import InputError, WeightsError
+from .errors import InputError, NoMatchWarning, OutOfDomainWarning, WeightsError
 from .features import check_prompts
 from .io import load_image
+from .paths import REPO_ROOT
 from .utils import MaskSet, score_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,9 +52,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .masks import MaskGenerator
 
 __all__ = ["OpenVocabSegmentationPipeline", "SegmentationMask", "SegmentationResult", "SemanticResult",
-           "EDIT_OPERATIONS", "load_mask_generator", "load_dense_clip", "load_inpainter"]
+           "EDIT_OPERATIONS", "load_mask_generator", "load_dense_clip", "load_inpainter", "effective_config",
+           "MINI_WORLD_SIDE", "MINI_MAX_IMAGE_SIDE"]
 
 EDIT_OPERATIONS = ("remove", "replace", "style")
+
+#: Side of the mini world's scenes, pixels (``ovseg.world.SceneConfig.size``); the mini models were trained on them.
+MINI_WORLD_SIDE = 128
+#: In the mini profile, an image whose longer side exceeds this (4x the mini world's scenes; the shipped samples
+#: are 128-256 px) is out of the mini world and triggers an :class:`~ovseg.errors.OutOfDomainWarning`.
+MINI_MAX_IMAGE_SIDE = 4 * MINI_WORLD_SIDE
+
+_SOURCE_NAMES = {"sam2": "SAM 2"}
 
 
 @dataclass
@@ -75,13 +98,70 @@ class SegmentationResult:
     edited_image: "Image.Image | None" = None
     edit: dict[str, Any] | None = None  # operation, prompt, seed, ... when edited
     edit_mask: np.ndarray | None = None  # (H, W) float32 in [0, 1]: the blended repaint mask the edit used (1 = repainted)
+    # candidates -> above the similarity threshold -> returned: {"candidates", "mask_source", "sam2_thresholds",
+    # "similarity_threshold", "above_threshold", "best_similarity" (highest S_i of any candidate), "top_k",
+    # "returned"} (see counts_line)
+    counts: dict[str, Any] = field(default_factory=dict)
+    # per stage that ran ("sam2", "clip", "inpainting" after an edit): {"name", "stage", "sha256"}, see
+    # ovseg.weights.model_record; name None for a component passed to the pipeline
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] | None = None  # the effective configuration (effective_config)
+    source: str | None = None  # the image's path when it was given as one
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (no arrays): what ``result.json`` holds, less its ``files`` list."""
         h, w = self.image.shape[:2]
         return {"text_prompt": self.text_prompt, "image_size": [w, h], "profile": self.profile,
-                "mask_source": self.mask_source, "num_candidates": self.num_candidates,
+                "mask_source": self.mask_source, "num_candidates": self.num_candidates, "counts": self.counts,
                 "masks": [m.to_dict() for m in self.segmentation_masks],
-                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}, "edit": self.edit}
+                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}, "edit": self.edit,
+                "models": self.models, "image": self.source, "config": self.config}
+
+    def counts_line(self) -> str:
+        """One line of how many masks passed which filter, e.g.
+        ``12 candidates from SAM 2 (predicted IoU > 0.5, stability > 0.7) -> 2 with similarity >= 0.2 -> top-3: 2 returned``."""
+        c = self.counts
+        if not c:
+            return f"{self.num_candidates} candidates -> {len(self.segmentation_masks)} returned"
+        source = _SOURCE_NAMES.get(c["mask_source"], c["mask_source"])
+        th = c.get("sam2_thresholds")
+        filters = f" (predicted IoU > {th['pred_iou_thresh']:g}, stability > {th['stability_score_thresh']:g})" if th else ""
+        return (f"{c['candidates']} candidate{'s' * (c['candidates'] != 1)} from {source}{filters} -> "
+                f"{c['above_threshold']} with similarity >= {c['similarity_threshold']:g} -> "
+                f"top-{c['top_k']}: {c['returned']} returned")
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write the output folder the CLI writes; returns the files written, ``result.json`` last.
+
+        ``overlay.png``: every returned mask over the image, labelled with its rank and final score
+        (:func:`ovseg.viz.labelled_overlay`; images under :data:`ovseg.viz.LEGIBLE_SIDE` px are upscaled). ``segment``
+        results add ``mask_00.png``, ``mask_01.png``, ... (rank order, 255 = mask); edited results add ``mask.png`` (the
+        edited object), ``edit_mask.png`` (the repaint mask actually used, dilated and blurred, 255 = repainted) and
+        ``edited.png``. ``result.json`` (:meth:`to_dict` plus ``files``) is written last, so its presence marks a
+        complete folder. Every file is written atomically. Files that an earlier run wrote into the folder (listed by
+        its ``result.json``) and this run did not are removed; nothing else in the folder is touched.
+
+        Raises:
+            InputError: ``out_dir`` exists and is not a folder.
+        """
+        from .io import check_output_dir, listed_outputs, remove_stale_outputs, save_image_atomic, write_json_atomic
+        from .viz import labelled_overlay
+
+        out = check_output_dir(out_dir)
+        previous = listed_outputs(out / "result.json")
+        written = [save_image_atomic(out / "overlay.png", labelled_overlay(self.image, self.segmentation_masks))]
+        if self.edited_image is None:
+            for k, m in enumerate(self.segmentation_masks):
+                written.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
+        else:
+            written.append(save_image_atomic(out / "mask.png", self.segmentation_masks[0].mask))
+            if self.edit_mask is not None:
+                written.append(save_image_atomic(out / "edit_mask.png", np.rint(self.edit_mask * 255).astype(np.uint8)))
+            written.append(save_image_atomic(out / "edited.png", self.edited_image))
+        names = [p.name for p in written] + ["result.json"]
+        remove_stale_outputs(out, previous, names)
+        written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
+        return written
 
 
 @dataclass
@@ -96,6 +176,16 @@ class SemanticResult:
     masks: MaskSet
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def num_assigned(self) -> int:
+        """Candidate masks that were given a class (``mask_labels >= 0``)."""
+        return int((self.mask_labels >= 0).sum())
+
+    @property
+    def empty(self) -> bool:
+        """True when no pixel got a class (``label_map`` is all -1); ``segment_semantic`` also warns then."""
+        return not bool((self.label_map >= 0).any())
+
 
 # ---- stage loaders ------------------------------------------------------------------------------
 
@@ -109,6 +199,29 @@ def _model_name(cfg_value: str, profile: str, stage: str) -> str:
     if stage == "inpainting" and cfg_value != W.default_model("full", stage):
         return cfg_value
     return W.default_model("mini", stage)
+
+
+def effective_config(config: PipelineConfig) -> dict[str, Any]:
+    """``config.to_dict()`` with the model-identity fields (``config.PROFILE_PINNED_FIELDS``) as the profile runs them.
+
+    In the full profile that is the config itself. In the mini profile ``sam2.model``, ``clip.model`` and
+    ``inpainting.model`` name the models that load (:func:`_model_name`), and the mini CLIP's settings
+    (``clip.pretrained``, ``image_size``, ``extract_layers``, ``dense_path``, ``templates``, ``layer_weights``) come
+    from its ``config.json``. The dict loads back with ``PipelineConfig.from_dict`` and runs the same models.
+    """
+    d = config.to_dict()
+    if config.profile != "mini":
+        return d
+    for stage in ("sam2", "clip", "inpainting"):
+        d[stage]["model"] = _model_name(d[stage]["model"], "mini", stage)
+    entry = W.get_entry(d["clip"]["model"])
+    meta = REPO_ROOT / entry.local_dir / "config.json" if entry is not None and entry.local_dir else None
+    if meta is not None and meta.is_file():
+        m = json.loads(meta.read_text(encoding="utf-8"))
+        d["clip"].update(pretrained=f"{entry.local_dir}/{entry.files[0]}", image_size=m["image_size"],
+                         extract_layers=list(m["extract_layers"]), dense_path=m["dense_path"],
+                         templates=list(m["templates"]), layer_weights=None)
+    return d
 
 
 def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "MaskGenerator":
@@ -182,7 +295,7 @@ def _clip_from_cache(arch: str, tag: str, pcfg: dict) -> Path:
         if hit is not None:
             return hit
     raise WeightsError(f"weights for CLIP '{arch}' / '{tag}' are missing",
-                         f"looked in the HF cache for {repo or '(no hub id known to open_clip)'}",
+                         f"nothing in the HF cache {W._hf_cache_dir()} for {repo or '(no hub id known to open_clip)'}",
                          f"run `hf download {repo} open_clip_model.safetensors`" if repo else
                          "pass clip.pretrained as a local checkpoint file")
 
@@ -209,7 +322,9 @@ class OpenVocabSegmentationPipeline:
         device: torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         verbose: print per-stage timings and show progress bars.
         mask_generator, clip, inpainter: ready components (tests, notebooks); otherwise loaded
-            lazily from the weights registry for the config's profile.
+            lazily from the weights registry for the config's profile. A result names only the models the
+            pipeline loaded itself (``models[stage]["name"]`` is None for a component passed in).
+        progress: one tqdm bar (stderr) per long stage: SAM 2 crops, denoising steps (default: ``verbose``).
     """
 
     def __init__(self, config: PipelineConfig | str | None = None, device: str = "cpu", verbose: bool = False, *,
@@ -227,6 +342,11 @@ class OpenVocabSegmentationPipeline:
         self._masks: MaskSet | None = None
         self._features: DenseFeatures | None = None
         self.timings: dict[str, float] = {}
+        given = {"name": None, "sha256": None, "note": "component passed to the pipeline"}
+        self._models: dict[str, dict[str, Any]] = {
+            stage: {**given, "stage": stage} for stage, comp in (("sam2", mask_generator), ("clip", clip),
+                                                                  ("inpainting", inpainter)) if comp is not None}
+        self._warned: set[str] = set()  # OutOfDomainWarning messages already given by this pipeline
 
     # ---- lazily loaded components ----------------------------------------------------------
     @property
@@ -234,6 +354,7 @@ class OpenVocabSegmentationPipeline:
         if self._mask_generator is None:
             with self._timed("load_masks"):
                 self._mask_generator = load_mask_generator(self.config, self.device, progress=self.progress)
+            self._models["sam2"] = W.model_record(_model_name(self.config.sam2.model, self.config.profile, "sam2"), "sam2")
         return self._mask_generator
 
     @property
@@ -241,6 +362,7 @@ class OpenVocabSegmentationPipeline:
         if self._clip is None:
             with self._timed("load_clip"):
                 self._clip = load_dense_clip(self.config, self.device)
+            self._models["clip"] = W.model_record(_model_name(self.config.clip.model, self.config.profile, "clip"), "clip")
         return self._clip
 
     @property
@@ -248,6 +370,12 @@ class OpenVocabSegmentationPipeline:
         if self._inpainter is None:
             with self._timed("load_inpainting"):
                 self._inpainter = load_inpainter(self.config, self.device, progress=self.progress)
+            if self.config.inpainting.method == "classical":
+                self._models["inpainting"] = {"name": None, "stage": "inpainting", "sha256": None,
+                                              "note": "classical OpenCV inpainting (no model)"}
+            else:
+                name = _model_name(self.config.inpainting.model, self.config.profile, "inpainting")
+                self._models["inpainting"] = W.model_record(name, "inpainting")
         return self._inpainter
 
     @contextmanager
@@ -309,25 +437,57 @@ class OpenVocabSegmentationPipeline:
             scores = score_masks(weights, sim, a.background_weight)
         return masks, scores
 
-    # ---- public API (thesis README) -------------------------------------------------------
-    def segment(self, image: Any, text_prompt: str, top_k: int = 5) -> SegmentationResult:
-        """Masks matching ``text_prompt``, best first.
+    def _model_info(self, stage: str) -> dict[str, Any]:
+        """Provenance record of the model a stage ran (see :func:`ovseg.weights.model_record`)."""
+        return dict(self._models.get(stage) or {"name": None, "stage": stage, "sha256": None, "note": "unknown"})
 
-        Args:
-            image: path, PIL image or (H, W, 3) uint8 array.
-            text_prompt: free text, e.g. ``"red car"``.
-            top_k: how many masks to return (>= 1).
-        """
-        # 1. validate everything before touching a model
+    # ---- out-of-domain check (mini profile) ------------------------------------------------
+    def _check_domain(self, image: np.ndarray, prompts: Sequence[str], load: bool = True,
+                      stacklevel: int = 3) -> str | None:
+        """Warn (:class:`OutOfDomainWarning`, once per message and pipeline) when the mini models ran on what they
+        do not know: words outside the mini CLIP's vocabulary (they become ``<unk>``), or an image whose longer side
+        exceeds :data:`MINI_MAX_IMAGE_SIDE`. Only when the mini CLIP is the CLIP (its tokenizer has ``<unk>``);
+        with ``load=False`` a CLIP not loaded yet is not loaded (and nothing is checked). Returns the message, or None."""
+        if self._clip is None and not load:
+            return None
+        tok = self.clip.tokenizer
+        if not (hasattr(tok, "unk_id") and hasattr(tok, "encode")):
+            return None
+        reasons = []
+        unknown = list(dict.fromkeys(w for p in prompts for w in re.findall(r"[^\W_]+", p.lower())
+                                     if tok.unk_id in tok.encode(w)))
+        if unknown:
+            words = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
+            reasons.append(f"{words} {'is' if len(unknown) == 1 else 'are'} not in their vocabulary")
+        h, w = image.shape[:2]
+        if max(h, w) > MINI_MAX_IMAGE_SIDE:
+            reasons.append(f"the image is {w}x{h} px, more than {MINI_MAX_IMAGE_SIDE // MINI_WORLD_SIDE}x the "
+                           f"mini world's {MINI_WORLD_SIDE} px scenes")
+        if not reasons:
+            return None
+        msg = (f"the mini profile's models know only the mini world (coloured shapes in {MINI_WORLD_SIDE} px scenes): "
+               f"{' and '.join(reasons)}, so its masks and scores mean little here; for real images and free text "
+               "use the full profile: `ovseg weights download full`, then `--profile full` "
+               "(API: get_balanced_config(profile='full'))")
+        if msg not in self._warned:
+            self._warned.add(msg)
+            warnings.warn(msg, OutOfDomainWarning, stacklevel=stacklevel)
+        return msg
+
+    # ---- public API (thesis README) -------------------------------------------------------
+    def _begin(self, image: Any, text_prompt: str, top_k: int) -> tuple[np.ndarray, str]:
+        """Validate a segment request before touching a model; returns the (H, W, 3) uint8 image and the prompt."""
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise InputError("top_k must be a positive integer", repr(top_k), "pass e.g. top_k=5")
         prompt = check_prompts(text_prompt)[0]
         arr = self._prepare(image)
         self.timings = {}
-        # 2. masks, features, alignment
+        return arr, prompt
+
+    def _segment(self, arr: np.ndarray, prompt: str, top_k: int, source: Any) -> SegmentationResult:
         masks, scores = self.score(arr, [prompt])
-        # 3. rank and package
-        order = rank_masks(scores, 0, self.config.alignment.similarity_threshold, top_k)
+        a = self.config.alignment
+        order = rank_masks(scores, 0, a.similarity_threshold, top_k)
         ranked = [SegmentationMask(mask=masks.masks[i], final_score=float(scores.final[i, 0]),
                                    mean_similarity=float(scores.mean_similarity[i, 0]),
                                    background_similarity=float(scores.outside_similarity[i, 0]),
@@ -335,11 +495,49 @@ class OpenVocabSegmentationPipeline:
                                    predicted_iou=float(masks.predicted_iou[i]),
                                    stability_score=float(masks.stability_score[i]), index=int(i))
                   for i in order]
-        return SegmentationResult(arr, prompt, ranked, len(masks), masks.source, self.config.profile, dict(self.timings))
+        sam2 = self.config.sam2
+        counts = {"candidates": len(masks), "mask_source": masks.source,
+                  "sam2_thresholds": {"pred_iou_thresh": sam2.pred_iou_thresh,
+                                      "stability_score_thresh": sam2.stability_score_thresh}
+                  if masks.source == "sam2" else None,
+                  "similarity_threshold": a.similarity_threshold,
+                  "above_threshold": int((scores.mean_similarity[:, 0] >= a.similarity_threshold).sum()),
+                  "best_similarity": float(scores.mean_similarity[:, 0].max()) if len(masks) else None,
+                  "top_k": top_k, "returned": len(ranked)}
+        path = str(source) if isinstance(source, (str, os.PathLike)) else None
+        return SegmentationResult(arr, prompt, ranked, len(masks), masks.source, self.config.profile, dict(self.timings),
+                                  counts=counts, models={k: self._model_info(k) for k in ("sam2", "clip")},
+                                  config=effective_config(self.config), source=path)
+
+    def segment(self, image: Any, text_prompt: str, top_k: int = 5) -> SegmentationResult:
+        """Masks matching ``text_prompt``, best first.
+
+        Args:
+            image: path, PIL image or (H, W, 3) uint8 array.
+            text_prompt: free text, e.g. ``"red car"``.
+            top_k: how many masks to return (>= 1).
+
+        Returns:
+            :class:`SegmentationResult`: at most ``top_k`` masks whose mean similarity passed
+            ``alignment.similarity_threshold`` (``counts`` says how many candidates passed each step; the list
+            may be empty), with the models and effective config that produced them.
+
+        Warns:
+            OutOfDomainWarning: mini profile only, see :meth:`_check_domain`.
+        """
+        arr, prompt = self._begin(image, text_prompt, top_k)
+        self._check_domain(arr, [prompt], load=self.config.profile == "mini")  # before the long stages when cheap
+        result = self._segment(arr, prompt, top_k, image)
+        self._check_domain(arr, [prompt])  # the CLIP that ran (a warning already given is not repeated)
+        return result
 
     def segment_and_edit(self, image: Any, text_prompt: str, edit_operation: str, edit_prompt: str | None = None,
                          top_k: int = 5, seed: int | None = None) -> SegmentationResult:
-        """Segment ``text_prompt`` and edit the best mask: ``remove``, ``replace`` or ``style``."""
+        """Segment ``text_prompt`` and edit the best mask: ``remove``, ``replace`` or ``style``.
+
+        Raises:
+            InputError: a bad request, or no mask passed the similarity threshold (the message gives the counts).
+        """
         # 1. validate the edit request before any model runs
         if edit_operation not in EDIT_OPERATIONS:
             raise InputError("edit_operation must be one of remove, replace, style", repr(edit_operation),
@@ -349,11 +547,16 @@ class OpenVocabSegmentationPipeline:
                 raise InputError(f"{edit_operation} needs an edit prompt describing the new content", repr(edit_prompt),
                                  'pass edit_prompt="..." (CLI: --edit "...")')
             edit_prompt = check_prompts(edit_prompt)[0]
+        arr, prompt = self._begin(image, text_prompt, top_k)
+        prompts = [prompt] + ([edit_prompt] if edit_operation != "remove" else [])
+        self._check_domain(arr, prompts, load=self.config.profile == "mini")
         # 2. segment
-        result = self.segment(image, text_prompt, top_k=top_k)
+        result = self._segment(arr, prompt, top_k, image)
+        self._check_domain(arr, prompts)
         if not result.segmentation_masks:
-            raise InputError("the prompt must match at least one mask to edit", repr(text_prompt),
-                             "try another wording, or lower alignment.similarity_threshold")
+            raise InputError("the prompt must match at least one mask to edit", f"{text_prompt!r} ({result.counts_line()})",
+                             "try another wording, or lower alignment.similarity_threshold "
+                             "(CLI: --set alignment.similarity_threshold=0.1)")
         # 3. edit the best mask
         best = result.segmentation_masks[0]
         with self._timed("inpainting"):
@@ -366,17 +569,33 @@ class OpenVocabSegmentationPipeline:
                        "strength": edit.strength, "method": edit.method, "mask_index": best.index,
                        # what was repainted: the silhouette, or for replace inpainting.replace_region
                        "region": self.config.inpainting.replace_region if edit.operation == "replace" else "mask"}
+        result.models["inpainting"] = self._model_info("inpainting")
         result.timings = dict(self.timings)
         return result
 
     def segment_semantic(self, image: Any, class_names: Sequence[str]) -> SemanticResult:
-        """Label every pixel with one of ``class_names`` (or -1) via the best-scoring covering mask."""
+        """Label every pixel with one of ``class_names`` (or -1) via the best-scoring covering mask.
+
+        Warns:
+            NoMatchWarning: no mask was assigned a class (``result.empty`` is then True, ``num_assigned`` 0).
+            OutOfDomainWarning: mini profile only, see :meth:`_check_domain`.
+        """
         names = check_prompts(list(class_names))
         arr = self._prepare(image)
         self.timings = {}
+        self._check_domain(arr, names, load=self.config.profile == "mini")
         masks, scores = self.score(arr, names)
-        label_map, mask_labels = semantic_segmentation(masks, scores, self.config.alignment.similarity_threshold)
-        return SemanticResult(arr, names, label_map, mask_labels, scores, masks, dict(self.timings))
+        self._check_domain(arr, names)
+        threshold = self.config.alignment.similarity_threshold
+        label_map, mask_labels = semantic_segmentation(masks, scores, threshold)
+        result = SemanticResult(arr, names, label_map, mask_labels, scores, masks, dict(self.timings))
+        if result.empty:
+            source = _SOURCE_NAMES.get(masks.source, masks.source)
+            warnings.warn(f"no mask was assigned any of the {len(names)} class names ({len(masks)} candidates from "
+                          f"{source}, none with similarity >= {threshold:g} to its best class): every pixel is -1 "
+                          "(SemanticResult.empty); lower alignment.similarity_threshold or check the class names",
+                          NoMatchWarning, stacklevel=2)
+        return result
 
     def visualize_results(self, result: SegmentationResult | SemanticResult) -> dict[str, Any]:
         """Matplotlib figures for a result: ``overlay`` (+ ``masks``, ``edit`` when present)."""

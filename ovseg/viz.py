@@ -1,7 +1,10 @@
-"""Figures for results. Every function returns a ``matplotlib.figure.Figure`` (no pyplot state)."""
+"""Figures for results. Every ``*_figure`` function returns a ``matplotlib.figure.Figure`` (no pyplot state);
+:func:`overlay_masks` and :func:`labelled_overlay` return uint8 arrays (``overlay.png``)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -9,9 +12,15 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .pipeline import SegmentationResult, SemanticResult
+    from .pipeline import SegmentationMask, SegmentationResult, SemanticResult
 
-__all__ = ["PALETTE", "overlay_masks", "overlay_figure", "masks_figure", "edit_figure", "semantic_figure"]
+__all__ = ["PALETTE", "LEGIBLE_SIDE", "overlay_masks", "labelled_overlay", "overlay_figure", "masks_figure",
+           "edit_figure", "semantic_figure"]
+
+#: ``labelled_overlay`` draws on at least this many pixels along the longer side: a smaller image is upscaled by an
+#: integer factor (nearest neighbour, so pixels stay sharp) first, so that its labels stay legible; the mini world's
+#: 128 px scenes give a 384 px ``overlay.png``.
+LEGIBLE_SIDE = 384
 
 #: Distinct RGB colours for mask overlays (tab10).
 PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -25,6 +34,71 @@ def overlay_masks(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5
         colour = PALETTE[k % len(PALETTE)].astype(np.float32)
         out[m] = (1 - alpha) * out[m] + alpha * colour
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def labelled_overlay(image: np.ndarray, masks: "Sequence[SegmentationMask]", alpha: float = 0.5,
+                     empty_text: str | None = None) -> np.ndarray:
+    """The ranked masks over the image (:func:`overlay_masks`), each outlined by its box and labelled
+    ``#<rank> <final score>`` (e.g. ``#1 0.31``) in its colour at a corner of the box (above its top-left corner
+    where there is room; labels never overlap each other).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        masks: ranked masks with ``.mask`` (H, W) bool, ``.bbox`` XYWH pixels and ``.final_score``, best first.
+        empty_text: written at the top left when ``masks`` is empty (e.g. ``"no mask matched 'x'"``).
+
+    Returns:
+        (H * s, W * s, 3) uint8, with ``s = ceil(LEGIBLE_SIDE / max(H, W))`` for images smaller than
+        :data:`LEGIBLE_SIDE`, else ``s = 1``.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    base = overlay_masks(image, [m.mask for m in masks], alpha)
+    h, w = base.shape[:2]
+    scale = max(1, math.ceil(LEGIBLE_SIDE / max(h, w)))
+    canvas = Image.fromarray(base)
+    if scale > 1:
+        canvas = canvas.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(12, max(canvas.size) // 32))
+    pad = 2
+    placed: list[tuple[int, int, int, int]] = []  # label rectangles drawn so far (x0, y0, x1, y1), kept apart
+
+    def label(x: int, y: int, bw: int, bh: int, text: str, colour: tuple[int, int, int]) -> None:
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 2 * pad, bottom - top + 2 * pad
+
+        def fit(lx: int, ly: int) -> tuple[int, int, int, int]:
+            lx, ly = min(max(lx, 0), max(canvas.width - tw, 0)), min(max(ly, 0), max(canvas.height - th, 0))
+            return lx, ly, lx + tw, ly + th
+
+        def free(r: tuple[int, int, int, int]) -> bool:
+            return all(r[2] <= q[0] or q[2] <= r[0] or r[3] <= q[1] or q[3] <= r[1] for q in placed)
+
+        # above the box's top-left corner, inside it, above / inside its top-right corner, below it; else stack down
+        tries = [(x, y - th), (x, y), (x + bw - tw, y - th), (x + bw - tw, y), (x, y + bh)]
+        tries += [(x, y - th + i * th) for i in range(2, canvas.height // th + 2)]
+        rect = next((r for r in map(lambda p: fit(*p), tries) if free(r)), fit(x, y - th))
+        placed.append(rect)
+        draw.rectangle([rect[0], rect[1], rect[2] - 1, rect[3] - 1], fill=colour)
+        ink = (0, 0, 0) if 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2] > 140 else (255, 255, 255)
+        draw.text((rect[0] + pad - left, rect[1] + pad - top), text, fill=ink, font=font)
+
+    boxes = []
+    for k, m in enumerate(masks):  # outlines first, labels on top
+        colour = tuple(int(c) for c in PALETTE[k % len(PALETTE)])
+        x, y, bw, bh = (int(v) * scale for v in m.bbox)
+        draw.rectangle([x, y, x + max(bw, 1) - 1, y + max(bh, 1) - 1], outline=colour, width=max(1, scale - 1))
+        boxes.append((x, y, bw, bh, f"#{k + 1} {m.final_score:.2f}", colour))
+    for box in boxes:
+        label(*box)
+    if not masks and empty_text:
+        label(0, 0, 0, 0, empty_text, (40, 40, 40))
+    return np.asarray(canvas)
+
+
+def _no_match(result: "SegmentationResult") -> str:
+    return f"no mask matched '{result.text_prompt}' ({result.num_candidates} candidates)"
 
 
 def _figure(ncols: int, width: float = 4.0) -> "Figure":
@@ -41,18 +115,26 @@ def overlay_figure(result: "SegmentationResult") -> "Figure":
     ax0.imshow(result.image)
     ax0.set_title("input")
     ax1.imshow(overlay_masks(result.image, [m.mask for m in result.segmentation_masks]))
-    scores = ", ".join(f"{m.final_score:.3f}" for m in result.segmentation_masks[:5])
-    ax1.set_title(f'"{result.text_prompt}" top-{len(result.segmentation_masks)}: {scores}', fontsize=9)
+    if result.segmentation_masks:
+        scores = ", ".join(f"{m.final_score:.3f}" for m in result.segmentation_masks[:5])
+        ax1.set_title(f'"{result.text_prompt}" top-{len(result.segmentation_masks)}: {scores}', fontsize=9)
+    else:
+        ax1.set_title(_no_match(result), fontsize=9)
     for ax in (ax0, ax1):
         ax.axis("off")
     return fig
 
 
 def masks_figure(result: "SegmentationResult", max_masks: int = 5) -> "Figure":
-    """One panel per ranked mask with its final score, S_i and area."""
+    """One panel per ranked mask with its final score, S_i and area (one panel saying so when there is none)."""
     shown = result.segmentation_masks[:max_masks]
     fig = _figure(max(1, len(shown)), width=3.0)
     axes = np.atleast_1d(fig.subplots(1, max(1, len(shown))))
+    if not shown:
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, _no_match(result).replace(" (", "\n("), ha="center", va="center", fontsize=9,
+                     transform=axes[0].transAxes, wrap=True)
+        return fig
     for k, ax in enumerate(axes):
         ax.axis("off")
         if k < len(shown):

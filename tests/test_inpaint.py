@@ -466,12 +466,28 @@ def test_edit_expected_slice(sd_pipe):
 EXPECTED_SLICE = [153, 159, 166, 166, 165, 166, 172, 172, 161]
 
 
-def test_progress_bar_disabled_by_default(sd_pipe):
-    Inpainter(sd_pipe, _config())
-    assert sd_pipe._progress_bar_config.get("disable") is True
-    Inpainter(sd_pipe, _config(), progress=True)
-    assert sd_pipe._progress_bar_config.get("disable") is False
-    Inpainter(sd_pipe, _config())
+def test_one_ovseg_progress_bar_and_no_library_bars(sd_dir, capfd):
+    """Loading prints no diffusers / transformers bar; an edit with progress shows one ovseg bar over the steps
+    diffusers runs (int(steps * strength)), and diffusers' own per-step bar never shows."""
+    import re
+
+    from diffusers.utils import logging as dlog
+
+    capfd.readouterr()
+    pipe = load_inpaint_pipeline(sd_dir)
+    err = capfd.readouterr().err
+    assert "Loading pipeline components" not in err and "it/s" not in err and "%|" not in err
+    assert dlog.is_progress_bar_enabled()  # diffusers' global setting is restored after loading
+    quiet = Inpainter(pipe, _config())
+    assert pipe._progress_bar_config.get("disable") is True
+    quiet.edit(_image(), _mask(), "remove", seed=0, num_inference_steps=4)
+    assert "%|" not in capfd.readouterr().err  # progress off: no bar at all
+    Inpainter(pipe, _config(style_strength=0.5), progress=True).edit(_image(), _mask(), "style", "a red car", seed=0,
+                                                                     num_inference_steps=4)
+    assert pipe._progress_bar_config.get("disable") is True
+    bars = [seg for seg in re.split(r"[\r\n]+", capfd.readouterr().err) if "%|" in seg]
+    assert bars and all(seg.startswith("ovseg inpainting") for seg in bars)
+    assert "2/2" in bars[-1]  # 4 steps x strength 0.5
 
 
 def test_edit_warns_for_far_larger_images(sd_pipe):

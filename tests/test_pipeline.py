@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import tiny_dense_clip
 from dummies import get_dummy_inpaint_components, tiny_sam2_model
 from ovseg.config import get_balanced_config
-from ovseg.errors import InputError
+from ovseg.errors import InputError, NoMatchWarning
 from ovseg.pipeline import OpenVocabSegmentationPipeline
 
 
@@ -119,8 +119,11 @@ def test_no_candidate_masks_at_all(scene):
     p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
     res = p.segment(scene, "red circle")
     assert res.num_candidates == 0 and res.segmentation_masks == []
-    sem = p.segment_semantic(scene, ["red circle", "blue square"])
-    assert (sem.label_map == -1).all()
+    assert res.counts_line() == ("0 candidates from SAM 2 (predicted IoU > 1, stability > 0) -> 0 with similarity >= -1 "
+                                 "-> top-5: 0 returned")
+    with pytest.warns(NoMatchWarning, match=r"\(0 candidates from SAM 2, none with similarity >= -1"):
+        sem = p.segment_semantic(scene, ["red circle", "blue square"])
+    assert (sem.label_map == -1).all() and sem.empty
 
 
 def test_no_match_is_an_error_for_edits(scene):
@@ -168,3 +171,144 @@ def test_cli_writes_complete_outputs(tmp_path, scene, monkeypatch, capsys):
     res = json.loads((out2 / "result.json").read_text())
     assert res["edit"]["seed"] == 3 and res["edit"]["steps"] == 2
     assert Image.open(out2 / "edited.png").size == (128, 96)
+
+
+# ---- issue #23: what a result records, and the output folder it writes -----------------------------------------
+
+class FixedMasks:
+    """A mask generator that returns five fixed masks of the ``scene`` fixture (several masks to rank)."""
+
+    def generate(self, image):
+        from ovseg.utils import MaskSet
+
+        yy, xx = np.mgrid[0:96, 0:128]
+        disc = (yy - 48) ** 2 + (xx - 32) ** 2 <= 20**2
+        square = np.zeros((96, 128), bool)
+        square[28:68, 76:116] = True
+        return MaskSet.from_masks(np.stack([disc, square, ~(disc | square), disc & (yy < 48), square & (xx < 96)]),
+                                  predicted_iou=np.full(5, 0.9), stability_score=np.full(5, 0.95), source="sam2")
+
+
+@pytest.fixture(scope="module")
+def ranked():
+    """A pipeline with five fixed candidate masks and every mask returned (threshold -1)."""
+    cfg = tiny_config()
+    return OpenVocabSegmentationPipeline(cfg, **dict(tiny_components(cfg), mask_generator=FixedMasks()))
+
+def test_counts_say_how_many_passed_each_step(scene):
+    """counts: candidates -> above the similarity threshold -> top-k -> returned, consistent with the scores."""
+    cfg = tiny_config()
+    p = OpenVocabSegmentationPipeline(cfg, **dict(tiny_components(cfg), mask_generator=FixedMasks()))
+    masks, scores = p.score(scene, ["red circle"])
+    threshold = float(np.median(scores.mean_similarity[:, 0]))  # about half the candidates pass
+    p.config = p.config.replace(**{"alignment.similarity_threshold": threshold})
+    res = p.segment(scene, "red circle", top_k=2)
+    above = int((scores.mean_similarity[:, 0] >= threshold).sum())
+    assert len(masks) == 5 and 2 <= above < 5
+    c = res.counts
+    assert c["candidates"] == len(masks) == res.num_candidates and c["above_threshold"] == above
+    assert c["returned"] == len(res.segmentation_masks) == min(above, 2) and c["top_k"] == 2
+    assert c["similarity_threshold"] == threshold and c["best_similarity"] == pytest.approx(float(scores.mean_similarity.max()))
+    assert res.counts_line() == (f"5 candidates from SAM 2 (predicted IoU > 0, stability > 0) -> "
+                                 f"{above} with similarity >= {threshold:g} -> top-2: 2 returned")
+    assert res.to_dict()["counts"] == c
+
+
+def test_injected_components_are_not_named(pipe, scene):
+    """A result names only models the pipeline loaded itself; the config block is the config's (full profile)."""
+    res = pipe.segment(scene, "red circle")
+    assert set(res.models) == {"sam2", "clip"}
+    assert all(m["name"] is None and m["sha256"] is None for m in res.models.values())
+    assert res.config["sam2"]["model"] == "sam2.1-hiera-large" and res.config["profile"] == "full"
+    edited = pipe.segment_and_edit(scene, "red circle", "remove", seed=0)
+    assert set(edited.models) == {"sam2", "clip", "inpainting"}
+
+
+def test_effective_config_names_the_mini_models():
+    from ovseg.config import PipelineConfig
+    from ovseg.pipeline import effective_config
+
+    d = effective_config(get_balanced_config("mini"))
+    assert (d["sam2"]["model"], d["clip"]["model"], d["inpainting"]["model"]) == ("mini-sam2", "mini-clip", "mini-inpainting")
+    assert d["clip"]["image_size"] == 128 and d["clip"]["pretrained"] == "data/models/mini-clip/model.safetensors"
+    assert PipelineConfig.from_dict(d).clip.model == "mini-clip"  # loads back
+    full = effective_config(get_balanced_config("full"))
+    assert full == get_balanced_config("full").to_dict()
+
+
+def test_save_writes_exactly_this_runs_files(ranked, scene, tmp_path):
+    pipe = ranked
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a user's file: never touched
+    (out / "mask_07.png").write_bytes(b"user's, not listed by any result.json")
+    many = pipe.segment(scene, "red circle", top_k=3)
+    assert len(many.segmentation_masks) == 3
+    files = many.save(out)
+    assert [p.name for p in files] == ["overlay.png", "mask_00.png", "mask_01.png", "mask_02.png", "result.json"]
+    one = pipe.segment(scene, "red circle", top_k=1)
+    one.save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["mask_00.png", "mask_07.png", "notes.txt", "overlay.png", "result.json"]
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["files"] == ["overlay.png", "mask_00.png", "result.json"] and saved["counts"]["returned"] == 1
+    assert (out / "notes.txt").read_text() == "mine"
+    # a tampered result.json cannot make a rerun delete a user's file
+    saved["files"] += ["notes.txt", "../x.png", "mask_07.png"]
+    (out / "result.json").write_text(json.dumps(saved))
+    (tmp_path / "x.png").write_bytes(b"outside")
+    one.save(out)
+    assert (out / "notes.txt").exists() and (tmp_path / "x.png").exists() and not (out / "mask_07.png").exists()
+    # an edit rerun into the same folder replaces the segment files by the edit's
+    pipe.segment_and_edit(scene, "red circle", "remove", seed=0).save(out)
+    assert sorted(p.name for p in out.iterdir()) == ["edit_mask.png", "edited.png", "mask.png", "notes.txt",
+                                                     "overlay.png", "result.json"]
+    with pytest.raises(InputError, match="output folder must be a folder"):
+        one.save(out / "notes.txt")
+
+
+def test_overlay_is_labelled_and_legible(ranked, scene):
+    pipe = ranked
+    from ovseg.viz import LEGIBLE_SIDE, PALETTE, labelled_overlay, overlay_masks
+
+    res = pipe.segment(scene, "red circle", top_k=2)
+    img = labelled_overlay(scene, res.segmentation_masks)
+    s = -(-LEGIBLE_SIDE // 128)  # 128 px wide scene -> upscaled 3x
+    assert img.shape == (96 * s, 128 * s, 3) and img.dtype == np.uint8
+    plain = np.kron(overlay_masks(scene, [m.mask for m in res.segmentation_masks]), np.ones((s, s, 1), np.uint8))
+    for k, m in enumerate(res.segmentation_masks):  # each box is outlined in its colour, with a label near its corner
+        x, y, w, h = (v * s for v in m.bbox)
+        colour = PALETTE[k]
+        assert (img[y + h // 2, x] == colour).all() or (img[y + h // 2, x + 1] == colour).all()
+        near = img[max(y - 40, 0):y + 40, max(x - 10, 0):x + 120]
+        assert (near == colour).all(axis=-1).sum() > 100  # the label's filled background
+    changed = (img != plain).any(axis=-1)
+    assert 0 < changed.mean() < 0.2  # labels and outlines only: the overlay itself is unchanged
+    empty = labelled_overlay(scene, [], empty_text="no mask matched 'x'")
+    assert (empty[:10, :40] != np.kron(scene, np.ones((s, s, 1), np.uint8))[:10, :40]).any()
+
+
+def test_zero_masks_say_no_match(scene):
+    cfg = tiny_config().replace(**{"alignment.similarity_threshold": 1.0})
+    p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    res = p.segment(scene, "red circle")
+    assert res.segmentation_masks == [] and res.counts["above_threshold"] == 0 and res.counts["returned"] == 0
+    figs = p.visualize_results(res)
+    titles = [ax.get_title() for ax in figs["overlay"].axes]
+    texts = [t.get_text() for ax in figs["masks"].axes for t in ax.texts]
+    assert any(t.startswith("no mask matched 'red circle'") for t in titles) and not any("top-0" in t for t in titles)
+    assert any("no mask matched 'red circle'" in t for t in texts)
+    with pytest.warns(NoMatchWarning, match="no mask was assigned any of the 2 class names") as rec:
+        sem = p.segment_semantic(scene, ["red circle", "blue square"])
+    assert len(rec) == 1 and sem.empty and sem.num_assigned == 0
+    with pytest.raises(InputError, match=r"must match at least one mask to edit; got .red circle. \(1 candidate from "
+                                         r"SAM 2 .* -> 0 with similarity >= 1 -> top-5: 0 returned\)"):
+        p.segment_and_edit(scene, "red circle", "remove")
+
+
+def test_semantic_with_assignments_is_not_empty(pipe, scene):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoMatchWarning)
+        sem = pipe.segment_semantic(scene, ["red circle", "blue square"])  # threshold -1: every mask is assigned
+    assert not sem.empty and sem.num_assigned == len(sem.masks) > 0
