@@ -15,8 +15,9 @@ papermill's own:
   time limit once all cells ran (papermill issue #711 hangs exactly there); here that wait is bounded
   and only the executed copy's metadata depends on it.
 
-Progress: ``on_cell`` is called before each code cell with ``(i, n, title)`` (1-based among code
-cells; the title is the nearest Markdown heading above, else the cell's first comment).
+Progress: ``progress`` is called before each code cell with ``(i, n, title)`` (1-based among code
+cells; the title is the nearest Markdown heading above, else the cell's first comment), and every
+``heartbeat`` seconds of a long cell with ``still=True``.
 
 The kernel talks to the client over IPC sockets in a private temporary folder (not TCP), so it
 prints no transport warning and listens on no port.
@@ -138,7 +139,8 @@ def _client_class() -> type:
 
         stall_seconds: float = 60.0
         cpu_floor: float = 1.0
-        progress: Callable[[int, int, str], None] | None = None
+        heartbeat: float = 60.0  # seconds between "still running" progress calls during a long cell
+        progress: Callable[..., None] | None = None
         kernel_log: Any = None  # an open file for the kernel process's stderr (None: inherit ours)
 
         def __init__(self, *args: Any, **kwargs: Any):
@@ -146,7 +148,7 @@ def _client_class() -> type:
             self.stalled: dict[str, Any] | None = None
             self.current: int | None = None  # index of the code cell being executed
             self.idle_seen = False  # the kernel reported the current cell finished (iopub status idle)
-            self._last_output = time.monotonic()
+            self._last_output = self._started = time.monotonic()
             self._titles = cell_titles(self.nb.cells)
             self._code = [k for k, c in enumerate(self.nb.cells) if c.get("cell_type") == "code"]
             self.on_cell_start = self._cell_start
@@ -158,7 +160,7 @@ def _client_class() -> type:
         # ---- hooks (run in the client's event loop) --------------------------------------------
         def _cell_start(self, cell: Any, cell_index: int) -> None:
             self.idle_seen = False
-            self._last_output = time.monotonic()
+            self._last_output = self._started = time.monotonic()
             self.current = cell_index
             if self.progress is not None and cell_index in self._code:
                 self.progress(self._code.index(cell_index) + 1, len(self._code), self._titles.get(cell_index, ""))
@@ -188,13 +190,20 @@ def _client_class() -> type:
             return getattr(proc, "pid", None)
 
         def _watch(self) -> None:
-            step = max(0.2, min(2.0, self.stall_seconds / 10))
+            step = max(0.2, min(2.0, self.stall_seconds / 10, self.heartbeat / 4))
             window: list[tuple[float, float]] = []  # (time, kernel tree CPU seconds) while a cell is pending
+            beat: tuple[int | None, float] = (None, 0.0)  # (cell, time of its last "still running" call)
             while not self._stop.wait(step):
-                pid = self._kernel_pid()
-                if self.current is None or pid is None:
+                pid, current = self._kernel_pid(), self.current
+                if current is None or pid is None:
                     window.clear()
                     continue
+                if self.progress is not None and current in self._code:
+                    last = beat[1] if beat[0] == current else self._started
+                    if time.monotonic() - last >= self.heartbeat:
+                        beat = (current, time.monotonic())
+                        i, n, title = self.where(current)
+                        self.progress(i, n, title, still=True)
                 cpu = _tree_cpu_seconds(pid)
                 if cpu is None:
                     continue
@@ -273,13 +282,15 @@ def _register_engine() -> str:
         def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False, stdout_file: Any = None,
                                      stderr_file: Any = None, start_timeout: int = 60, execution_timeout: Any = None,
                                      stall_seconds: float = 60.0, progress: Any = None, holder: Any = None,
-                                     km: Any = None, kernel_log: Any = None, **kwargs: Any) -> Any:
+                                     km: Any = None, kernel_log: Any = None, heartbeat: float = 60.0,
+                                     **kwargs: Any) -> Any:
             client = GuardedClient()(nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
                                      kernel_name=kernel_name, log=_quiet_logger(), log_output=log_output,
                                      stdout_file=stdout_file, stderr_file=stderr_file)
             client.stall_seconds = float(stall_seconds)
             client.progress = progress
             client.kernel_log = kernel_log
+            client.heartbeat = float(heartbeat)
             if holder is not None:
                 holder.append(client)
             return client.execute()
@@ -309,8 +320,8 @@ def _kernel_manager(kernel_name: str, sockets: Path) -> Any:
 
 
 def execute_notebook(notebook: Path, dest: Path, parameters: dict[str, Any], cwd: Path, timeout: float | None,
-                     stall: float, progress: Callable[[int, int, str], None] | None = None,
-                     kernel_name: str = "python3", kernel_log: Path | None = None) -> None:
+                     stall: float, progress: Callable[..., None] | None = None,
+                     kernel_name: str = "python3", kernel_log: Path | None = None, heartbeat: float = 60.0) -> None:
     """Execute ``notebook`` into ``dest`` with papermill, under a cell timeout and the stall watchdog.
 
     Args:
@@ -320,8 +331,10 @@ def execute_notebook(notebook: Path, dest: Path, parameters: dict[str, Any], cwd
         timeout: seconds one cell may run (``None``: no limit).
         stall: seconds of an idle kernel (no output, CPU below 1 s) while a cell is pending before the kernel
             is killed.
-        progress: called ``(i, n, title)`` before each code cell.
+        progress: called ``(i, n, title)`` before each code cell and ``(i, n, title, still=True)`` every minute of a
+            long one.
         kernel_log: file for the kernel process's own stderr (default: ``dest`` with ``.kernel.log``).
+        heartbeat: seconds between "still running" progress calls during one cell.
 
     Raises:
         NotebookStall, NotebookTimeout, NotebookFailed: where and why it stopped.
@@ -342,7 +355,7 @@ def execute_notebook(notebook: Path, dest: Path, parameters: dict[str, Any], cwd
                                 cwd=str(cwd), progress_bar=False, log_output=False, engine_name=engine,
                                 execution_timeout=int(timeout) if timeout else None, stall_seconds=stall,
                                 progress=progress, holder=holder, km=_kernel_manager(kernel_name, sockets),
-                                kernel_log=log_fh)
+                                kernel_log=log_fh, heartbeat=heartbeat)
     except pm.PapermillExecutionError as exc:
         client = holder[0] if holder else None
         i, n, title = client.where(client.failed) if client else (exc.exec_count, 0, "")

@@ -150,10 +150,11 @@ def run_notebooks(notebooks: Sequence[Path], out_dir: Path, build_dir: Path = BU
         t0 = time.perf_counter()
         n_cells = 0
         for attempt in (1, 2):
-            def progress(i: int, n: int, title: str, _nb: str = nb.stem, _t0: float = t0) -> None:
+            def progress(i: int, n: int, title: str, still: bool = False, _nb: str = nb.stem, _t0: float = t0) -> None:
                 nonlocal n_cells
                 n_cells = n
-                log(f"[regen]   {_nb} cell {i}/{n} ({title}) {_clock(time.perf_counter() - _t0)}")
+                log(f"[regen]   {_nb} cell {i}/{n} ({title}) {_clock(time.perf_counter() - _t0)}"
+                    + (" still running" if still else ""))
 
             try:
                 execute_notebook(nb, dest, params, NOTEBOOKS_DIR, spec.timeout, spec.stall, progress=progress)

@@ -191,3 +191,15 @@ def test_a_run_killed_between_the_two_renames_is_recovered(tmp_path):
     (old / "MANIFEST.json").write_text('{"files": {}}')
     assert regen._recover(figures) and (figures / "MANIFEST.json").exists() and not old.exists()
     assert not regen._recover(figures)  # nothing to do when figures/ exists
+
+
+def test_a_long_cell_reports_that_it_is_still_running(tmp_path):
+    from ovseg import nbrun
+
+    nb = _notebook(tmp_path / "long.ipynb", "md:Long step", "import time\nt = time.time()\nwhile time.time() - t < 3.5: pass")
+    calls: list[tuple] = []
+    nbrun.execute_notebook(nb, tmp_path / "out.ipynb", {}, tmp_path, timeout=60, stall=30, heartbeat=1,
+                           progress=lambda *a, **k: calls.append((*a, k.get("still", False))))
+    assert calls[:2] == [(1, 2, "parameters", False), (2, 2, "Long step", False)]  # no parameters: nothing injected
+    still = [c for c in calls if c[3]]
+    assert 2 <= len(still) <= 4 and all(c[:3] == (2, 2, "Long step") for c in still)
