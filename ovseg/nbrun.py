@@ -249,7 +249,8 @@ def _client_class() -> type:
             self.reset_execution_trackers()
             if self.kernel_log is not None:
                 kwargs.setdefault("stderr", self.kernel_log)
-            with self.setup_kernel(**kwargs):
+            # cleanup_kc: nbclient shuts down only kernels of managers it created itself; ours (IPC) must go too
+            with self.setup_kernel(cleanup_kc=True, **kwargs):
                 self.papermill_execute_cells()
                 self.nb.metadata["language_info"] = self.language_info(min(self.stall_seconds, 30.0))
                 self.set_widgets_metadata()

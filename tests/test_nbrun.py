@@ -106,6 +106,10 @@ def test_progress_lines_and_final_table(tmp_path):
     assert lines[-1].split()[1] == "total"
     log = (tmp_path / "executed" / "ok.kernel.log").read_text()
     assert "without encryption" not in log  # the kernel talks over IPC, not TCP
+    import psutil
+
+    kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+    assert kernels == []  # each notebook's kernel is shut down when it ends
 
 
 def test_keep_unchanged_records(tmp_path):
