@@ -14,15 +14,17 @@ thesis ``main.py``            ovseg
 ``--config quality``          ``--config fast|balanced|quality|FILE.yaml``
 ============================  =========================================
 
-Every input (image, prompt, config) is validated before a model is loaded; a user error prints
-one line ``ovseg: error: <rule>; got <value>; fix: <fix>`` and exits 2 (3 for missing weights).
-Outputs are written atomically.
+Every input (image, prompt, config, ``--set`` overrides, output folder) is validated before a model is
+loaded; a user error prints one line ``ovseg: error: <rule>; got <value>; fix: <fix>`` and exits 2 (3 for
+missing weights). Outputs are written atomically by :meth:`ovseg.pipeline.SegmentationResult.save`. ovseg's
+own warnings print as ``ovseg: warning: <message>``; other libraries' warnings keep Python's format.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from collections.abc import Sequence
@@ -34,19 +36,58 @@ from .errors import InputError, OvsegError
 __all__ = ["main", "build_parser"]
 
 
-def _add_common(p: argparse.ArgumentParser, edit: bool = False) -> None:
+#: ``--help`` epilog of the commands that take a config: the common ``--set`` keys.
+SET_EPILOG = """\
+--set KEY=VALUE overrides one config field (repeatable; VALUE is YAML, validated like a config file):
+  alignment.similarity_threshold=0.1   masks whose mean similarity is below this are not returned
+  alignment.background_weight=0.3      background suppression alpha
+  sam2.points_per_side=16              SAM 2 point grid (points per image side)
+  sam2.pred_iou_thresh=0.5             SAM 2 predicted-IoU cut-off (stability: sam2.stability_score_thresh)
+  sam2.crop_n_layers=0                 multi-scale crop layers (0 = whole image only)
+  inpainting.num_inference_steps=25    denoising steps (also --steps)
+  inpainting.guidance_scale=7.5        classifier-free guidance
+  inpainting.method=classical          OpenCV removal, no diffusion model (remove only)
+Every key, with its range: PipelineConfig in ovseg/config.py (or print a preset as YAML:
+  python -c "from ovseg import get_balanced_config as g; print(g().to_yaml())")."""
+
+_OUT_HELP = "output folder (default: ovseg-out/<image stem>-{command})"
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field, e.g. --set alignment.similarity_threshold=0.1 (repeatable; "
+                        "common keys below)")
+
+
+class _RefuseEdit(argparse.Action):
+    """``remove --edit``: refused with argparse's error (``--edit`` is not in remove's help)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error("remove takes no --edit (it fills the object's place with background); to paint something "
+                     'else there use: ovseg replace IMAGE --prompt "..." --edit "..."')
+
+
+def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("image", help="input image (PNG, JPEG, ...)")
     p.add_argument("--prompt", required=True, help='text describing the object, e.g. "red car"')
-    if edit:
-        p.add_argument("--edit", default=None, help="what to paint instead (replace) / the new look (style)")
+    if command in ("replace", "style"):
+        p.add_argument("--edit", default=None,
+                       help="what to paint instead" if command == "replace" else "the new look of the object")
+    if command == "remove":
+        p.add_argument("--edit", action=_RefuseEdit, help=argparse.SUPPRESS)
+    if command in ("remove", "replace", "style"):
         p.add_argument("--seed", type=int, default=None, help="diffusion seed (default: config inpainting.seed)")
         p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: config, 50)")
     p.add_argument("--top-k", type=int, default=5, help="number of masks to return (default 5)")
     p.add_argument("--config", default="balanced", help="fast | balanced | quality | path to a .yaml config")
+    _add_config_options(p)
     p.add_argument("--profile", choices=("mini", "full"), default=None, help="model profile (default: config's, mini)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    p.add_argument("--out", default=None, help="output folder (default: ./ovseg-out/<image stem>)")
+    p.add_argument("--out", default=None, help=_OUT_HELP.format(command=command))
     p.add_argument("--json", action="store_true", help="also print result.json to stdout")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="one progress bar per long stage on stderr (default: only when stderr is a terminal)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,24 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ovseg", description="Open-vocabulary segmentation and editing "
                                      "(SAM 2 + CLIP + Stable Diffusion).")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_common(sub.add_parser("segment", help="find the masks matching a prompt"))
+    fmt = {"epilog": SET_EPILOG, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    _add_common(sub.add_parser("segment", help="find the masks matching a prompt", **fmt), "segment")
     for op, text in (("remove", "remove the object"), ("replace", "replace the object with --edit"),
                      ("style", "restyle the object as --edit")):
-        sp = sub.add_parser(op, help=text)
-        _add_common(sp, edit=True)
+        sp = sub.add_parser(op, help=text, **fmt)
+        _add_common(sp, op)
         if op == "replace":
             sp.add_argument("--region", choices=REPLACE_REGIONS, default=None,
                             help="repaint the object's silhouette, its bounding box, or the square around its "
                                  "enclosing circle (room for another shape) "
                                  "(default: config inpainting.replace_region)")
 
-    b = sub.add_parser("benchmark", help="per-stage timings")
+    b = sub.add_parser("benchmark", help="per-stage timings", **fmt)
     b.add_argument("image", nargs="?", default=None, help="image to time (default: a shipped sample)")
     b.add_argument("--stage", choices=("all", "align"), default="all",
                    help="all stages, or only the alignment micro-benchmark")
     b.add_argument("--prompt", default="red circle")
     b.add_argument("--profile", choices=("mini", "full"), default="mini")
     b.add_argument("--config", default="balanced")
+    _add_config_options(b)
     b.add_argument("--device", default="cpu")
     b.add_argument("--random-init", action="store_true",
                    help="full-size models with RANDOM weights: timing only, results are meaningless")
@@ -81,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=7, help="repeats for the alignment benchmark (median)")
     b.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
-    e = sub.add_parser("evaluate", help="Chapter 5 evaluation of a dataset (resumable, torchrun-aware)")
+    e = sub.add_parser("evaluate", help="Chapter 5 evaluation of a dataset (resumable, torchrun-aware)", **fmt)
     e.add_argument("--dataset", required=True, choices=("voc", "coco-stuff", "ade20k", "mini", "folder"))
     e.add_argument("--root", default=None, help="dataset folder (default for mini: the shipped evaluation set)")
     e.add_argument("--split", default="val", help="dataset split (default val)")
     e.add_argument("--config", default=None, help="evaluation YAML: protocol keys and an optional pipeline: section")
+    _add_config_options(e)  # applies to the pipeline config
     e.add_argument("--method", choices=("ovseg", "dense", "maskclip", "sclip", "clearclip"), default=None,
                    help="override the protocol's method")
     e.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
@@ -116,17 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
+    """``--out``, or ``ovseg-out/<image stem>-<command>`` (the default the help texts name)."""
     return Path(args.out) if args.out else Path("ovseg-out") / f"{Path(args.image).stem}-{suffix}"
 
 
 def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Image, prompt, edit prompt and config, all checked before any model loads."""
-    from .config import load_config
+    """Image, prompt, edit prompt, config overrides and output folder, all checked before any model loads."""
+    from .config import apply_overrides, load_config
     from .errors import InputError
     from .features import check_prompts
-    from .io import load_image
+    from .io import check_output_dir, load_image
 
-    config = load_config(args.config, profile=args.profile)
+    config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
     image = load_image(args.image)
     check_prompts(args.prompt)
     if args.top_k < 1:
@@ -138,63 +183,109 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.command in ("replace", "style") and (args.edit is None or not args.edit.strip()):
         raise InputError(f"{args.command} needs --edit describing the new content", repr(args.edit),
                          'add --edit "..." (e.g. --edit "blue square")')
+    check_output_dir(_out_dir(args, args.command), "--out")
     return image, config
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
-    import numpy as np
+_EDIT_VERBS = {"remove": "removed {p!r}", "replace": "replaced {p!r} with {e!r}", "style": "restyled {p!r} as {e!r}"}
 
-    from .io import save_image_atomic, write_json_atomic
+
+def _no_match_hint(result: Any) -> str:
+    """What to try when no mask passed the similarity threshold (a threshold just under the best candidate's)."""
+    best = result.counts.get("best_similarity")
+    threshold = result.counts.get("similarity_threshold")
+    if best is None or threshold is None or best >= threshold:
+        return "try another wording"
+    return (f"try another wording, or a threshold under the best candidate's similarity {best:.3f}: "
+            f"--set alignment.similarity_threshold={math.floor(best * 100) / 100:g}")
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
     from .pipeline import OpenVocabSegmentationPipeline
-    from .viz import overlay_masks
 
     image, config = _validate(args)
-    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=sys.stderr.isatty())
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=progress)
     if args.command == "segment":
         result = pipe.segment(image, args.prompt, top_k=args.top_k)
     else:
-        result = pipe.segment_and_edit(image, args.prompt, args.command, edit_prompt=args.edit, top_k=args.top_k,
-                                       seed=args.seed)
+        result = pipe.segment_and_edit(image, args.prompt, args.command, edit_prompt=getattr(args, "edit", None),
+                                       top_k=args.top_k, seed=args.seed)
+    result.source = str(args.image)
     out = _out_dir(args, args.command)
-    payload = result.to_dict() | {"image": str(args.image), "config": config.to_dict()}
-    files = []
-    # Images first, result.json last: its presence marks a complete output folder.
-    files.append(save_image_atomic(out / "overlay.png", overlay_masks(result.image, [m.mask for m in result.segmentation_masks])))
-    if args.command == "segment":
-        for k, m in enumerate(result.segmentation_masks):
-            files.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
-    else:
-        files.append(save_image_atomic(out / "mask.png", result.segmentation_masks[0].mask))
-        # the repaint mask actually used (dilated, blurred; for replace --region box, the box's): 255 = repainted
-        files.append(save_image_atomic(out / "edit_mask.png", np.rint(result.edit_mask * 255).astype(np.uint8)))
-        files.append(save_image_atomic(out / "edited.png", result.edited_image))
-    payload["files"] = [p.name for p in files] + ["result.json"]
-    write_json_atomic(out / "result.json", payload)
+    files = result.save(out)
     if args.json:
-        print(json.dumps(payload, indent=2))
+        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+        return 0
+    masks = result.segmentation_masks
+    if args.command != "segment":
+        best = masks[0]
+        what = _EDIT_VERBS[args.command].format(p=result.text_prompt, e=getattr(args, "edit", None))
+        steps = f", {result.edit['steps']} steps" if result.edit.get("method") == "diffusion" else ", classical"
+        print(f"{what} (mask #1 of {len(masks)}, final score {best.final_score:.3f}, profile {result.profile}{steps})"
+              f" -> {out / 'edited.png'}")
+        print(f"  {result.counts_line()}; overlay.png, mask.png, edit_mask.png, result.json in {out}")
+    elif masks:
+        print(f"{len(masks)} mask(s) for {result.text_prompt!r} (best final score {masks[0].final_score:.3f}, "
+              f"profile {result.profile}) -> {out}")
+        print(f"  {result.counts_line()}")
     else:
-        best = result.segmentation_masks[0].final_score if result.segmentation_masks else float("nan")
-        print(f"{len(result.segmentation_masks)} mask(s) for {args.prompt!r} (best final score {best:.3f}, "
-              f"{result.num_candidates} candidates, profile {result.profile}) -> {out}")
+        print(f"no mask matched {result.text_prompt!r} (profile {result.profile}) -> {out}")
+        print(f"  {result.counts_line()}; {_no_match_hint(result)}")
     return 0
+
+
+def _size(n: int | None) -> str:
+    """Bytes as MB / GB (decimal), or "-" when unknown."""
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
     from . import weights as W
 
     if args.weights_command == "list":
-        for name in W.list_models(profile=args.profile):
+        names = W.list_models(profile=args.profile)
+        print(f"{'profile':7} {'stage':10} {'name':24} {'source':52} {'size':>9}  status")
+        present_total, present_n, missing_known, missing_unknown = 0, 0, 0, 0
+        for name in names:
             e = W.REGISTRY[name]
             try:
                 found = W.resolve(name, e.stage)
                 status = f"present ({found.origin}: {found.path})"
+                size = W.present_size(name)
+                present_total += size or 0
+                present_n += 1
             except OvsegError:
                 status = "missing"
+                size = e.download_size
+                if size is None:
+                    missing_unknown += 1
+                else:
+                    missing_known += size
             src = e.local_dir or e.hf_repo
             note = f"  [{e.note}]" if e.note else ""
-            print(f"{e.profile:5} {e.stage:10} {name:24} {src:52} {status}{note}")
+            print(f"{e.profile:7} {e.stage:10} {name:24} {src:52} {_size(size):>9}  {status}{note}")
+        missing = len(names) - present_n
+        tail = ""
+        if missing:
+            known = f"{_size(missing_known)} known to download" if missing_known else ""
+            unknown = f"{missing_unknown} of unknown size" if missing_unknown else ""
+            tail = f"; {missing} missing ({', '.join(p for p in (known, unknown) if p)})"
+        print(f"total: {_size(present_total)} present in {present_n} of {len(names)} entries{tail}")
         return 0
     if args.weights_command == "download":
+        plan = W.download_plan(args.profile, args.only)
+        fetch = [e for e, found in plan if found is None]
+        print(f"ovseg weights download {args.profile}: {len(fetch)} of {len(plan)} model(s) to fetch into the "
+              f"Hugging Face cache {W._hf_cache_dir()}")
+        for e, found in plan:
+            if found is not None:
+                print(f"  {e.name:24} present ({found.origin}: {found.path}), skipped")
+            else:
+                what = f"{e.hf_repo}/{'|'.join(e.files)}" if e.stage != "inpainting" else f"{e.hf_repo} (diffusers folder)"
+                print(f"  {e.name:24} {what}  {_size(e.download_size) if e.download_size else 'size unknown'}")
         for r in W.download(args.profile, args.only):
             print(f"{r.name}: {r.origin} -> {r.path}")
         return 0
@@ -221,7 +312,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             print(f"align {res['align_ms']:.2f} ms | loop {res['loop_ms']:.1f} ms | bare matmul {res['matmul_ms']:.2f} ms "
                   f"({res['n_masks']} masks x {res['n_layers']} layers x {res['n_prompts']} prompts at {res['size']} px)")
     else:
-        res = benchmark.stage_benchmark(image=args.image, prompt=args.prompt, profile=args.profile, config=args.config,
+        from .config import apply_overrides, load_config
+
+        profile = "full" if args.random_init else args.profile
+        config = apply_overrides(load_config(args.config, profile=profile), args.overrides)
+        res = benchmark.stage_benchmark(image=args.image, prompt=args.prompt, profile=args.profile, config=config,
                                         device=args.device, random_init=args.random_init, steps=args.steps,
                                         points_per_side=args.points_per_side)
         if not args.json:
@@ -236,11 +331,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
+    from .config import apply_overrides
     from .datasets import load_dataset
     from .evaluate import load_protocol, run_evaluation, table_rows
     from .pipeline import OpenVocabSegmentationPipeline
 
     protocol, config = load_protocol(args.config, profile=args.profile)
+    config = apply_overrides(config, args.overrides)
     changes = {k: v for k, v in (("method", args.method), ("max_images", args.max_images)) if v is not None}
     protocol = dataclasses.replace(protocol, **changes).validate()
     dataset = load_dataset(args.dataset, args.root, split=args.split)  # validates the layout before models load
@@ -285,10 +382,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_ovseg_warning(category: type[Warning], filename: str) -> bool:
+    """ovseg's own warnings: an :class:`~ovseg.errors.OvsegWarning`, or one raised from a file of the ovseg package."""
+    from .errors import OvsegWarning
+
+    if issubclass(category, OvsegWarning):
+        return True
+    try:
+        return Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent)
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"ovseg: warning: {msg}\n"
+    default_format = warnings.formatwarning
+
+    def formatwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+        if _is_ovseg_warning(category, filename):
+            return f"ovseg: warning: {message}\n"
+        return default_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning  # restored when main returns
     try:
         if args.command in ("segment", "remove", "replace", "style"):
             return _cmd_segment(args)
@@ -308,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ovseg: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = default_format
 
 
 if __name__ == "__main__":  # pragma: no cover

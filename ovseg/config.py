@@ -42,6 +42,7 @@ __all__ = [
     "get_quality_config",
     "get_config",
     "load_config",
+    "apply_overrides",
 ]
 
 PROFILES = ("mini", "full")
@@ -490,3 +491,39 @@ def load_config(spec: str | Path | PipelineConfig | None = None, profile: str | 
     if profile is not None:
         cfg = cfg.replace(profile=profile)  # an explicit config keeps its other settings
     return cfg
+
+
+def apply_overrides(config: PipelineConfig, items: "list[str] | tuple[str, ...] | None") -> PipelineConfig:
+    """Apply ``KEY=VALUE`` overrides (the CLI's repeatable ``--set``) to a copy of ``config``.
+
+    ``KEY`` is a dotted config key (``alignment.similarity_threshold``, ``sam2.points_per_side``, ``profile``);
+    ``VALUE`` is parsed with ``yaml.safe_load``, so ``0.1``, ``16``, ``true``, ``[12, 24]`` and ``null`` have their
+    YAML types. Each value is validated exactly like the same key in a YAML config.
+
+    Raises:
+        ConfigError: an item without ``=``, an unknown key, a value that is not YAML or is out of range.
+    """
+    if not items:
+        return config
+    import yaml
+
+    sections = ", ".join(_SECTION_TYPES)
+    top = [f.name for f in fields(PipelineConfig) if f.name not in _SECTION_TYPES]
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise ConfigError("--set takes KEY=VALUE with a dotted config key", repr(item),
+                              "e.g. --set alignment.similarity_threshold=0.1 (see --help for common keys)")
+        head, dot, tail = key.partition(".")
+        if (dot and head not in _SECTION_TYPES) or (not dot and head not in top):
+            raise ConfigError(f"unknown config key '{key}'", repr(item),
+                              f"use SECTION.FIELD with SECTION one of {sections} (e.g. alignment.similarity_threshold), "
+                              f"or one of: {', '.join(top)}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"the value of --set {key} must be valid YAML", repr(raw),
+                              f"quote it, e.g. --set '{key}=\"...\"'  ({getattr(err, 'problem', 'syntax error')})") from None
+        config = config.replace(**{key: value})
+    return config
