@@ -36,10 +36,13 @@ def _notebook(path, *cells, parameters="MARKER = ''\nout_dir = 'x'"):
         return {"cell_type": "code", "execution_count": None, "metadata": {"tags": list(tags)}, "outputs": [],
                 "source": src}
 
+    def with_id(cell, k):
+        return {**cell, "id": f"cell-{k}"}
+
     body = [code(parameters, ["parameters"])]
     for c in cells:
         body.append({"cell_type": "markdown", "metadata": {}, "source": "## " + c[3:]} if c.startswith("md:") else code(c))
-    nb = {"cells": body, "nbformat": 4, "nbformat_minor": 5,
+    nb = {"cells": [with_id(c, k) for k, c in enumerate(body)], "nbformat": 4, "nbformat_minor": 5,
           "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}}
     path.write_text(json.dumps(nb))
     return path
@@ -207,3 +210,35 @@ def test_a_long_cell_reports_that_it_is_still_running(tmp_path):
     assert calls[:2] == [(1, 2, "parameters", False), (2, 2, "Long step", False)]  # no parameters: nothing injected
     still = [c for c in calls if c[3]]
     assert 2 <= len(still) <= 4 and all(c[:3] == (2, 2, "Long step") for c in still)
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_the_main_job_within_seconds_and_leaves_nothing_behind(tmp_path, signame):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "figures.yaml").write_text("defaults: {timeout: 600, stall: 300}\nnotebooks: {long: {}}\n")
+    _notebook(tmp_path / "notebooks" / "long.ipynb", "md:Long", "import time\nt = time.time()\nwhile time.time() - t < 120: pass")
+    env = {**os.environ, "OVSEG_ROOT": str(tmp_path)}  # the repository root the paths are anchored at
+    proc = subprocess.Popen([sys.executable, "-m", "ovseg.regen", "run"], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    for line in proc.stdout:  # wait until the long cell runs
+        lines.append(line)
+        if "cell 3/3 (Long)" in line:
+            break
+    kernels = [p for p in psutil.Process(proc.pid).children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
+    assert len(kernels) == 1 and list(tmp_path.glob(".figures-*"))
+    proc.send_signal(getattr(signal, signame))
+    t0 = time.monotonic()
+    rc = proc.wait(timeout=30)
+    assert rc == 130 and time.monotonic() - t0 < 10
+    assert "ovseg: interrupted; figures/ is unchanged" in proc.stderr.read()
+    assert not list(tmp_path.glob(".figures-*")) and not (tmp_path / "figures").exists()
+    psutil.wait_procs(kernels, timeout=10)
+    assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kernels)
