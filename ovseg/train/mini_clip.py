@@ -47,6 +47,7 @@ from ..errors import InputError
 from ..mini_clip import DEFAULT_TEMPLATES, default_arch
 from ..paths import DATA_DIR
 from ..world import BASE_CLASSES, CLASS_NAMES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, SHAPES, SceneConfig, render_scene
+from . import load_state, numpy_rng_from_tensors, numpy_rng_to_tensors
 
 __all__ = ["TrainConfig", "make_batch", "train", "evaluate_dense", "main", "DEFAULT_EXPORT", "DEFAULT_EVAL"]
 
@@ -366,7 +367,7 @@ class _Trainer:
         return {"format": "ovseg-mini-clip-train", "version": 1, "cfg": asdict(self.cfg), "step": self.step,
                 "total_steps": self.total_steps, "wall": self.wall, "model": self.model.state_dict(),
                 "dense_logit_scale": self.dense_logit_scale.detach().clone(), "opt": self.opt.state_dict(),
-                "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state()}
+                "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_to_tensors(np.random.get_state())}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         import torch
@@ -377,7 +378,7 @@ class _Trainer:
         self.opt.load_state_dict(st["opt"])
         self.step, self.total_steps, self.wall = int(st["step"]), st["total_steps"], float(st["wall"])
         torch.set_rng_state(st["torch_rng"])
-        np.random.set_state(st["numpy_rng"])
+        np.random.set_state(numpy_rng_from_tensors(st["numpy_rng"]))
 
 
 def _save_state(trainer: _Trainer, path: Path) -> None:
@@ -390,9 +391,7 @@ def _save_state(trainer: _Trainer, path: Path) -> None:
 
 
 def _load_state(path: Path) -> dict[str, Any]:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_state(path)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------
@@ -685,4 +684,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from . import run_main
+
+    raise SystemExit(run_main(main))

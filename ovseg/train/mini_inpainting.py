@@ -36,6 +36,7 @@ from ..config import InpaintingConfig
 from ..errors import InputError
 from ..paths import DATA_DIR
 from ..world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, REPLACE_ROTATIONS, SceneConfig, render_scene, replacement_rotation
+from . import load_state
 
 EXPORT_DIR = DATA_DIR / "models" / "mini-inpainting"
 MINI_CLIP_DIR = DATA_DIR / "models" / "mini-clip"
@@ -458,7 +459,7 @@ class Trainer:
 
         import torch
 
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state(path)
         saved = saved_config(state)
         # the run's configuration is its starting one plus its recorded phases (--extend, the measured latent scale)
         phased = replace(self.cfg, **{k: v for ph in state.get("phases", []) for k, v in ph["changes"].items()})
@@ -494,12 +495,11 @@ class Trainer:
         import hashlib
         import io
 
-        import torch
 
         if self.step != 0:
             raise InputError("--init-vae-from starts a new run", f"step {self.step}", "use a new --out folder")
         raw = Path(path).read_bytes()
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        state = load_state(io.BytesIO(raw), str(path))
         other = saved_config(state)
         diff = [k for k in VAE_FIELDS if getattr(other, k) != getattr(self.cfg, k)]
         if diff or int(state["step"]) < other.vae_steps:
@@ -708,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and state.exists() and not args.config:  # resume the run's own configuration
         import torch
 
-        cfg = saved_config(torch.load(state, map_location="cpu", weights_only=True))
+        cfg = saved_config(load_state(state))
     else:
         cfg = TrainConfig(**json.loads(args.config)) if args.config else TrainConfig()
     trainer = Trainer(cfg)
@@ -762,4 +762,6 @@ def card_metrics(edits_json: Path, command: str | None = None) -> dict[str, Any]
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from . import run_main
+
+    raise SystemExit(run_main(main))

@@ -49,6 +49,7 @@ import numpy as np
 
 from ..paths import DATA_DIR
 from ..world import EVAL_SEED_OFFSET, SceneConfig, render_scene
+from . import load_state
 
 __all__ = ["MODEL_DIR", "CONFIG_PATH", "TrainConfig", "Trainer", "build_model", "sample_scenes",
            "evaluate_recall", "export_model", "main"]
@@ -384,7 +385,7 @@ class Trainer:
         """A trainer restored from :meth:`save` (its saved config, model, optimizer, step, RNG)."""
         import torch
 
-        state = torch.load(Path(path), map_location="cpu", weights_only=False)
+        state = load_state(Path(path))
         c = state["config"]
         cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()
                              if k in {f.name for f in dataclasses.fields(TrainConfig)}})
@@ -644,4 +645,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from . import run_main
+
+    raise SystemExit(run_main(main))
