@@ -1,11 +1,11 @@
-"""Task runner: ``python -m nox -s <session>``.
+"""Task runner: ``python3 scripts/nox.py -s <session>`` (nox in its own environment; ``nox -s`` works too).
 
 Sessions share one project environment (``.nox/ovseg-env``) instead of one per session: torch alone
 is several GB, so it is installed once and reused; it is rebuilt when pyproject.toml or this file
 changes (a stamp records their hash).
 
 * ``figures`` — the main job (mini profile): run every chapter notebook headlessly (papermill) and
-  regenerate ``figures/`` with its ``MANIFEST.json``; ``-- --only 3.2.3`` for some notebooks.
+  regenerate ``figures/`` with its ``MANIFEST.json``; ``-- 3.2.3`` for some notebooks.
 * ``figures_check`` — regenerate into a temporary folder and fail on drift beyond the stated tolerance.
 * ``tests``  — the test suite plus the notebooks under nbval (the README's test command; CI runs it).
 * ``lint``   — ruff, and notebooks committed clean (``python -m ovseg.regen clean`` fixes them).
@@ -75,7 +75,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     env = _env(session)
-    session.run(str(BIN / "python"), "-m", "ruff", "check", "ovseg", "tests", "benchmarks", "noxfile.py",
+    session.run(str(BIN / "python"), "-m", "ruff", "check", "ovseg", "tests", "benchmarks", "scripts", "noxfile.py",
                 external=True, env=env)
     session.run(str(BIN / "python"), "-m", "ovseg.regen", "clean", "--check", external=True, env=env)
 
