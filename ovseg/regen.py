@@ -208,22 +208,46 @@ def _remove_stale_stages(parent: Path) -> list[Path]:
     return removed
 
 
-def _keep_unchanged_records(stage: Path, reference: Path) -> None:
-    """Give every staged output that is byte-identical to the reference's, made by the same notebook, cell,
-    parameters and profile, the reference's manifest record (its git revision and versions), so that a run
-    that reproduces the committed outputs leaves MANIFEST.json unchanged."""
-    from .io import write_json_atomic
+def _keep_unchanged_records(stage: Path, reference: Path) -> int:
+    """Keep the reference's file and manifest record for every staged output that reproduces it, so that a run that
+    reproduces the committed outputs leaves ``figures/`` and MANIFEST.json unchanged (``git status`` clean).
+
+    Outputs are grouped by name stem (a figure's PNG + PDF, a table's CSV + Markdown + LaTeX), made by the same
+    notebook, cell, parameters and profile. A group reproduces the reference when every file is byte-identical, or
+    when its PNG / CSV is within :data:`TOLERANCE` of the reference's (the drift check's own rule: thread scheduling
+    moves float sums in the last bits; a PDF is a rendering of the same Figure as its PNG, Markdown / LaTeX of the
+    same rows as the CSV). Then the reference's bytes replace the staged ones and its record (git revision,
+    versions) is kept. Returns the number of files kept.
+    """
+    from .io import write_bytes_atomic, write_json_atomic
 
     old, new = _manifest(reference), _manifest(stage)
-    same = ("sha256", "notebook", "cell", "parameters", "profile")
-    changed = False
-    for rel, rec in new.items():
-        prev = old.get(rel)
-        if prev is not None and prev != rec and all(prev.get(k) == rec.get(k) for k in same):
-            new[rel] = prev
-            changed = True
-    if changed:
+    same = ("notebook", "cell", "parameters", "profile")
+    groups: dict[str, list[str]] = {}
+    for rel in new:
+        groups.setdefault(rel.rsplit(".", 1)[0], []).append(rel)
+    kept = 0
+    for members in groups.values():
+        prevs = [old.get(rel) for rel in members]
+        if any(p is None or any(p.get(k) != new[rel].get(k) for k in same) for p, rel in zip(prevs, members)):
+            continue
+        if not all((reference / rel).is_file() for rel in members):
+            continue
+        identical = all(p["sha256"] == new[rel]["sha256"] for p, rel in zip(prevs, members))
+        if not identical:
+            anchors = [rel for rel in members if rel.endswith((".png", ".csv"))]
+            if not anchors or any(
+                    (compare_images if rel.endswith(".png") else compare_tables)(reference / rel, stage / rel)
+                    for rel in anchors):
+                continue
+        for p, rel in zip(prevs, members):
+            if p["sha256"] != new[rel]["sha256"]:
+                write_bytes_atomic(stage / rel, (reference / rel).read_bytes())
+            new[rel] = p
+            kept += 1
+    if kept:
         write_json_atomic(stage / "MANIFEST.json", {"files": dict(sorted(new.items()))})
+    return kept
 
 
 def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_DIR, log: Any = print) -> dict[str, float]:
@@ -231,8 +255,8 @@ def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_D
 
     With ``names`` only those notebooks run, and only their files (by manifest record) are replaced: the stage
     is completed with the other files and swapped in whole (:func:`_swap_in`), so ``figures_dir`` always matches its
-    manifest. Outputs identical to the current ones keep their manifest records. Staging folders of killed runs
-    are removed first.
+    manifest. Outputs that reproduce the current ones (:func:`_keep_unchanged_records`) are kept with their manifest
+    records. Staging folders of killed runs are removed first.
     """
     notebooks = list_notebooks(names)
     specs = {nb.stem: run_spec(nb) for nb in notebooks}  # a bad figures.yaml fails before anything runs
@@ -250,7 +274,9 @@ def regenerate(names: Sequence[str] | None = None, figures_dir: Path = FIGURES_D
         times["total"] = round(time.perf_counter() - t0, 1)
         (stage / "MANIFEST.lock").unlink(missing_ok=True)
         (stage / _OWNER).unlink(missing_ok=True)
-        _keep_unchanged_records(stage, figures_dir)
+        kept = _keep_unchanged_records(stage, figures_dir)
+        log(f"[regen] {kept} of {len(_manifest(stage))} outputs reproduce figures/ (identical, or within the drift "
+            "tolerance): kept as they are")
         if names:  # the other notebooks' files join the staged ones: figures/ is swapped whole, never patched
             _complete_stage(stage, figures_dir, {f"notebooks/{nb.name}" for nb in notebooks})
         _swap_in(stage, figures_dir)

@@ -124,15 +124,23 @@ def test_keep_unchanged_records(tmp_path):
         report.save_table([{"a": 1}], "same", root=root)
     report.save_table([{"a": 1}], "changes", root=ref)
     report.save_table([{"a": 2}], "changes", root=stage)
+    atol = regen.TOLERANCE["table_atol"]
+    report.save_table([{"m": 0.5}], "jitter", root=ref, digits=4)
+    report.save_table([{"m": 0.5 + atol / 2}], "jitter", root=stage, digits=4)  # float noise, inside the drift rule
     new = json.loads((stage / "MANIFEST.json").read_text())["files"]
     for rec in new.values():  # a later run at another revision
         rec["git_revision"] = "f" * 40
     (stage / "MANIFEST.json").write_text(json.dumps({"files": new}))
-    regen._keep_unchanged_records(stage, ref)
+    assert regen._keep_unchanged_records(stage, ref) == 6  # same.* and jitter.*
     old = json.loads((ref / "MANIFEST.json").read_text())["files"]
     kept = json.loads((stage / "MANIFEST.json").read_text())["files"]
     assert kept["same.csv"] == old["same.csv"]  # identical bytes: the record (and its revision) is unchanged
+    for ext in ("csv", "md", "tex"):  # within tolerance: the reference's bytes and record, the whole group
+        assert kept[f"jitter.{ext}"] == old[f"jitter.{ext}"]
+        assert (stage / f"jitter.{ext}").read_bytes() == (ref / f"jitter.{ext}").read_bytes()
     assert kept["changes.csv"]["git_revision"] == "f" * 40 and kept["changes.csv"]["sha256"] != old["changes.csv"]["sha256"]
+    assert (stage / "changes.csv").read_text() == "a\n2\n"
+    assert regen.check_manifest(stage) == []
 
 
 def test_regenerate_twice_leaves_the_manifest_unchanged_and_no_staging(tmp_path, monkeypatch):
