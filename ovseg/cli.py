@@ -169,9 +169,13 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
     from .config import apply_overrides, load_config
     from .errors import InputError
     from .features import check_prompts
+    from .inpaint import check_seed
     from .io import check_output_dir, load_image
+    from .utils import check_device
 
     config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
+    if getattr(args, "seed", None) is not None:
+        check_seed(args.seed)
     image = load_image(args.image)
     check_prompts(args.prompt)
     if args.top_k < 1:
@@ -184,6 +188,7 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
         raise InputError(f"{args.command} needs --edit describing the new content", repr(args.edit),
                          'add --edit "..." (e.g. --edit "blue square")')
     check_output_dir(_out_dir(args, args.command), "--out")
+    args.device = check_device(args.device)  # last: it imports torch (a GPU this machine lacks: one line, no model)
     return image, config
 
 
@@ -293,13 +298,21 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         print(f"wrote {W.pin(args.name)}")
         return 0
     names = [args.name] if args.name else W.list_models()
+    bad = []
     for name in names:
         if name not in W.REGISTRY:
             from .errors import InputError
 
             raise InputError("weights verify needs a registry name", repr(name), "see `ovseg weights list`")
-        for f, status in W.verify(name):
+        for f, status in W.verify(name):  # every file of every model, mismatches included
             print(f"{name:24} {f:36} {status}")
+            if status.startswith("MISMATCH"):
+                bad.append((name, f))
+    if bad:
+        shown = ", ".join(f"{n}/{f}" for n, f in bad)
+        raise W.WeightsError(f"every model file must match its pinned sha256: {len(bad)} do not", shown,
+                             "delete those files and fetch them again (`ovseg weights list` shows where they are "
+                             "from; embedded models: git checkout -- data/models)")
     return 0
 
 
@@ -313,9 +326,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                   f"({res['n_masks']} masks x {res['n_layers']} layers x {res['n_prompts']} prompts at {res['size']} px)")
     else:
         from .config import apply_overrides, load_config
+        from .utils import check_device
 
         profile = "full" if args.random_init else args.profile
         config = apply_overrides(load_config(args.config, profile=profile), args.overrides)
+        args.device = check_device(args.device)
         res = benchmark.stage_benchmark(image=args.image, prompt=args.prompt, profile=args.profile, config=config,
                                         device=args.device, random_init=args.random_init, steps=args.steps,
                                         points_per_side=args.points_per_side)
@@ -325,6 +340,24 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res))
     return 0
+
+
+def _writable_folder(path: str) -> Path:
+    """``--out`` of evaluate: a folder (created if missing) that this process can write, checked before any model
+    work (a run that would fail at its first write should not start)."""
+    import tempfile
+
+    from .io import check_output_dir
+
+    out = check_output_dir(path, "--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise InputError("--out must be a folder ovseg can write to", f"{out}: {err.strerror}",
+                         "pass a writable folder, e.g. --out out/eval") from None
+    return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -341,6 +374,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("method", args.method), ("max_images", args.max_images)) if v is not None}
     protocol = dataclasses.replace(protocol, **changes).validate()
     dataset = load_dataset(args.dataset, args.root, split=args.split)  # validates the layout before models load
+    _writable_folder(args.out)
     device = args.device
     if device is None:
         import torch
@@ -348,6 +382,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda"):
             os.environ.setdefault("OVSEG_DIST_BACKEND", "nccl")
+    from .utils import check_device
+
+    device = check_device(device)
     if args.task == "edits" and args.dataset != "mini":
         raise InputError("--task edits builds its edit set from the mini world", f"--dataset {args.dataset}",
                          "use --dataset mini (the edited objects' exact masks and targets come from ovseg.world)")

@@ -43,6 +43,8 @@ __all__ = [
     "get_config",
     "load_config",
     "apply_overrides",
+    "load_user_yaml",
+    "read_user_text",
 ]
 
 PROFILES = ("mini", "full")
@@ -286,23 +288,15 @@ class PipelineConfig:
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> "PipelineConfig":
-        """Load from a YAML file path or a YAML string."""
-        import yaml
-
+        """Load from a YAML file path or a YAML string (read with :func:`load_user_yaml`)."""
         text = source
+        what = "config"
         if isinstance(source, Path) or (isinstance(source, str) and source.endswith((".yaml", ".yml"))):
             path = Path(source)
             if not path.is_file():
                 raise ConfigError("config file must exist", str(path), "check the path or use a preset: fast, balanced, quality")
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ConfigError(f"config must be valid YAML{where}", getattr(err, "problem", str(err)),
-                              "fix the YAML syntax (indentation, colons, quotes)") from None
-        return cls.from_dict(data or {})
+            text, what = read_user_text(path, "config file"), f"config {path}"
+        return cls.from_dict(load_user_yaml(text, what) or {})
 
     def replace(self, **changes: Any) -> "PipelineConfig":
         """Copy with dotted-key changes, e.g. ``cfg.replace(**{"sam2.points_per_side": 16})``."""
@@ -480,14 +474,69 @@ def get_config(name: str = "balanced", profile: str = "mini") -> PipelineConfig:
     return PRESETS[name](profile)
 
 
-def load_config(spec: str | Path | PipelineConfig | None = None, profile: str | None = None) -> PipelineConfig:
-    """Resolve a preset name, YAML path or config object; ``profile`` overrides the config's."""
+#: Largest YAML file ovseg reads from a user (configs, evaluation protocols): they are a few hundred bytes.
+MAX_USER_YAML_BYTES = 1_000_000
+
+
+def read_user_text(path: str | Path, what: str = "config file") -> str:
+    """A user's YAML file as text: at most :data:`MAX_USER_YAML_BYTES`, UTF-8 (one-line errors otherwise)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_USER_YAML_BYTES:
+            raise ConfigError(f"a {what} must be at most {MAX_USER_YAML_BYTES:,} bytes", f"{path} ({size:,} bytes)",
+                              "pass the YAML config itself, not another file")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"a {what} must be readable", f"{path}: {err.strerror}", "check the path and its permissions") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"a {what} must be UTF-8 text (YAML)", f"{path}: byte 0x{raw[err.start]:02x} at offset {err.start}",
+                          "pass a YAML file, e.g. one written by PipelineConfig.to_yaml()") from None
+
+
+def load_user_yaml(text: str, what: str = "config") -> Any:
+    """Parse YAML a user wrote (``yaml.safe_load``) without anchors / aliases: ``*name`` references let a few hundred
+    bytes expand to gigabytes (an "alias bomb"), and ovseg's configs never need them. One-line errors."""
+    import yaml
+
+    class _NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                event = self.peek_event()
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise ConfigError(f"{what} may not use YAML aliases (*name references)",
+                                  f"*{event.anchor} at line {line}", "write the values out instead of referencing an anchor")
+            return super().compose_node(parent, index)
+
+    if len(text) > MAX_USER_YAML_BYTES:
+        raise ConfigError(f"{what} must be at most {MAX_USER_YAML_BYTES:,} characters", f"{len(text):,} characters",
+                          "pass the YAML config itself")
+    try:
+        return yaml.load(text, Loader=_NoAliases)  # a SafeLoader subclass: plain data only
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} must be valid YAML{where}", getattr(err, "problem", None) or str(err).splitlines()[0],
+                          "fix the YAML syntax (indentation, colons, quotes)") from None
+
+
+def load_config(spec: "str | Path | PipelineConfig | dict[str, Any] | None" = None,
+                profile: str | None = None) -> PipelineConfig:
+    """Resolve a preset name, YAML path, config object or mapping (as ``to_dict()`` writes it); ``profile`` overrides
+    the config's."""
     if spec is None or (isinstance(spec, str) and not spec.endswith((".yaml", ".yml"))):
         return get_config(spec or "balanced", profile or "mini")  # a preset, built for its profile
     if isinstance(spec, PipelineConfig):
-        cfg = copy.deepcopy(spec)
-    else:
+        cfg = copy.deepcopy(spec).validate()  # fields may have been assigned since it was built
+    elif isinstance(spec, dict):
+        cfg = PipelineConfig.from_dict(spec)
+    elif isinstance(spec, (str, Path)):
         cfg = PipelineConfig.from_yaml(Path(spec))
+    else:
+        raise ConfigError("config must be a preset name, a YAML path, a PipelineConfig or a dict", type(spec).__name__,
+                          "pass e.g. config='balanced' or get_balanced_config()")
     if profile is not None:
         cfg = cfg.replace(profile=profile)  # an explicit config keeps its other settings
     return cfg
@@ -505,7 +554,6 @@ def apply_overrides(config: PipelineConfig, items: "list[str] | tuple[str, ...] 
     """
     if not items:
         return config
-    import yaml
 
     sections = ", ".join(_SECTION_TYPES)
     top = [f.name for f in fields(PipelineConfig) if f.name not in _SECTION_TYPES]
@@ -521,9 +569,11 @@ def apply_overrides(config: PipelineConfig, items: "list[str] | tuple[str, ...] 
                               f"use SECTION.FIELD with SECTION one of {sections} (e.g. alignment.similarity_threshold), "
                               f"or one of: {', '.join(top)}")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as err:
+            value = load_user_yaml(raw, f"the value of --set {key}")
+        except ConfigError as err:
+            if "aliases" in err.rule:
+                raise
             raise ConfigError(f"the value of --set {key} must be valid YAML", repr(raw),
-                              f"quote it, e.g. --set '{key}=\"...\"'  ({getattr(err, 'problem', 'syntax error')})") from None
+                              f"quote it, e.g. --set '{key}=\"...\"'  ({err.value})") from None
         config = config.replace(**{key: value})
     return config

@@ -14,6 +14,10 @@ __all__ = ["OvsegError", "InputError", "ConfigError", "WeightsError", "OvsegWarn
            "NoMatchWarning"]
 
 
+#: At most this many characters of a received value are shown in an error.
+_MAX_VALUE_CHARS = 1000
+
+
 class OvsegError(Exception):
     """Base class: a one-line, actionable error.
 
@@ -31,7 +35,10 @@ class OvsegError(Exception):
         self.fix = fix
         parts = [rule]
         if value is not None:
-            parts.append(f"got {value}")
+            shown = str(value)
+            if len(shown) > _MAX_VALUE_CHARS:  # a huge value (a long list, a pasted file) must not flood the line
+                shown = f"{shown[:_MAX_VALUE_CHARS]}... ({len(shown):,} characters)"
+            parts.append(f"got {shown}")
         if fix:
             parts.append(f"fix: {fix}")
         super().__init__("; ".join(parts))

@@ -108,6 +108,19 @@ def _check_mask(mask: Any, shape: tuple[int, int] | None = None) -> None:
                          "(nearest neighbour) to the image size")
 
 
+#: Largest accepted diffusion seed (torch generators take 64-bit seeds; the config's range).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int | None:
+    """A diffusion seed: None (the config's) or an integer in [0, :data:`MAX_SEED`]; numpy integers accepted."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise InputError("seed must be an integer in [0, 2**63 - 1]", repr(seed), "pass a seed such as 0 (--seed 0)")
+    return int(seed)
+
+
 def _check_non_negative_int(name: str, value: Any, fix: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise InputError(f"{name} must be a non-negative integer", repr(value), fix)
@@ -584,8 +597,7 @@ class Inpainter:
                              ("set inpainting.replace_region: mask, or " if box else "") + "use a more specific "
                              "prompt; to regenerate the whole image use a text-to-image model instead")
         # 4. Seed and steps (strength scales the number of denoising steps actually run).
-        if seed is not None:
-            _check_non_negative_int("seed", seed, "pass a seed such as 0")
+        check_seed(seed)
         if num_inference_steps is not None:
             if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
                     or num_inference_steps < 1:

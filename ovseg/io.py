@@ -72,12 +72,25 @@ def _check_size(h: int, w: int, what: str) -> None:
                          f"{w}x{h} px ({what})", "downscale the image before passing it to ovseg")
 
 
+_SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _sixteen_bit_warning(what: str, kind: str) -> None:
+    warnings.warn(f"{what}: {kind} image (16 bits per channel) converted to 8 bits per channel (the high byte); "
+                  "the models see 8-bit colour", OvsegWarning, stacklevel=4)
+
+
 def _from_pil(img: Any, what: str) -> np.ndarray:
     from PIL import Image
 
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        raise InputError("image must be 8-bit per channel", f"mode {mode} ({what})",
+    if mode in _SIXTEEN_BIT_GREY:  # one rule for 16-bit images: grey here, 48 / 64-bit colour in _decode
+        _sixteen_bit_warning(what, "16-bit greyscale")
+        grey = (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("I", "F"):
+        raise InputError("image must have 8 or 16 bits per channel (integer)", f"mode {mode} ({what}: 32-bit "
+                         f"{'integer' if mode == 'I' else 'float'})",
                          "convert it to 8-bit RGB first, e.g. with PIL: img.convert('RGB') after rescaling")
     if mode == "CMYK":
         warnings.warn(f"{what}: CMYK image converted to RGB (colours may shift)", OvsegWarning, stacklevel=3)
@@ -91,16 +104,19 @@ def _from_pil(img: Any, what: str) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def load_image(image: Any) -> np.ndarray:
+def load_image(image: Any, info: dict[str, Any] | None = None) -> np.ndarray:
     """Load and validate an image.
 
     Args:
         image: a path (``str`` / ``Path``), a PIL image, or a numpy array (HxW or HxWxC, uint8).
+        info: if given, receives ``exif_orientation`` (the EXIF orientation tag, 1-8, or None).
 
     Returns:
-        ``np.ndarray`` of shape (H, W, 3), dtype uint8, RGB, values in [0, 255]. Grayscale and
-        palette images are converted; RGBA is composited over white; CMYK is converted with a
-        warning; 16-bit and float images are refused.
+        ``np.ndarray`` of shape (H, W, 3), dtype uint8, RGB, values in [0, 255], upright as image viewers
+        show it (an EXIF orientation is applied). Grayscale and palette images are converted; RGBA is
+        composited over white; CMYK and 16-bit-per-channel images (grey, 48 / 64-bit colour) are converted with a
+        warning; 32-bit integer and float images are refused; of an animated or multi-page file the first frame is
+        used (with a warning).
 
     Raises:
         InputError: missing / empty / truncated / non-image file, unsupported mode, image smaller
@@ -114,7 +130,7 @@ def load_image(image: Any) -> np.ndarray:
         return arr
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, "PIL image")
-        return _from_pil(image, "PIL image")
+        return _from_pil(_upright(image, info), "PIL image")
     if not isinstance(image, (str, os.PathLike)):
         raise InputError("image must be a file path, PIL image or HWC uint8 numpy array", type(image).__name__,
                          "pass a path such as data/samples/scene.png")
@@ -123,22 +139,48 @@ def load_image(image: Any) -> np.ndarray:
         raise InputError("image file must exist", str(path), "check the path (relative paths start at the current directory)")
     if path.is_dir():
         raise InputError("image path must be a file, not a folder", str(path), "pass one image file")
+    if not path.is_file():  # checked before opening: reading a FIFO would block, /dev/zero never ends
+        import stat
+
+        mode = path.stat().st_mode
+        kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise InputError("image path must be a regular file", f"{path} ({kind})", "save the image to a file and pass that")
     if path.stat().st_size == 0:
         raise InputError("image file must not be empty", f"{path} (0 bytes)", "re-export or re-download the image")
-    return _decode(path, str(path))
+    if not os.access(path, os.R_OK):
+        raise InputError("image file must be readable", f"{path} (permission denied)",
+                         f"check its permissions (e.g. chmod u+r {path})")
+    return _decode(path, str(path), info)
 
 
-def load_image_bytes(data: bytes, name: str = "upload") -> np.ndarray:
+def load_image_bytes(data: bytes, name: str = "upload", info: dict[str, Any] | None = None) -> np.ndarray:
     """:func:`load_image` for an encoded image in memory (an upload): same rules, same errors; ``name`` is the
     file name shown in them. Returns (H, W, 3) uint8 RGB."""
     import io as _io
 
     if not data:
         raise InputError("image file must not be empty", f"{name} (0 bytes)", "upload an image file")
-    return _decode(_io.BytesIO(data), name)
+    return _decode(_io.BytesIO(data), name, info)
 
 
-def _decode(source: Any, what: str) -> np.ndarray:
+def _upright(img: Any, info: dict[str, Any] | None) -> Any:
+    """The image as viewers show it: its EXIF orientation (tag 274, values 2-8) applied with
+    ``ImageOps.exif_transpose``; ``info["exif_orientation"]`` records the tag (None when absent)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = img.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block: the pixels are still the pixels
+        orientation = None
+    if info is not None:
+        info["exif_orientation"] = int(orientation) if isinstance(orientation, int) else None
+    if isinstance(orientation, int) and 2 <= orientation <= 8:
+        return ImageOps.exif_transpose(img)
+    return img
+
+
+def _decode(source: Any, what: str, info: dict[str, Any] | None = None) -> np.ndarray:
     """Open, size-check (header first), decode and convert an image file or file-like object."""
     from PIL import Image, UnidentifiedImageError
 
@@ -149,14 +191,25 @@ def _decode(source: Any, what: str) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as img:
                 _check_size(img.height, img.width, what)  # header only: before decoding pixels
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1:
+                    warnings.warn(f"{what}: {'an animated' if getattr(img, 'is_animated', False) else 'a multi-page'} "
+                                  f"image of {frames} frames; the first frame is used", OvsegWarning, stacklevel=3)
+                # PIL decodes 48 / 64-bit colour PNG / TIFF to 8 bits on its own: say so, as for 16-bit grey
+                raw = " ".join(str(getattr(t, "args", t[3] if len(t) > 3 else "")) for t in (img.tile or []))
+                if img.mode in ("RGB", "RGBA") and ";16" in raw:
+                    _sixteen_bit_warning(what, "48-bit colour" if img.mode == "RGB" else "64-bit colour")
                 img.load()
-                return _from_pil(img, what)
+                return _from_pil(_upright(img, info), what)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise InputError(f"image must have at most {MAX_IMAGE_PIXELS:,} pixels (decompression-bomb guard)",
                          f"{what}: {err}", "downscale the image before passing it to ovseg") from None
     except UnidentifiedImageError:
         raise InputError("file must be an image PIL can read (PNG, JPEG, WebP, BMP, TIFF, ...)", what,
                          "pass an image file; convert other formats first") from None
+    except PermissionError:
+        raise InputError("image file must be readable", f"{what} (permission denied)",
+                         "check its permissions") from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, InputError):
             raise
@@ -177,11 +230,18 @@ def _umask() -> int:
 def write_atomic(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -> Path:
     """Write a file atomically: ``writer(fh)`` fills a temp file that is then renamed to ``path``.
 
-    Parent folders are created. If ``writer`` raises, ``path`` is untouched and the temp file removed.
+    Parent folders are created. If ``writer`` raises, ``path`` is untouched and the temp file removed. A full
+    disk, a file-size limit (``ulimit -f``) or a read-only folder raises :class:`InputError` naming the path.
     """
+    import errno
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise InputError("an output folder must be writable", f"{path.parent}: {err.strerror}",
+                         "pass a folder you can write to") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
@@ -189,11 +249,15 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[IO[bytes]], None]) -
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO):
+            raise InputError("an output file must be written completely", f"{path}: {exc.strerror}",
+                             "free disk space (or raise the file-size limit, ulimit -f) and run again; nothing "
+                             "half-written was left") from None
         raise
     return path
 

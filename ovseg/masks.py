@@ -105,8 +105,9 @@ def build_sam2_model(
             model = build_sam2(_package_config_name(config), ckpt_path=None, device="cpu", mode="eval",
                                hydra_overrides_extra=overrides, apply_postprocessing=True)
     except (HydraException, OmegaConfBaseException) as err:  # bad override syntax/key, failed instantiate
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError("sam2 model config and overrides must compose and build", f"{config}: {first}",
+        # the whole reason, on one line (hydra splits it over several)
+        reason = " ".join(ln.strip() for ln in str(err).strip().splitlines() if ln.strip()) or type(err).__name__
+        raise ConfigError("sam2 model config and overrides must compose and build", f"{config}: {reason}",
                           "check the override keys against the config (use '++key=value' to add a key)") from None
     if checkpoint is not None:
         _load_weights(model, Path(checkpoint))
@@ -168,7 +169,31 @@ def _instantiate_local_config(path: Path, overrides: list[str]) -> Any:
                               f"use '++{key}=...' to add it")
         OmegaConf.update(cfg, key, ov.value(), merge=True, force_add=True)
     OmegaConf.resolve(cfg)
+    for target in _targets(OmegaConf.to_container(cfg.model)):
+        if not (isinstance(target, str) and target.startswith(_ALLOWED_TARGET_PREFIX)):
+            raise ConfigError(f"a local sam2 model YAML may only instantiate {_ALLOWED_TARGET_PREFIX}* classes "
+                              "(hydra builds whatever _target_ names: a YAML could otherwise run code)",
+                              f"{path}: _target_ {target!r}", "use the _target_ entries of sam2's own model configs")
     return instantiate(cfg.model, _recursive_=True)
+
+
+#: The only ``_target_`` prefix a local sam2 model YAML may name (sam2's own model configs use nothing else).
+_ALLOWED_TARGET_PREFIX = "sam2.modeling."
+
+
+def _targets(node: Any) -> list[Any]:
+    """Every ``_target_`` value in a nested config (dicts and lists)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "_target_":
+                found.append(value)
+            else:
+                found += _targets(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _targets(item)
+    return found
 
 
 def _load_weights(model: Any, path: Path) -> None:
@@ -186,8 +211,17 @@ def _load_weights(model: Any, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and safetensors errors share no base class
+        import re
+
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:  # torch's weights_only refusal: many lines of advice to load it unsafely; one line here
+            raise WeightsError("a sam2 .pt checkpoint may hold only tensors (it is loaded with weights_only=True; "
+                               "nothing in it is executed)", f"{path}: it names {found.group(1)}, which is not data",
+                               "use Meta's released checkpoint (ovseg weights download full)") from None
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:200]
         raise WeightsError("sam2 checkpoint must be a readable .pt or .safetensors file",
-                           f"{path}: {type(err).__name__}: {err}", "re-download the checkpoint") from None
+                           f"{path}: {type(err).__name__}: {first}", "re-download the checkpoint") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

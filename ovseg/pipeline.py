@@ -42,7 +42,7 @@ from .errors import InputError, NoMatchWarning, OutOfDomainWarning, WeightsError
 from .features import check_prompts
 from .io import load_image
 from .paths import REPO_ROOT
-from .utils import MaskSet, score_shape
+from .utils import MaskSet, check_device, score_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -107,6 +107,7 @@ class SegmentationResult:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] | None = None  # the effective configuration (effective_config)
     source: str | None = None  # the image's path when it was given as one
+    exif_orientation: int | None = None  # the input's EXIF orientation tag (applied on load: masks are upright)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (no arrays): what ``result.json`` holds, less its ``files`` list."""
@@ -115,7 +116,8 @@ class SegmentationResult:
                 "mask_source": self.mask_source, "num_candidates": self.num_candidates, "counts": self.counts,
                 "masks": [m.to_dict() for m in self.segmentation_masks],
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()}, "edit": self.edit,
-                "models": self.models, "image": self.source, "config": self.config}
+                "models": self.models, "image": self.source, "exif_orientation": self.exif_orientation,
+                "config": self.config}
 
     def counts_line(self) -> str:
         """One line of how many masks passed which filter, e.g.
@@ -148,19 +150,32 @@ class SegmentationResult:
         from .viz import labelled_overlay
 
         out = check_output_dir(out_dir)
+        created = not out.exists()
         previous = listed_outputs(out / "result.json")
-        written = [save_image_atomic(out / "overlay.png", labelled_overlay(self.image, self.segmentation_masks))]
-        if self.edited_image is None:
-            for k, m in enumerate(self.segmentation_masks):
-                written.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
-        else:
-            written.append(save_image_atomic(out / "mask.png", self.segmentation_masks[0].mask))
-            if self.edit_mask is not None:
-                written.append(save_image_atomic(out / "edit_mask.png", np.rint(self.edit_mask * 255).astype(np.uint8)))
-            written.append(save_image_atomic(out / "edited.png", self.edited_image))
-        names = [p.name for p in written] + ["result.json"]
-        remove_stale_outputs(out, previous, names)
-        written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
+        written: list[Path] = []
+        try:
+            written.append(save_image_atomic(out / "overlay.png", labelled_overlay(self.image, self.segmentation_masks)))
+            if self.edited_image is None:
+                for k, m in enumerate(self.segmentation_masks):
+                    written.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
+            else:
+                written.append(save_image_atomic(out / "mask.png", self.segmentation_masks[0].mask))
+                if self.edit_mask is not None:
+                    written.append(save_image_atomic(out / "edit_mask.png",
+                                                     np.rint(self.edit_mask * 255).astype(np.uint8)))
+                written.append(save_image_atomic(out / "edited.png", self.edited_image))
+            names = [p.name for p in written] + ["result.json"]
+            remove_stale_outputs(out, previous, names)
+            written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
+        except BaseException:
+            if created:  # a folder this call made holds no incomplete output: remove what was written, then it
+                for p in written:
+                    p.unlink(missing_ok=True)
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
+            raise
         return written
 
 
@@ -331,7 +346,7 @@ class OpenVocabSegmentationPipeline:
                  mask_generator: "MaskGenerator | None" = None, clip: "DenseCLIP | None" = None,
                  inpainter: "Inpainter | None" = None, progress: bool | None = None):
         self.config = load_config(config)
-        self.device = device
+        self.device = check_device(device)  # a bad device string or a missing GPU: one line, before any model
         self.verbose = verbose
         self.progress = verbose if progress is None else progress  # tqdm bars for the long stages
         self._mask_generator = mask_generator
@@ -347,6 +362,7 @@ class OpenVocabSegmentationPipeline:
             stage: {**given, "stage": stage} for stage, comp in (("sam2", mask_generator), ("clip", clip),
                                                                   ("inpainting", inpainter)) if comp is not None}
         self._warned: set[str] = set()  # OutOfDomainWarning messages already given by this pipeline
+        self._exif_orientation: int | None = None  # of the last image loaded (recorded in results)
 
     # ---- lazily loaded components ----------------------------------------------------------
     @property
@@ -388,7 +404,9 @@ class OpenVocabSegmentationPipeline:
 
     # ---- cached per-image stages -----------------------------------------------------------
     def _prepare(self, image: Any) -> np.ndarray:
-        arr = load_image(image)
+        info: dict[str, Any] = {}
+        arr = load_image(image, info)
+        self._exif_orientation = info.get("exif_orientation")
         key = hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest() + str(arr.shape)
         if key != self._cache_key:
             self._cache_key, self._image, self._masks, self._features = key, arr, None, None
@@ -456,6 +474,11 @@ class OpenVocabSegmentationPipeline:
         reasons = []
         unknown = list(dict.fromkeys(w for p in prompts for w in re.findall(r"[^\W_]+", p.lower())
                                      if tok.unk_id in tok.encode(w)))
+        blank = [p for p in prompts if all(t == tok.unk_id for t in tok.encode(p))]  # e.g. only emoji / CJK
+        if blank:
+            shown = ", ".join(repr(p) for p in blank[:4]) + (", ..." if len(blank) > 4 else "")
+            reasons.append(f"the prompt {shown} has no known tokens in this profile (it reads as <unk> only)")
+        unknown = [w for w in unknown if not any(w in p.lower() for p in blank)]
         if unknown:
             words = ", ".join(repr(w) for w in unknown[:8]) + (", ..." if len(unknown) > 8 else "")
             reasons.append(f"{words} {'is' if len(unknown) == 1 else 'are'} not in their vocabulary")
@@ -477,14 +500,22 @@ class OpenVocabSegmentationPipeline:
     # ---- public API (thesis README) -------------------------------------------------------
     def _begin(self, image: Any, text_prompt: str, top_k: int) -> tuple[np.ndarray, str]:
         """Validate a segment request before touching a model; returns the (H, W, 3) uint8 image and the prompt."""
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
             raise InputError("top_k must be a positive integer", repr(top_k), "pass e.g. top_k=5")
+        if not isinstance(text_prompt, str):
+            n = f"a {type(text_prompt).__name__} of {len(text_prompt)}" if hasattr(text_prompt, "__len__") else \
+                type(text_prompt).__name__
+            raise InputError("segment takes one text prompt (a str)", n,
+                             "call segment once per prompt, or segment_semantic(image, [names...]) to give every pixel "
+                             "one of several classes")
+        self.config.validate()  # fields assigned after construction are checked at each call
         prompt = check_prompts(text_prompt)[0]
         arr = self._prepare(image)
         self.timings = {}
         return arr, prompt
 
     def _segment(self, arr: np.ndarray, prompt: str, top_k: int, source: Any) -> SegmentationResult:
+        top_k = int(top_k)  # a numpy integer is welcome; the result records a plain int
         masks, scores = self.score(arr, [prompt])
         a = self.config.alignment
         order = rank_masks(scores, 0, a.similarity_threshold, top_k)
@@ -507,7 +538,8 @@ class OpenVocabSegmentationPipeline:
         path = str(source) if isinstance(source, (str, os.PathLike)) else None
         return SegmentationResult(arr, prompt, ranked, len(masks), masks.source, self.config.profile, dict(self.timings),
                                   counts=counts, models={k: self._model_info(k) for k in ("sam2", "clip")},
-                                  config=effective_config(self.config), source=path)
+                                  config=effective_config(self.config), source=path,
+                                  exif_orientation=self._exif_orientation)
 
     def segment(self, image: Any, text_prompt: str, top_k: int = 5) -> SegmentationResult:
         """Masks matching ``text_prompt``, best first.
@@ -547,6 +579,9 @@ class OpenVocabSegmentationPipeline:
                 raise InputError(f"{edit_operation} needs an edit prompt describing the new content", repr(edit_prompt),
                                  'pass edit_prompt="..." (CLI: --edit "...")')
             edit_prompt = check_prompts(edit_prompt)[0]
+        from .inpaint import check_seed
+
+        seed = check_seed(seed)
         arr, prompt = self._begin(image, text_prompt, top_k)
         prompts = [prompt] + ([edit_prompt] if edit_operation != "remove" else [])
         self._check_domain(arr, prompts, load=self.config.profile == "mini")
@@ -573,14 +608,16 @@ class OpenVocabSegmentationPipeline:
         result.timings = dict(self.timings)
         return result
 
-    def segment_semantic(self, image: Any, class_names: Sequence[str]) -> SemanticResult:
+    def segment_semantic(self, image: Any, class_names: Sequence[str] | str) -> SemanticResult:
         """Label every pixel with one of ``class_names`` (or -1) via the best-scoring covering mask.
 
         Warns:
             NoMatchWarning: no mask was assigned a class (``result.empty`` is then True, ``num_assigned`` 0).
             OutOfDomainWarning: mini profile only, see :meth:`_check_domain`.
         """
-        names = check_prompts(list(class_names))
+        # a single name is one class (not its characters); fields assigned to the config since are checked here
+        names = check_prompts([class_names] if isinstance(class_names, str) else list(class_names))
+        self.config.validate()
         arr = self._prepare(image)
         self.timings = {}
         self._check_domain(arr, names, load=self.config.profile == "mini")
@@ -601,6 +638,9 @@ class OpenVocabSegmentationPipeline:
         """Matplotlib figures for a result: ``overlay`` (+ ``masks``, ``edit`` when present)."""
         from . import viz
 
+        if not isinstance(result, (SegmentationResult, SemanticResult)):
+            raise InputError("visualize_results takes a result of segment / segment_and_edit / segment_semantic",
+                             type(result).__name__, "pass the object those methods return")
         if isinstance(result, SemanticResult):
             return {"semantic": viz.semantic_figure(result)}
         figs = {"overlay": viz.overlay_figure(result), "masks": viz.masks_figure(result)}

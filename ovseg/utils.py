@@ -11,7 +11,46 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape", "mask_iou"]
+__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape", "mask_iou", "check_device"]
+
+
+def check_device(device: Any) -> str:
+    """Validate a torch device string before any model loads: ``cpu``, ``cuda``, ``cuda:N`` (a GPU torch can see) or
+    ``mps`` (Apple GPU). Returns it normalised (``"cuda"`` -> ``"cuda:0"``).
+
+    Raises:
+        InputError: an unknown device, or a GPU this machine does not have.
+    """
+    import torch
+
+    from .errors import InputError
+
+    if not isinstance(device, str):
+        if isinstance(device, torch.device):
+            device = str(device)
+        else:
+            raise InputError("device must be a string such as 'cpu' or 'cuda:0'", repr(device), "pass device='cpu'")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise InputError("device must be cpu, cuda, cuda:N or mps", repr(device), "pass --device cpu (or cuda)") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise InputError("device cuda needs a CUDA GPU that torch can see", f"{device!r} (no CUDA GPU found)",
+                             "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        index = 0 if dev.index is None else dev.index
+        if index >= n:
+            raise InputError(f"a cuda device index must be below the GPU count ({n})", repr(device),
+                             f"use one of {', '.join(f'cuda:{i}' for i in range(n))}")
+        return f"cuda:{index}"
+    if dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise InputError("device mps needs an Apple GPU", repr(device), "use --device cpu")
+        return "mps"
+    raise InputError("device must be cpu, cuda, cuda:N or mps", repr(device), "pass --device cpu (or cuda)")
 
 
 def mask_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

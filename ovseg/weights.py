@@ -15,6 +15,7 @@ that fetches it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,11 +250,28 @@ def download_files(repo: str, files: tuple[str, ...], stage: str) -> Path:
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
+def _package_pins_path() -> Path:
+    """``ovseg/pins.json``: the embedded models' sha256, shipped inside the package (not beside the weights)."""
+    return REPO_ROOT / "ovseg" / "pins.json"
+
+
+def _package_pins() -> dict[str, dict[str, str]]:
+    path = _package_pins_path()
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {k: dict(v) for k, v in data.items() if isinstance(v, dict)}
+
+
 def pinned_sha256(entry: WeightEntry) -> dict[str, str]:
-    """The entry's pinned hashes: its own, or for embedded models the ``SHA256SUMS`` file in its folder
-    (``<sha256>  <file>`` lines, written by ``ovseg weights pin NAME`` when a model is exported)."""
+    """The entry's pinned hashes: its registry ``sha256``; for embedded models the package's ``ovseg/pins.json``
+    (deleting or editing the ``SHA256SUMS`` beside the weights does not unpin them), and only for a model the
+    package does not know yet the ``SHA256SUMS`` in its folder (``<sha256>  <file>`` lines)."""
     if entry.sha256 or not entry.local_dir:
         return dict(entry.sha256)
+    package = _package_pins().get(entry.name)
+    if package:
+        return package
     sums = REPO_ROOT / entry.local_dir / "SHA256SUMS"
     if not sums.is_file():
         return {}
@@ -262,8 +280,9 @@ def pinned_sha256(entry: WeightEntry) -> dict[str, str]:
 
 
 def pin(name: str) -> Path:
-    """Write ``SHA256SUMS`` for an embedded model's files (run after exporting a trained model)."""
-    from .io import write_text_atomic
+    """Record the sha256 of an embedded model's files (run after exporting a trained model): ``SHA256SUMS`` in its
+    folder and its entry in the package's ``ovseg/pins.json``. Returns the SHA256SUMS path."""
+    from .io import write_json_atomic, write_text_atomic
 
     entry = REGISTRY[name]
     if not entry.local_dir:
@@ -273,8 +292,11 @@ def pin(name: str) -> Path:
     missing = [f for f in entry.files if not (folder / f).is_file()]
     if missing:
         raise WeightsError(f"all files of '{name}' must exist to pin them", f"missing {missing}", "export the model first")
-    lines = [f"{sha256_file(folder / f)}  {f}" for f in entry.files]
-    return write_text_atomic(folder / "SHA256SUMS", "\n".join(lines) + "\n")
+    sums = {f: sha256_file(folder / f) for f in entry.files}
+    pins = _package_pins()
+    pins[name] = sums
+    write_json_atomic(_package_pins_path(), dict(sorted(pins.items())))
+    return write_text_atomic(folder / "SHA256SUMS", "\n".join(f"{d}  {f}" for f, d in sums.items()) + "\n")
 
 
 def pin_if_embedded(folder: str | Path, name: str) -> Path | None:
@@ -309,10 +331,10 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def verify(name: str) -> list[tuple[str, str]]:
-    """Check an entry's files against their pinned sha256.
+    """Check every file of an entry against its pinned sha256 (all of them: a mismatch does not stop the check).
 
-    Returns (file, status) pairs with status ``ok``, ``not pinned (sha256 ...)`` or ``missing``;
-    raises :class:`WeightsError` on a mismatch.
+    Returns (file, status) pairs with status ``ok``, ``MISMATCH (sha256 ..., expected ...)``, ``not pinned
+    (sha256 ...)`` or ``missing``.
     """
     entry = REGISTRY[name]
     try:
@@ -321,18 +343,18 @@ def verify(name: str) -> list[tuple[str, str]]:
         return [(f, "missing") for f in entry.files]
     rows = []
     base = found.path if found.path.is_dir() else found.path.parent
+    pins = pinned_sha256(entry)
     for f in entry.files:
         p = base / f
         if not p.exists():
             rows.append((f, "missing"))
             continue
         digest = sha256_file(p)
-        want = pinned_sha256(entry).get(f)
+        want = pins.get(f)
         if want is None:
             rows.append((f, f"not pinned (sha256 {digest})"))
         elif digest != want:
-            raise WeightsError(f"checksum of {p} must match the registry", f"sha256 {digest}, expected {want}",
-                               f"delete the file and fetch it again: {entry.fetch_command}")
+            rows.append((f, f"MISMATCH (sha256 {digest}, expected {want})"))
         else:
             rows.append((f, "ok"))
     return rows

@@ -534,7 +534,7 @@ def _full_mask():
         (dict(mask=_mask().astype(np.uint8)), "mask must be an HxW bool array"),
         (dict(image=_image().astype(np.float32)), "image must be an HxWx3 uint8 RGB array"),
         (dict(image=_image()[:, :, :1]), "image must be an HxWx3 uint8 RGB array"),
-        (dict(seed=-1), "seed must be a non-negative integer"),
+        (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*63 - 1\]"),
         (dict(num_inference_steps=0), "num_inference_steps must be an integer >= 1"),
         (dict(operation="style", edit_prompt="oil", num_inference_steps=1),
          "num_inference_steps x strength must give at least one denoising step"),

@@ -81,6 +81,12 @@ def test_out_of_domain_prompt_or_image_warns_once(pipe):
     assert [str(w.message) for w in rec] == [words, size]
     assert words.split(": ", 1)[1].startswith("'lamp' is not in their vocabulary, so")
     assert size.split(": ", 1)[1].startswith("the image is 513x96 px, more than 4x") and "vocabulary" not in size
+    # a prompt the mini tokenizer cannot represent at all (emoji, CJK): said as such
+    with pytest.warns(OutOfDomainWarning) as rec:
+        blank = pipe._check_domain(scene, ["\U0001F534"])
+        cjk = pipe._check_domain(scene, ["\u8d64\u3044\u5186"])
+    assert len(rec) == 2 and "the prompt '\U0001F534' has no known tokens in this profile" in blank
+    assert "has no known tokens in this profile" in cjk and "not in their vocabulary" not in cjk
 
 
 def test_shipped_samples_and_world_prompts_do_not_warn(pipe):

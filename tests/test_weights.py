@@ -78,8 +78,7 @@ def test_verify_checksums(hf_cache, monkeypatch):
     monkeypatch.setitem(W.REGISTRY, entry.name, dataclasses.replace(entry, sha256={entry.files[0]: good}))
     assert W.verify("sam2.1-hiera-tiny") == [(entry.files[0], "ok")]
     monkeypatch.setitem(W.REGISTRY, entry.name, dataclasses.replace(entry, sha256={entry.files[0]: "0" * 64}))
-    with pytest.raises(WeightsError, match="checksum of .* must match the registry"):
-        W.verify("sam2.1-hiera-tiny")
+    assert W.verify("sam2.1-hiera-tiny") == [(entry.files[0], f"MISMATCH (sha256 {good}, expected {'0' * 64})")]
 
 
 def test_download_refused_offline(hf_cache, monkeypatch):
@@ -159,3 +158,47 @@ def test_embedded_models_are_pinned_by_their_sha256sums(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"truncated")
     with pytest.raises(WeightsError, match="corrupt or was replaced"):
         W.resolve("mini-clip", "clip")
+
+
+def _fake_mini_models(root):
+    for name in ("mini-clip", "mini-sam2"):
+        entry = W.REGISTRY[name]
+        folder = root / entry.local_dir
+        folder.mkdir(parents=True)
+        for f in entry.files:
+            (folder / f).write_bytes(f"{name}/{f}".encode())
+        W.pin(name)
+
+
+def test_deleting_sha256sums_does_not_unpin_an_embedded_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "REPO_ROOT", tmp_path)
+    _fake_mini_models(tmp_path)
+    folder = tmp_path / W.REGISTRY["mini-clip"].local_dir
+    (folder / "SHA256SUMS").unlink()  # what an attacker (or an accident) does first
+    (folder / "model.safetensors").write_bytes(b"tampered")
+    assert W.pinned_sha256(W.REGISTRY["mini-clip"])  # the package's pins.json still pins it
+    assert W.verify("mini-clip")[0][1].startswith("MISMATCH")
+    with pytest.raises(WeightsError, match="corrupt or was replaced"):
+        W.resolve("mini-clip", "clip")
+
+
+def test_weights_verify_reports_every_mismatch(tmp_path, monkeypatch, capsys):
+    from ovseg.cli import main
+
+    monkeypatch.setattr(W, "REPO_ROOT", tmp_path)
+    _fake_mini_models(tmp_path)
+    (tmp_path / W.REGISTRY["mini-clip"].local_dir / "config.json").write_text("{}")
+    (tmp_path / W.REGISTRY["mini-sam2"].local_dir / "model.safetensors").write_bytes(b"x")
+    rc = main(["weights", "verify"])
+    out, err = capsys.readouterr()
+    assert rc == 3
+    rows = [ln for ln in out.splitlines() if "MISMATCH" in ln]
+    assert len(rows) == 2 and any("mini-clip" in r and "config.json" in r for r in rows)
+    assert any("mini-sam2" in r and "model.safetensors" in r for r in rows)
+    assert "every model file must match its pinned sha256: 2 do not" in err
+    assert "mini-clip/config.json" in err and "mini-sam2/model.safetensors" in err and err.count("\n") == 1
+
+
+def test_the_shipped_pins_match_the_shipped_models():
+    for name in ("mini-sam2", "mini-clip", "mini-inpainting"):
+        assert [s for _, s in W.verify(name)] == ["ok"] * len(W.REGISTRY[name].files), name
