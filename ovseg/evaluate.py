@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OvsegWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from .datasets import SegDataset
@@ -82,6 +83,10 @@ class EvalProtocol:
             raise ConfigError("protocol.unassigned must be 'dense' or 'background'", repr(self.unassigned), "pick one")
         if not 0.0 <= self.prob_threshold < 1.0:
             raise ConfigError("protocol.prob_threshold must be in [0, 1)", self.prob_threshold, "0 turns it off")
+        names = self.background_names
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ConfigError("protocol.background_names must be a list of non-empty strings", repr(names),
+                              "e.g. background_names: [background, sky, wall]")
         if self.max_images is not None and self.max_images < 1:
             raise ConfigError("protocol.max_images must be a positive integer or null", self.max_images, "e.g. 50")
         return self
@@ -90,19 +95,15 @@ class EvalProtocol:
 def load_protocol(spec: str | Path | None, profile: str | None = None) -> tuple[EvalProtocol, Any]:
     """(protocol, pipeline config) from an evaluation YAML: top-level protocol keys plus an optional
     ``pipeline:`` section (a PipelineConfig mapping or a preset name)."""
-    import yaml
 
-    from .config import PipelineConfig, load_config
+    from .config import PipelineConfig, load_config, load_user_yaml, read_user_text
 
     data: dict[str, Any] = {}
     if spec is not None:
         path = Path(spec)
         if not path.is_file():
             raise ConfigError("evaluation config file must exist", str(path), "pass a YAML file or leave --config out")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("evaluation config must be valid YAML", str(err).splitlines()[0], "fix the syntax") from None
+        data = load_user_yaml(read_user_text(path, "evaluation config"), f"evaluation config {path}") or {}
         if not isinstance(data, dict):
             raise ConfigError("evaluation config must be a mapping", type(data).__name__, "write 'method: ovseg' etc.")
     pipe_spec = data.pop("pipeline", None)
@@ -214,7 +215,6 @@ def predict_labels(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, pro
     # 2. thesis method: each pixel takes the class of the best-scoring SAM 2 mask covering it. The protocol's
     #    background names are outside the mini vocabulary by design, and an image without an assigned mask is
     #    filled below: neither is worth a warning per image.
-    import warnings
 
     from .errors import NoMatchWarning, OutOfDomainWarning
 
@@ -228,23 +228,145 @@ def predict_labels(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, pro
 
 
 # ---- the durable store ---------------------------------------------------------------------------------------
+#
+# One JSON line per finished image: {"stem", "cm" (sparse confusion: [[true, pred, count], ...]), "s" (seconds),
+# "protocol" (the protocol hash), "sum" (the first 16 hex digits of the sha256 of the other four, canonical JSON)}.
+# A line is used only when it is complete, parses, carries its checksum and this run's protocol hash, and names
+# classes of this dataset; any other line is reported (file and line number) and its image recomputed. Two valid
+# lines that disagree about one image are both rejected and the image recomputed. The store is opened without
+# following symbolic links, and one process at a time holds it (an flock on results.rank<r>.lock).
 
-def _read_results(out: Path) -> dict[str, list[list[int]]]:
-    """stem -> sparse confusion entries, from every rank's results file (first occurrence wins)."""
+_STORE_KEYS = ("stem", "cm", "s", "protocol")
+
+
+def _line_checksum(rec: dict[str, Any]) -> str:
+    body = json.dumps({k: rec.get(k) for k in _STORE_KEYS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _store_line(stem: str, cm: list[list[int]], seconds: float, protocol_hash: str) -> str:
+    rec = {"stem": stem, "cm": cm, "s": seconds, "protocol": protocol_hash}
+    rec["sum"] = _line_checksum(rec)
+    return json.dumps(rec, separators=(",", ":")) + "\n"
+
+
+def _check_line(line: str, n_classes: int, protocol_hash: str) -> tuple[dict[str, Any] | None, str]:
+    """The record of one store line, or (None, why it cannot be used)."""
+    if "\x00" in line:
+        return None, "NUL bytes in the line"
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None, "not valid JSON"
+    if not isinstance(rec, dict) or not isinstance(rec.get("stem"), str):
+        return None, "not a store record"
+    if "sum" not in rec:
+        return None, "no checksum (written by an older ovseg, or by hand)"
+    if rec["sum"] != _line_checksum(rec):
+        return None, "checksum mismatch (the line was changed after it was written)"
+    if rec.get("protocol") != protocol_hash:
+        return None, f"written under another protocol ({rec.get('protocol')}, this run's is {protocol_hash})"
+    cm = rec.get("cm")
+    ok = isinstance(cm, list) and all(
+        isinstance(e, list) and len(e) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in e)
+        and 0 <= e[0] < n_classes and 0 <= e[1] < n_classes and e[2] > 0 for e in cm)
+    if not ok:
+        return None, f"confusion entries must be [true, predicted, count] with classes 0..{n_classes - 1} and count > 0"
+    return rec, ""
+
+
+def _read_results(out: Path, n_classes: int, protocol_hash: str) -> tuple[dict[str, list[list[int]]], list[str]]:
+    """stem -> sparse confusion entries from every rank's results file, and the problems found (one line each:
+    file, line number, why; the images concerned are left out, so they are recomputed)."""
     done: dict[str, list[list[int]]] = {}
+    conflicted: set[str] = set()
+    problems: list[str] = []
     for path in sorted(out.glob("results.rank*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
+        if path.is_symlink():
+            raise InputError("ovseg never reads or writes a results store through a symbolic link", str(path),
+                             "remove the link (or use another --out folder)")
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, line in enumerate(fh, start=1):
                 if not line.endswith("\n"):
                     break  # a line cut by a crash: that image is recomputed
-                rec = json.loads(line)
-                done.setdefault(rec["stem"], rec["cm"])
-    return done
+                rec, why = _check_line(line, n_classes, protocol_hash)
+                if rec is None:
+                    problems.append(f"{path.name} line {number}: {why}")
+                    continue
+                stem = rec["stem"]
+                if stem in done and done[stem] != rec["cm"]:
+                    problems.append(f"{path.name} line {number}: disagrees with an earlier line for {stem!r}")
+                    conflicted.add(stem)
+                done.setdefault(stem, rec["cm"])
+    for stem in conflicted:
+        done.pop(stem, None)
+    return done, problems
+
+
+def _compact(path: Path, n_classes: int, protocol_hash: str, drop: set[str]) -> int:
+    """Rewrite a store without its unusable lines and those of ``drop`` (conflicting images), atomically; the
+    removed lines go to ``<store>.rejected`` for inspection. Returns how many lines were removed."""
+    from .io import write_text_atomic
+
+    if not path.exists():
+        return 0
+    keep, rejected = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        rec, _ = _check_line(line, n_classes, protocol_hash) if line.endswith("\n") else (None, "")
+        (keep if rec is not None and rec["stem"] not in drop else rejected).append(line)
+    if rejected:
+        with open(path.with_suffix(".rejected"), "a", encoding="utf-8") as fh:
+            fh.writelines(ln if ln.endswith("\n") else ln + "\n" for ln in rejected)
+        write_text_atomic(path, "".join(keep))
+    return len(rejected)
+
+
+def _lock_store(out: Path, rank: int) -> Any:
+    """Hold ``results.rank<r>.lock`` (an exclusive flock) for this run; a second run into the same --out stops with
+    one line naming the process that holds it. Returns the open lock file (keep it open)."""
+    import errno
+    import fcntl
+
+    path = out / f"results.rank{rank}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError("ovseg never writes through a symbolic link", str(path), "remove the link") from None
+        raise InputError("--out must be a writable folder", f"{path}: {err.strerror}",
+                         "pass a folder you can write to") from None
+    fh = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError("one ovseg evaluate at a time may write a results store", f"{out} is in use by process "
+                         f"{holder}", "wait for that run to finish, or evaluate into another --out folder") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def _open_store(store: Path) -> Any:
+    """Open the store for appending without following a symbolic link."""
+    import errno
+
+    try:
+        fd = os.open(store, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError("ovseg never reads or writes a results store through a symbolic link", str(store),
+                             "remove the link (or use another --out folder)") from None
+        raise
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def _repair_tail(path: Path) -> None:
     """Drop a partial last line left by a crash, so appends start on a fresh line."""
-    if not path.exists():
+    if not path.exists() or path.is_symlink():
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
@@ -290,27 +412,37 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
     n = len(dataset) if protocol.max_images is None else min(len(dataset), protocol.max_images)
     own = [i for i in range(n) if i % world == rank]
     store = out / f"results.rank{rank}.jsonl"
-    _repair_tail(store)
-    done = _read_results(out)
-    todo = [i for i in own if dataset.stems[i] not in done]
-    prompts, owner = _prompts(dataset, protocol)
     c = len(dataset.class_names)
-    show = (rank == 0) if progress is None else progress
-    # 3. evaluate, appending one durable line per image
-    from tqdm.auto import tqdm
+    lock = _lock_store(out, rank)
+    try:
+        _repair_tail(store)
+        done, problems = _read_results(out, c, protocol_hash)
+        if problems:
+            conflicted = {stem for stem in dataset.stems if stem not in done}
+            removed = _compact(store, c, protocol_hash, conflicted)
+            warnings.warn(f"{len(problems)} line(s) of the results store in {out} cannot be used and their images are "
+                          f"recomputed: " + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
+                          + (f" ({removed} line(s) moved to {store.name[:-6]}.rejected)" if removed else ""),
+                          OvsegWarning, stacklevel=2)
+        todo = [i for i in own if dataset.stems[i] not in done]
+        prompts, owner = _prompts(dataset, protocol)
+        show = (rank == 0) if progress is None else progress
+        # 3. evaluate, appending one durable line per image
+        from tqdm.auto import tqdm
 
-    with open(store, "a", encoding="utf-8") as fh:
-        for i in tqdm(todo, desc=f"evaluate {dataset.name} [{protocol.method}]", unit="img", disable=not show,
-                      initial=len(own) - len(todo), total=len(own)):
-            start = time.perf_counter()
-            sample = dataset[i]
-            pred = predict_labels(pipe, sample.image, prompts, owner, protocol, dataset.background_index)
-            cm = confusion_matrix(pred, sample.label, c, dataset.ignore_index)
-            rec = {"stem": sample.stem, "cm": sparse_confusion(cm), "s": round(time.perf_counter() - start, 4)}
-            fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-            done[sample.stem] = rec["cm"]
+        with _open_store(store) as fh:
+            for i in tqdm(todo, desc=f"evaluate {dataset.name} [{protocol.method}]", unit="img", disable=not show,
+                          initial=len(own) - len(todo), total=len(own)):
+                start = time.perf_counter()
+                sample = dataset[i]
+                pred = predict_labels(pipe, sample.image, prompts, owner, protocol, dataset.background_index)
+                cm = sparse_confusion(confusion_matrix(pred, sample.label, c, dataset.ignore_index))
+                fh.write(_store_line(sample.stem, cm, round(time.perf_counter() - start, 4), protocol_hash))
+                fh.flush()
+                os.fsync(fh.fileno())
+                done[sample.stem] = cm
+    finally:
+        lock.close()
     # 4. merge: each rank sums its own shard (wherever a stem was stored), then all-reduce
     total = np.zeros((c, c), np.int64)
     for i in own:
