@@ -315,7 +315,7 @@ def _compact(path: Path, n_classes: int, protocol_hash: str, drop: set[str]) -> 
         rec, _ = _check_line(line, n_classes, protocol_hash) if line.endswith("\n") else (None, "")
         (keep if rec is not None and rec["stem"] not in drop else rejected).append(line)
     if rejected:
-        with open(path.with_suffix(".rejected"), "a", encoding="utf-8") as fh:
+        with _open_store(path.with_suffix(".rejected")) as fh:  # appended, never through a symlink
             fh.writelines(ln if ln.endswith("\n") else ln + "\n" for ln in rejected)
         write_text_atomic(path, "".join(keep))
     return len(rejected)

@@ -161,7 +161,7 @@ def _client_class() -> type:
         def _cell_start(self, cell: Any, cell_index: int) -> None:
             self.idle_seen = False
             self._last_output = self._started = time.monotonic()
-            self.current = cell_index
+            self.current = cell_index if cell_index in self._code else None  # Markdown cells run nothing
             if self.progress is not None and cell_index in self._code:
                 self.progress(self._code.index(cell_index) + 1, len(self._code), self._titles.get(cell_index, ""))
 
