@@ -49,7 +49,12 @@ def ensure_bootstrap() -> Path:
         return _python()
     print(f"scripts/nox.py: installing {NOX} into {BOOT.relative_to(ROOT)} (once; your Python is not changed)",
           file=sys.stderr)
-    venv.EnvBuilder(with_pip=True, clear=True).create(BOOT)
+    try:
+        venv.EnvBuilder(with_pip=True, clear=True).create(BOOT)
+    except (subprocess.CalledProcessError, OSError) as err:
+        print(f"scripts/nox.py: error: creating {BOOT} with the venv module must succeed; got {err}; fix: install "
+              "Python's venv support with pip (Debian / Ubuntu: apt install python3-venv), then rerun", file=sys.stderr)
+        raise SystemExit(2) from None
     subprocess.run([str(_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", NOX], check=True)
     stamp.write_text(NOX)
     return _python()
