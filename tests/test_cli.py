@@ -104,20 +104,9 @@ def test_python_dash_m(tmp_path):
 @pytest.fixture
 def tiny(monkeypatch, tmp_path, scene):
     """The CLI on tiny random components with five fixed candidate masks: (image path, config yaml path)."""
-    from test_pipeline import FixedMasks, tiny_components, tiny_config
+    from test_pipeline import FixedMasks, cli_on_tiny_components
 
-    import ovseg.pipeline as P
-
-    cfg = tiny_config()
-    comps = dict(tiny_components(cfg), mask_generator=FixedMasks())
-    monkeypatch.setattr(P, "load_mask_generator", lambda *a, **k: comps["mask_generator"])
-    monkeypatch.setattr(P, "load_dense_clip", lambda *a, **k: comps["clip"])
-    monkeypatch.setattr(P, "load_inpainter", lambda *a, **k: comps["inpainter"])
-    img = tmp_path / "scene.png"
-    Image.fromarray(scene).save(img)
-    yaml = tmp_path / "tiny.yaml"
-    cfg.to_yaml(yaml)
-    return img, yaml
+    return cli_on_tiny_components(monkeypatch, tmp_path, scene, mask_generator=FixedMasks())
 
 
 def test_no_match_is_said_without_nan(tiny, tmp_path, capsys):

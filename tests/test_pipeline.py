@@ -144,12 +144,14 @@ def test_semantic_and_figures(pipe, scene):
     assert isinstance(pipe.visualize_results(sem)["semantic"], Figure)
 
 
-def test_cli_writes_complete_outputs(tmp_path, scene, monkeypatch, capsys):
+def cli_on_tiny_components(monkeypatch, tmp_path, scene, mask_generator=None):
+    """Make the CLI's model loaders return tiny random components (tests only); returns (image path, config yaml)."""
     import ovseg.pipeline as P
-    from ovseg.cli import main
 
     cfg = tiny_config()
     comps = tiny_components(cfg)
+    if mask_generator is not None:
+        comps["mask_generator"] = mask_generator
     monkeypatch.setattr(P, "load_mask_generator", lambda *a, **k: comps["mask_generator"])
     monkeypatch.setattr(P, "load_dense_clip", lambda *a, **k: comps["clip"])
     monkeypatch.setattr(P, "load_inpainter", lambda *a, **k: comps["inpainter"])
@@ -157,6 +159,13 @@ def test_cli_writes_complete_outputs(tmp_path, scene, monkeypatch, capsys):
     Image.fromarray(scene).save(img)
     yaml = tmp_path / "tiny.yaml"
     cfg.to_yaml(yaml)
+    return img, yaml
+
+
+def test_cli_writes_complete_outputs(tmp_path, scene, monkeypatch, capsys):
+    from ovseg.cli import main
+
+    img, yaml = cli_on_tiny_components(monkeypatch, tmp_path, scene)
     out = tmp_path / "seg"
     assert main(["segment", str(img), "--prompt", "red circle", "--top-k", "2", "--config", str(yaml),
                  "--out", str(out), "--json"]) == 0
