@@ -10,7 +10,7 @@ ovseg's own warnings are :class:`OvsegWarning` (a ``UserWarning``); the CLI prin
 
 from __future__ import annotations
 
-__all__ = ["OvsegError", "InputError", "ConfigError", "WeightsError", "OvsegWarning", "OutOfDomainWarning",
+__all__ = ["refused_global", "OvsegError", "InputError", "ConfigError", "WeightsError", "OvsegWarning", "OutOfDomainWarning",
            "NoMatchWarning"]
 
 
@@ -68,3 +68,12 @@ class OutOfDomainWarning(OvsegWarning):
 
 class NoMatchWarning(OvsegWarning):
     """A segmentation assigned nothing (no mask passed the similarity threshold)."""
+
+
+def refused_global(err: BaseException) -> str | None:
+    """The global a ``torch.load(weights_only=True)`` refused to unpickle (torch names it in a many-line message,
+    e.g. ``builtins.print``), or None when ``err`` is not such a refusal."""
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return found.group(1) if found else None

@@ -324,18 +324,14 @@ def _compact(path: Path, n_classes: int, protocol_hash: str, drop: set[str]) -> 
 def _lock_store(out: Path, rank: int) -> Any:
     """Hold ``results.rank<r>.lock`` (an exclusive flock) for this run; a second run into the same --out stops with
     one line naming the process that holds it. Returns the open lock file (keep it open)."""
-    import errno
     import fcntl
 
     path = out / f"results.rank{rank}.lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fh = _open_nofollow(path, os.O_RDWR | os.O_CREAT, "r+")
     except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise InputError("ovseg never writes through a symbolic link", str(path), "remove the link") from None
         raise InputError("--out must be a writable folder", f"{path}: {err.strerror}",
                          "pass a folder you can write to") from None
-    fh = os.fdopen(fd, "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -350,18 +346,24 @@ def _lock_store(out: Path, rank: int) -> Any:
     return fh
 
 
-def _open_store(store: Path) -> Any:
-    """Open the store for appending without following a symbolic link."""
+def _open_nofollow(path: Path, flags: int, mode: str) -> Any:
+    """``os.open`` with ``O_NOFOLLOW`` (file created 0644), as a file object; a symlink at ``path`` is an InputError,
+    other OSErrors propagate."""
     import errno
 
     try:
-        fd = os.open(store, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise InputError("ovseg never reads or writes a results store through a symbolic link", str(store),
+            raise InputError("ovseg never reads or writes a results store through a symbolic link", str(path),
                              "remove the link (or use another --out folder)") from None
         raise
-    return os.fdopen(fd, "a", encoding="utf-8")
+    return os.fdopen(fd, mode, encoding="utf-8")
+
+
+def _open_store(store: Path) -> Any:
+    """Open the store (or its .rejected file) for appending without following a symbolic link."""
+    return _open_nofollow(store, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "a")
 
 
 def _repair_tail(path: Path) -> None:

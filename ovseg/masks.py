@@ -211,13 +211,12 @@ def _load_weights(model: Any, path: Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and safetensors errors share no base class
-        import re
+        from .errors import refused_global
 
-        text = str(err)
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if found:  # torch's weights_only refusal: many lines of advice to load it unsafely; one line here
+        text, name_of = str(err), refused_global(err)
+        if name_of:  # torch's weights_only refusal: many lines of advice to load it unsafely; one line here
             raise WeightsError("a sam2 .pt checkpoint may hold only tensors (it is loaded with weights_only=True; "
-                               "nothing in it is executed)", f"{path}: it names {found.group(1)}, which is not data",
+                               "nothing in it is executed)", f"{path}: it names {name_of}, which is not data",
                                "use Meta's released checkpoint (ovseg weights download full)") from None
         first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:200]
         raise WeightsError("sam2 checkpoint must be a readable .pt or .safetensors file",

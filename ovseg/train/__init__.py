@@ -54,17 +54,15 @@ def load_state(source: str | Path | IO[bytes], what: str | None = None) -> dict[
 
     import torch
 
-    from ..errors import InputError
+    from ..errors import InputError, refused_global
 
     name = what or str(source)
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             state = torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        import re
-
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        detail = f"it names {found.group(1)}, which is not data" if found else ""
+        name_of = refused_global(err)
+        detail = f"it names {name_of}, which is not data" if name_of else ""
         raise InputError("a training state may hold only tensors and plain values (it is loaded with "
                          "weights_only=True; nothing in it is executed)", f"{name}: {detail or 'a pickled object'}",
                          "use a state.pt written by `ovseg train`, or start a new --out folder") from None
