@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 PROFILES = ("mini", "full")
+#: Smallest non-zero ``sam2.max_image_side``: a working image below it holds too little for any stage.
+MIN_WORKING_SIDE = 64
 #: Regions a replacement may repaint (``InpaintingConfig.replace_region``; ``ovseg.inpaint.replace_region_mask``).
 REPLACE_REGIONS = ("mask", "box", "enclosing")
 #: Named prompt-template sets (see ovseg.features.get_templates).
@@ -110,6 +112,12 @@ class SAM2Config:
     use_m2m: bool = False
     # Predict three candidate masks per point (whole / part / subpart) instead of one.
     multimask_output: bool = True
+    # Working resolution, longest side in px (0 = the input's own size). A larger image is downscaled (area) to
+    # it for SAM 2 and CLIP; candidate masks are generated and kept at it, and only the masks a result returns are
+    # brought back to the input's size (nearest neighbour). Bounds memory for any accepted image (a mask is one
+    # byte per pixel, SAM 2 decodes 3 x points_per_batch float masks at once): 1024 is SAM 2's own input size, so
+    # its 256 px low-res masks are not resolved any finer by a larger working image.
+    max_image_side: int = field(default=1024, metadata=_range(0, 65536))
 
 
 @dataclass
@@ -237,6 +245,10 @@ class PipelineConfig:
                 layers,
                 "e.g. [6, 12, 18, 24]",
             )
+        side = self.sam2.max_image_side
+        if 0 < side < MIN_WORKING_SIDE:
+            raise ConfigError(f"sam2.max_image_side must be 0 (no limit) or at least {MIN_WORKING_SIDE} px", side,
+                              "use e.g. 1024 (the default) or 0 to keep the input's size")
         if any(i < 1 for i in layers):
             raise ConfigError("clip.extract_layers are 1-indexed (>= 1)", layers, "e.g. [6, 12, 18, 24]")
         lw = self.clip.layer_weights
@@ -405,6 +417,11 @@ MINI_SAM2_PRESETS: dict[str, dict[str, Any]] = {
     "balanced": {"points_per_side": 16, "crop_n_layers": 1, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7},
     "quality": {"points_per_side": 24, "crop_n_layers": 1, "pred_iou_thresh": 0.6, "stability_score_thresh": 0.8},
 }
+#: The mini profile's working size (``sam2.max_image_side``, every preset): 4x the mini world's 128 px scenes,
+#: where the out-of-domain warning starts (``pipeline.MINI_MAX_IMAGE_SIDE``). The mini SAM 2 decodes 32 px low-res
+#: masks from a 128 px input, so a larger working image only costs time (a 48 MP photo: 21 s of SAM 2 at 1024 px,
+#: 3.4 s at 512). Every mini-world image is below it.
+MINI_MAX_IMAGE_SIDE = 4 * 128  # 4 x world.SceneConfig.size
 
 
 #: Inpainting inference settings of the mini profile (every preset), chosen on a development edit set by
@@ -439,6 +456,7 @@ def _preset(name: str, profile: str, changes: dict[str, Any]) -> PipelineConfig:
     if profile == "mini":
         for key, value in MINI_SAM2_PRESETS[name].items():
             setattr(cfg.sam2, key, value)
+        cfg.sam2.max_image_side = MINI_MAX_IMAGE_SIDE
         for key, value in MINI_INPAINTING_SETTINGS.items():
             setattr(cfg.inpainting, key, value)
     return cfg.validate()

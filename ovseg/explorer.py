@@ -23,7 +23,7 @@ from .align import AlignmentScores, rank_masks, score_masks
 from .errors import InputError
 from .features import check_prompts
 from .io import load_image
-from .utils import MaskSet, score_shape
+from .utils import MaskSet, downscale_image, score_shape, working_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -62,8 +62,12 @@ class Explorer:
 
     # ---- per image (model runs) ---------------------------------------------------------------
     def set_image(self, image: Any) -> MaskSet:
-        """Load an image (path, PIL or HWC uint8), generate its mask pool and dense features once."""
+        """Load an image (path, PIL or HWC uint8), generate its mask pool and dense features once.
+
+        An image whose longer side exceeds ``sam2.max_image_side`` (e.g. a phone photo) is explored, and edited, as
+        its area-downscaled working copy: every view and figure is at that size."""
         arr = load_image(image)
+        arr = downscale_image(arr, working_shape(*arr.shape[:2], self.pipe.config.sam2.max_image_side))
         gen = self.pipe.mask_generator
         settings = gen.config
         gen.update_config(pred_iou_thresh=self.pool_iou, stability_score_thresh=self.pool_stability)

@@ -521,13 +521,57 @@ class EditResult:
 
 
 def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize an HW or HWC float32 array; area when shrinking both sides, bicubic otherwise."""
+    """Resize an HW or HWC array (float32 or uint8, kept); area when shrinking both sides, bicubic otherwise."""
     import cv2
 
     if arr.shape[:2] == (height, width):
         return arr.copy()
     shrink = height <= arr.shape[0] and width <= arr.shape[1]
     return cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+#: Images up to this many pixels are resized to and from the model's size whole, in float32 (12 bytes per pixel);
+#: a larger one (a photo: 576 MB for 48 MP) is resized in uint8 on the way in and only around the edit on the way
+#: out (:func:`_to_native`, :func:`_from_native`). The two differ by less than a grey level.
+WHOLE_RESIZE_PIXELS = 4_000_000
+
+
+def _to_native(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) float32 in [0, 1], the model's input (see :data:`WHOLE_RESIZE_PIXELS`)."""
+    h, w = image.shape[:2]
+    if h * w <= WHOLE_RESIZE_PIXELS:
+        return np.clip(_resize(image.astype(np.float32) / 255.0, height, width), 0.0, 1.0)
+    return _resize(image, height, width).astype(np.float32) / 255.0  # uint8 area / bicubic: saturated, no float copy
+
+
+def _from_native(generated: np.ndarray, height: int, width: int, window: tuple[slice, slice]) -> np.ndarray:
+    """The ``window`` of ``generated`` ((h, w, 3) float32 [0, 1] at the model's size) resized to (height, width).
+
+    Returns (window rows, window cols, 3) float32 in [0, 255]: the whole output resized (:func:`_resize`) with
+    the window cut out, or for an image over :data:`WHOLE_RESIZE_PIXELS` only the window interpolated (bicubic,
+    pixel centres mapped as ``cv2.resize`` maps them), so memory follows the edited region, not the photo.
+    """
+    import cv2
+
+    ys, xs = window
+    gh, gw = generated.shape[:2]
+    if height * width <= WHOLE_RESIZE_PIXELS or (height <= gh and width <= gw):
+        out = _resize(generated.astype(np.float32), height, width)[ys, xs]
+    else:
+        sx, sy = gw / width, gh / height
+        # dst (x, y) in window coordinates -> src ((x + x0 + 0.5) sx - 0.5, (y + y0 + 0.5) sy - 0.5)
+        m = np.array([[sx, 0.0, (xs.start + 0.5) * sx - 0.5], [0.0, sy, (ys.start + 0.5) * sy - 0.5]], np.float64)
+        out = cv2.warpAffine(generated.astype(np.float32), m, (xs.stop - xs.start, ys.stop - ys.start),
+                             flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(np.nan_to_num(out), 0.0, 1.0) * 255.0
+
+
+def _window(mask: np.ndarray) -> tuple[slice, slice]:
+    """Row and column slices of the bounding box of ``mask > 0`` ((H, W) float32); the whole image if it is empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 class Inpainter:
@@ -670,7 +714,7 @@ class Inpainter:
             warnings.warn(f"image {width}x{height} px is more than {LARGE_IMAGE_FACTOR}x the inpainting model's "
                           f"native {nw}x{nh} px: the edit is generated at {nw}x{nh} and upscaled, so it will look "
                           "soft; crop around the object first for a sharper edit", OvsegWarning, stacklevel=2)
-        image_n = np.clip(_resize(image.astype(np.float32) / 255.0, nh, nw), 0.0, 1.0)  # (nh, nw, 3) in [0, 1]
+        image_n = _to_native(image, nh, nw)  # (nh, nw, 3) float32 in [0, 1]
         mask_n = np.clip(_resize(m, nh, nw), 0.0, 1.0)  # (nh, nw) in [0, 1]; diffusers binarises it at 0.5
 
         # 6. Generate with a seeded generator on the pipeline's device.
@@ -678,11 +722,13 @@ class Inpainter:
         # 6b. Optional: subtract the output's low-frequency error around the mask from the fill (0 = off).
         generated = residual_correction(generated, image_n, mask_n, cfg.residual_correction_sigma)
 
-        # 7. Back to the input resolution; composite so that m == 0 keeps the input exactly.
-        gen = np.clip(np.nan_to_num(_resize(generated.astype(np.float32), height, width)), 0.0, 1.0) * 255.0
-        w = m[:, :, None]
-        out = image.astype(np.float32) * (1.0 - w) + gen * w
-        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        # 7. Back to the input resolution; composite so that m == 0 keeps the input exactly. Only the box around
+        #    m > 0 is blended (outside it the output is the input), so memory follows the edit, not the photo.
+        win = _window(m)
+        gen = _from_native(generated, height, width, win)  # (wh, ww, 3) float32 in [0, 255]
+        w = m[win][:, :, None]
+        out = image.copy()
+        out[win] = np.clip(np.rint(image[win].astype(np.float32) * (1.0 - w) + gen * w), 0, 255).astype(np.uint8)
         return EditResult(image=Image.fromarray(out), mask=m, operation=operation, prompt=prompt,
                           negative_prompt=negative or None, seed=seed, steps=steps,
                           guidance_scale=float(cfg.guidance_scale), strength=float(strength), method="diffusion")

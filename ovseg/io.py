@@ -274,15 +274,21 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+#: PNGs of more pixels than this (a photo) are written with zlib level 1 instead of PIL's default 6: about a third
+#: of the time (9 s -> 3 s for the six PNGs of a 48 MP ``segment``) for files about a fifth larger.
+FAST_PNG_PIXELS = 4_000_000
+
+
 def save_image_atomic(path: str | os.PathLike, image: Any) -> Path:
     """Save a PIL image or HWC uint8 / HW bool array; format from the suffix (PNG recommended)."""
     from PIL import Image
 
     if isinstance(image, np.ndarray):
-        arr = image.astype(np.uint8) * 255 if image.dtype == np.bool_ else image
+        arr = image.view(np.uint8) * np.uint8(255) if image.dtype == np.bool_ else image
         image = Image.fromarray(arr)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
-    return write_atomic(path, lambda fh: image.save(fh, format=fmt))
+    opts = {"compress_level": 1} if fmt == "PNG" and image.width * image.height > FAST_PNG_PIXELS else {}
+    return write_atomic(path, lambda fh: image.save(fh, format=fmt, **opts))
 
 
 # ---- output folders ---------------------------------------------------------------------------

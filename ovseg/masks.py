@@ -27,7 +27,7 @@ import numpy as np
 
 from .config import PipelineConfig, SAM2Config
 from .errors import ConfigError, InputError, WeightsError
-from .utils import MaskSet
+from .utils import MaskSet, downscale_image, working_shape
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
@@ -245,8 +245,9 @@ def _load_weights(model: Any, path: Path) -> None:
 
 # ---- automatic mask generation ----------------------------------------------------------------
 
-# SAM2Config fields that are arguments of SAM2AutomaticMaskGenerator (all but ``model``).
-_AMG_FIELDS = tuple(f.name for f in dataclasses.fields(SAM2Config) if f.name != "model")
+# SAM2Config fields that are arguments of SAM2AutomaticMaskGenerator (all but ``model`` and ovseg's working size).
+_OWN_FIELDS = ("model", "max_image_side")
+_AMG_FIELDS = tuple(f.name for f in dataclasses.fields(SAM2Config) if f.name not in _OWN_FIELDS)
 
 
 class MaskGenerator:
@@ -310,8 +311,10 @@ class MaskGenerator:
                 not affect :meth:`refilter`.
 
         Returns:
-            :class:`~ovseg.utils.MaskSet` (``source="sam2"``): ``masks`` (N, H, W) bool at the input
-            size, ``bbox`` / ``crop_box`` (N, 4) int64 XYWH, ``predicted_iou`` / ``stability_score``
+            :class:`~ovseg.utils.MaskSet` (``source="sam2"``): ``masks`` (N, h, w) bool at the working
+            size (the input's size, or for an image whose longer side exceeds ``config.max_image_side`` the
+            area-downscaled copy SAM 2 ran on: :func:`~ovseg.utils.working_shape`), ``bbox`` / ``crop_box``
+            (N, 4) int64 XYWH pixels of that size, ``predicted_iou`` / ``stability_score``
             (N,) float32, ``area`` (N,) int64, ``point_coords`` (N, 2) float32 (x, y) prompts.
             ``bbox`` is the tight pixel extent (x0, y0, width, height), recomputed from the masks.
 
@@ -405,6 +408,7 @@ class MaskGenerator:
         image = self._image  # (H, W, 3) uint8, set by generate()
         if image is None:
             raise InputError("mask generation needs an image", "no image yet", "call generate(image) first")
+        image = downscale_image(image, working_shape(*image.shape[:2], config.max_image_side))  # (h, w, 3) uint8
         h, w = image.shape[:2]
         with self._progress_bar(amg, (h, w)), torch.inference_mode():
             records = amg.generate(image)
@@ -513,10 +517,10 @@ def _validated(config: SAM2Config) -> SAM2Config:
 
 
 def _replace(config: SAM2Config, changes: dict[str, Any]) -> SAM2Config:
-    unknown = [k for k in changes if k not in _AMG_FIELDS and k != "model"]
+    unknown = [k for k in changes if k not in _AMG_FIELDS and k not in _OWN_FIELDS]
     if unknown:
         raise ConfigError(f"unknown sam2 setting '{unknown[0]}'", repr(changes[unknown[0]]),
-                          "valid settings are: " + ", ".join(_AMG_FIELDS))
+                          "valid settings are: " + ", ".join(_AMG_FIELDS + ("max_image_side",)))
     return PipelineConfig(sam2=dataclasses.replace(config, **changes)).sam2
 
 

@@ -37,12 +37,13 @@ import numpy as np
 
 from . import weights as W
 from .align import AlignmentScores, rank_masks, score_masks, semantic_segmentation
+from .config import MINI_MAX_IMAGE_SIDE as _MINI_MAX_IMAGE_SIDE
 from .config import PipelineConfig, load_config
 from .errors import InputError, NoMatchWarning, OutOfDomainWarning, WeightsError
 from .features import check_prompts
 from .io import load_image
 from .paths import REPO_ROOT
-from .utils import MaskSet, check_device, score_shape
+from .utils import MaskSet, check_device, downscale_image, masks_to_boxes_xywh, score_shape, upscale_nearest, working_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -60,15 +61,18 @@ EDIT_OPERATIONS = ("remove", "replace", "style")
 #: Side of the mini world's scenes, pixels (``ovseg.world.SceneConfig.size``); the mini models were trained on them.
 MINI_WORLD_SIDE = 128
 #: In the mini profile, an image whose longer side exceeds this (4x the mini world's scenes; the shipped samples
-#: are 128-256 px) is out of the mini world and triggers an :class:`~ovseg.errors.OutOfDomainWarning`.
-MINI_MAX_IMAGE_SIDE = 4 * MINI_WORLD_SIDE
+#: are 128-256 px) is out of the mini world and triggers an :class:`~ovseg.errors.OutOfDomainWarning`; it is also
+#: the mini profile's working size (``sam2.max_image_side``), defined in :mod:`ovseg.config`.
+MINI_MAX_IMAGE_SIDE = _MINI_MAX_IMAGE_SIDE
 
 _SOURCE_NAMES = {"sam2": "SAM 2"}
 
 
 @dataclass
 class SegmentationMask:
-    """One ranked mask. ``mask`` is (H, W) bool at the input image's size; ``bbox`` is XYWH pixels."""
+    """One ranked mask. ``mask`` is (H, W) bool at the input image's size (brought back from the working size,
+    nearest neighbour, for an image larger than ``sam2.max_image_side``); ``bbox`` is XYWH pixels and ``area`` the
+    pixel count of that full-size mask."""
 
     mask: np.ndarray
     final_score: float  # S_i - alpha * O_i
@@ -185,10 +189,10 @@ class SemanticResult:
 
     image: np.ndarray  # (H, W, 3) uint8
     class_names: list[str]
-    label_map: np.ndarray  # (H, W) int32: i -> class_names[i], -1 -> background / unassigned
+    label_map: np.ndarray  # (H, W) int32 at the input's size: i -> class_names[i], -1 -> background / unassigned
     mask_labels: np.ndarray  # (N,) int32 class of each candidate mask, -1 if rejected
     scores: AlignmentScores  # (N, C)
-    masks: MaskSet
+    masks: MaskSet  # the candidates, at the working size (sam2.max_image_side)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -353,7 +357,8 @@ class OpenVocabSegmentationPipeline:
         self._clip = clip
         self._inpainter = inpainter
         self._cache_key: str | None = None
-        self._image: np.ndarray | None = None
+        self._image: np.ndarray | None = None  # (H, W, 3) uint8, the last image at its own size
+        self._work: np.ndarray | None = None  # (h, w, 3) uint8, its working copy (sam2.max_image_side)
         self._masks: MaskSet | None = None
         self._features: DenseFeatures | None = None
         self.timings: dict[str, float] = {}
@@ -404,13 +409,26 @@ class OpenVocabSegmentationPipeline:
 
     # ---- cached per-image stages -----------------------------------------------------------
     def _prepare(self, image: Any) -> np.ndarray:
+        """Load the image (cached: masks and features are kept for the last one) and make its working copy:
+        the image itself, or for a longer side above ``sam2.max_image_side`` an area-downscaled copy that SAM 2
+        and CLIP run on (masks are kept at that size; :meth:`_full_size` brings back only those returned)."""
         info: dict[str, Any] = {}
         arr = load_image(image, info)
         self._exif_orientation = info.get("exif_orientation")
-        key = hashlib.blake2b(arr.tobytes(), digest_size=16).hexdigest() + str(arr.shape)
+        work = working_shape(*arr.shape[:2], self.config.sam2.max_image_side)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(np.ascontiguousarray(arr).data)  # no copy of a large image's bytes
+        key = digest.hexdigest() + str(arr.shape) + str(work)
         if key != self._cache_key:
             self._cache_key, self._image, self._masks, self._features = key, arr, None, None
+            self._work = downscale_image(arr, work)
         return arr
+
+    @staticmethod
+    def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, list[int], int]:
+        """A working-size (h, w) bool mask at the input's (H, W) (nearest neighbour), with its XYWH box and area."""
+        full = upscale_nearest(mask, shape)  # (H, W) bool
+        return full, [int(v) for v in masks_to_boxes_xywh(full[None])[0]], int(np.count_nonzero(full))
 
     def refilter(self, **changes: Any) -> MaskSet | None:
         """Change SAM 2 settings (thresholds, NMS, crop layers, ...) for this pipeline.
@@ -425,19 +443,21 @@ class OpenVocabSegmentationPipeline:
         return None if self._image is None else self.generate_masks(self._image)
 
     def generate_masks(self, image: Any) -> MaskSet:
-        """3.2.2: candidate masks of an image (cached for the last image)."""
-        arr = self._prepare(image)
+        """3.2.2: candidate masks of an image (cached for the last image), at the working size: the image's own,
+        or for a longer side above ``sam2.max_image_side`` the downscaled copy SAM 2 ran on (``masks.shape``)."""
+        self._prepare(image)
         if self._masks is None:
             with self._timed("masks"):
-                self._masks = self.mask_generator.generate(arr)
+                self._masks = self.mask_generator.generate(self._work)
         return self._masks
 
     def dense_features(self, image: Any) -> "DenseFeatures":
-        """3.2.1: multi-layer dense CLIP features (cached for the last image)."""
-        arr = self._prepare(image)
+        """3.2.1: multi-layer dense CLIP features (cached for the last image) of its working copy (see
+        :meth:`generate_masks`; CLIP resizes to a few windows of ``clip.image_size`` anyway)."""
+        self._prepare(image)
         if self._features is None:
             with self._timed("features"):
-                self._features = self.clip.dense_features(arr)
+                self._features = self.clip.dense_features(self._work)
         return self._features
 
     def score(self, image: Any, prompts: Sequence[str]) -> tuple[MaskSet, AlignmentScores]:
@@ -519,13 +539,17 @@ class OpenVocabSegmentationPipeline:
         masks, scores = self.score(arr, [prompt])
         a = self.config.alignment
         order = rank_masks(scores, 0, a.similarity_threshold, top_k)
-        ranked = [SegmentationMask(mask=masks.masks[i], final_score=float(scores.final[i, 0]),
-                                   mean_similarity=float(scores.mean_similarity[i, 0]),
-                                   background_similarity=float(scores.outside_similarity[i, 0]),
-                                   bbox=[int(v) for v in masks.bbox[i]], area=int(masks.area[i]),
-                                   predicted_iou=float(masks.predicted_iou[i]),
-                                   stability_score=float(masks.stability_score[i]), index=int(i))
-                  for i in order]
+        ranked = []
+        for i in order:  # only the returned masks are brought to the input's size
+            if masks.shape == arr.shape[:2]:
+                full, bbox, area = masks.masks[i], [int(v) for v in masks.bbox[i]], int(masks.area[i])
+            else:
+                full, bbox, area = self._full_size(masks.masks[i], arr.shape[:2])
+            ranked.append(SegmentationMask(mask=full, final_score=float(scores.final[i, 0]),
+                                           mean_similarity=float(scores.mean_similarity[i, 0]),
+                                           background_similarity=float(scores.outside_similarity[i, 0]),
+                                           bbox=bbox, area=area, predicted_iou=float(masks.predicted_iou[i]),
+                                           stability_score=float(masks.stability_score[i]), index=int(i)))
         sam2 = self.config.sam2
         counts = {"candidates": len(masks), "mask_source": masks.source,
                   "sam2_thresholds": {"pred_iou_thresh": sam2.pred_iou_thresh,
@@ -624,7 +648,8 @@ class OpenVocabSegmentationPipeline:
         masks, scores = self.score(arr, names)
         self._check_domain(arr, names)
         threshold = self.config.alignment.similarity_threshold
-        label_map, mask_labels = semantic_segmentation(masks, scores, threshold)
+        label_map, mask_labels = semantic_segmentation(masks, scores, threshold)  # (h, w) at the working size
+        label_map = upscale_nearest(label_map, arr.shape[:2])  # (H, W) int32
         result = SemanticResult(arr, names, label_map, mask_labels, scores, masks, dict(self.timings))
         if result.empty:
             source = _SOURCE_NAMES.get(masks.source, masks.source)

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape", "mask_iou", "check_device"]
+__all__ = ["MaskSet", "masks_to_boxes_xywh", "boundary_weights", "resize_masks", "score_shape", "working_shape",
+           "downscale_image", "upscale_nearest", "mask_iou", "check_device"]
 
 
 def check_device(device: Any) -> str:
@@ -92,6 +93,39 @@ def score_shape(h: int, w: int, max_side: int) -> tuple[int, int]:
     """Scoring resolution: (h, w) shrunk (never enlarged) so that max(h, w) <= max_side."""
     scale = min(1.0, max_side / max(h, w))
     return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def working_shape(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """The working size of an (h, w) image: shrunk (never enlarged, aspect kept) so that max(h, w) <= max_side;
+    ``max_side`` 0 keeps (h, w). See ``SAM2Config.max_image_side``."""
+    if max_side <= 0 or max(h, w) <= max_side:
+        return h, w
+    return score_shape(h, w, max_side)
+
+
+def downscale_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) uint8 -> (h, w, C) uint8 by area interpolation; the array itself when it already has that size."""
+    import cv2
+
+    h, w = shape
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def upscale_nearest(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w) array (bool mask, int label map) -> (H, W) of the same dtype, nearest neighbour, pixel centres aligned.
+
+    Output pixel (y, x) takes input pixel (floor((y + 0.5) h / H), floor((x + 0.5) w / W)): an integer factor
+    replicates each pixel exactly. Memory: the output only (one gather).
+    """
+    hs, ws = small.shape[:2]
+    h, w = shape
+    if (hs, ws) == (h, w):
+        return small
+    rows = np.minimum(((np.arange(h) + 0.5) * hs / h).astype(np.int64), hs - 1)  # (H,)
+    cols = np.minimum(((np.arange(w) + 0.5) * ws / w).astype(np.int64), ws - 1)  # (W,)
+    return small[rows[:, None], cols[None, :]]
 
 
 def resize_masks(masks: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -27,13 +27,24 @@ PALETTE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)
                     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)], np.uint8)
 
 
+#: :func:`overlay_masks` blends this many image rows at a time (float32 working memory: rows x W x 12 bytes).
+OVERLAY_ROWS = 512
+
+
 def overlay_masks(image: np.ndarray, masks: list[np.ndarray], alpha: float = 0.5) -> np.ndarray:
-    """Blend (H, W) bool masks over an (H, W, 3) uint8 image; mask k gets PALETTE[k % 10]. Returns uint8."""
-    out = image.astype(np.float32)
-    for k, m in enumerate(masks):
-        colour = PALETTE[k % len(PALETTE)].astype(np.float32)
-        out[m] = (1 - alpha) * out[m] + alpha * colour
-    return out.round().clip(0, 255).astype(np.uint8)
+    """Blend (H, W) bool masks over an (H, W, 3) uint8 image; mask k gets PALETTE[k % 10]. Returns (H, W, 3) uint8.
+
+    Blended in float32, in bands of :data:`OVERLAY_ROWS` rows (the same per-pixel arithmetic, bounded memory for a
+    large photo)."""
+    out = np.empty_like(image, dtype=np.uint8)
+    for r0 in range(0, image.shape[0], OVERLAY_ROWS):
+        band = image[r0:r0 + OVERLAY_ROWS].astype(np.float32)  # (rows, W, 3)
+        for k, m in enumerate(masks):
+            colour = PALETTE[k % len(PALETTE)].astype(np.float32)
+            mb = m[r0:r0 + OVERLAY_ROWS]
+            band[mb] = (1 - alpha) * band[mb] + alpha * colour
+        out[r0:r0 + OVERLAY_ROWS] = band.round().clip(0, 255).astype(np.uint8)
+    return out
 
 
 def labelled_overlay(image: np.ndarray, masks: "Sequence[SegmentationMask]", alpha: float = 0.5,
