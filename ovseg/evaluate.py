@@ -483,7 +483,7 @@ def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipe
         ``, "hit_rate_base", "hit_rate_novel", "per_class": {name: mean IoU}}``.
     """
     from .align import rank_masks
-    from .utils import mask_iou
+    from .utils import mask_iou, upscale_nearest
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     novel = set(dataset.splits.get("novel", [])) if dataset.splits else set()
@@ -503,7 +503,8 @@ def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipe
             if len(order) == 0:
                 records.append((c, 0.0))
                 continue
-            records.append((c, float(mask_iou(masks.masks[int(order[0])][None], gt[None])[0, 0])))
+            best = upscale_nearest(masks.masks[int(order[0])], gt.shape)  # working size -> the label's (H, W)
+            records.append((c, float(mask_iou(best[None], gt[None])[0, 0])))
 
     def mean(sel: list[float]) -> float | None:
         return round(float(np.mean(sel)), 4) if sel else None

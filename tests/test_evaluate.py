@@ -195,10 +195,10 @@ class _GroundTruthPipe:
     """score(): one mask per ground-truth class (label == c), scored 1 for its own class name, 0 otherwise;
     ``swap`` ranks every class's mask last (the worst ranking)."""
 
-    def __init__(self, dataset, swap=False):
+    def __init__(self, dataset, swap=False, step=1):
         from ovseg.config import get_balanced_config
 
-        self.dataset, self.swap = dataset, swap
+        self.dataset, self.swap, self.step = dataset, swap, step  # step 2: masks at half size (a working copy)
         self.config = get_balanced_config()
 
     def score(self, image, names):
@@ -207,7 +207,7 @@ class _GroundTruthPipe:
 
         sample = next(s for s in (self.dataset[i] for i in range(len(self.dataset))) if np.array_equal(s.image, image))
         cls = [self.dataset.class_names.index(n) for n in names]
-        masks = np.stack([sample.label == c for c in cls])  # (N, H, W), N = T
+        masks = np.stack([sample.label == c for c in cls])[:, ::self.step, ::self.step]  # (N, H/step, W/step), N = T
         n = len(cls)
         ms = MaskSet(masks, np.ones(n, np.float32), np.ones(n, np.float32), np.zeros((n, 4), np.int64),
                      masks.sum((1, 2)), np.zeros((n, 2), np.float32), np.zeros((n, 4), np.int64), source="ground-truth")
@@ -228,6 +228,23 @@ def test_referring_evaluation_scores_top1_mask_iou(tmp_path):
     worst = referring_evaluation(ds, _GroundTruthPipe(ds, swap=True))
     assert worst["mean_iou"] == 0.0  # another class's mask never overlaps this class's pixels
     assert set(worst["per_class"]) == set(perfect["per_class"])
+
+
+def test_referring_masks_at_a_working_size_are_scored_at_the_label_size(tmp_path):
+    """A pipeline whose masks are at half the image's size (a large image's working copy): each top-1 mask is
+    enlarged to the label's size (nearest) before its IoU is taken; here the expected IoUs are computed by hand."""
+    from ovseg.evaluate import referring_evaluation
+
+    ds = _referring_setup(tmp_path)
+    res = referring_evaluation(ds, _GroundTruthPipe(ds, step=2))
+    ious = []
+    for i in range(len(ds)):
+        label = ds[i].label
+        for c in (c for c in np.unique(label) if c != 0):
+            gt = label == c
+            back = np.repeat(np.repeat(gt[::2, ::2], 2, axis=0), 2, axis=1)[:gt.shape[0], :gt.shape[1]]
+            ious.append((gt & back).sum() / (gt | back).sum())
+    assert 0.5 < res["mean_iou"] < 1.0 and res["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-4)
 
 
 def test_protocol_names_the_mini_checkpoints_so_a_new_checkpoint_never_resumes_old_results():
