@@ -25,11 +25,18 @@ import json
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--edits", type=int, default=120, help="edits (operations cycle remove / replace / style)")
-    p.add_argument("--scene-offset", type=int, default=4_000_000, help="4000000: development set; 2000000: reported")
+    p.add_argument("--scene-offset", type=int, default=4_000_000,
+                   help="a dev range of ovseg.world.EVAL_SPLITS: 4000000 (edit-settings, default) or 2000000 (edits "
+                        "dev); test ranges are refused")
     p.add_argument("--model", default=None, help="diffusers inpainting folder (default: the mini profile's)")
     p.add_argument("--replace-rotation", choices=("source", "upright"), default="source",
                    help="new object of a replacement: at the old object's rotation (the world's exact edit) or upright")
     args = p.parse_args()
+    from ovseg.world import EVAL_SPLITS
+
+    for r in EVAL_SPLITS:
+        if r.split == "test" and r.start <= args.scene_offset < r.start + r.size:
+            p.error(f"--scene-offset {args.scene_offset} lies in the {r.task} test range: benchmarks use dev ranges only")
 
     import torch
 

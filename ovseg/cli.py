@@ -126,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="Chapter 5 evaluation of a dataset (resumable, torchrun-aware)", **fmt)
     e.add_argument("--dataset", required=True, choices=("voc", "coco-stuff", "ade20k", "mini", "folder"))
-    e.add_argument("--root", default=None, help="dataset folder (default for mini: the shipped evaluation set)")
-    e.add_argument("--split", default="val", help="dataset split (default val)")
+    e.add_argument("--root", default=None, help="dataset folder (default for mini: data/mini_world/<split>)")
+    e.add_argument("--split", default=None,
+                   help="dataset split (default val; mini: dev or test, default test: the reported numbers, each "
+                        "test evaluation is logged in data/mini_world/TEST_LOG.jsonl; select settings on dev)")
     e.add_argument("--config", default=None, help="evaluation YAML: protocol keys and an optional pipeline: section")
     _add_config_options(e)  # applies to the pipeline config
     e.add_argument("--method", choices=("ovseg", "dense", "maskclip", "sclip", "clearclip"), default=None,
@@ -136,10 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--profile", choices=("mini", "full"), default=None)
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
-    e.add_argument("--task", choices=("semantic", "referring", "edits"), default="semantic",
+    e.add_argument("--task", choices=("semantic", "referring", "masks", "edits"), default="semantic",
                    help="semantic: label every pixel (Chapter 5 tables); referring: segment(image, class name), "
-                        "top-1 mask IoU against that class (OUT/referring.json); edits: edit quality of remove / "
-                        "replace / style on held-out mini-world scenes, --max-images edits (default 60; OUT/edits.json)")
+                        "top-1 mask IoU against that class (OUT/referring.json); masks: object recall of the SAM 2 "
+                        "masks at IoU >= 0.5 (OUT/masks.json); edits: edit quality of remove / replace / style on "
+                        "mini-world scenes of the split's edit range, --max-images edits (default 60; OUT/edits.json)")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
     t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-inpainting"))
@@ -373,7 +376,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     config = apply_overrides(config, args.overrides)
     changes = {k: v for k, v in (("method", args.method), ("max_images", args.max_images)) if v is not None}
     protocol = dataclasses.replace(protocol, **changes).validate()
-    dataset = load_dataset(args.dataset, args.root, split=args.split)  # validates the layout before models load
+    split = args.split if args.split is not None else ("test" if args.dataset == "mini" else "val")
+    if args.task == "edits" and split not in ("dev", "test"):
+        raise InputError("--task edits takes --split dev or test (the mini world's edit ranges)", repr(split),
+                         "use --split dev to develop, --split test to report")
+    # validates the layout before models load (edits render their scenes: no dataset folder needed)
+    dataset = load_dataset(args.dataset, args.root, split=split if args.task != "edits" else "dev")
     _writable_folder(args.out)
     device = args.device
     if device is None:
@@ -393,11 +401,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .edit_eval import build_edit_set, evaluate_edits
         from .io import write_json_atomic
 
-        summary = evaluate_edits(pipe, build_edit_set(protocol.max_images or 60), seed=0)
+        summary = evaluate_edits(pipe, build_edit_set(protocol.max_images or 60, split=split), seed=0)
         write_json_atomic(Path(args.out) / "edits.json", summary)
-        keys = ("n_edits", "method", "steps", "psnr_outside_min_db", "success_remove", "success_replace_base",
+        keys = ("n_edits", "split", "method", "steps", "psnr_outside_min_db", "success_remove", "success_replace_base",
                 "success_replace_novel", "success_style", "fid", "clip_score", "seconds_per_edit")
         print(json.dumps({k: summary.get(k) for k in keys}))
+        for key, ci in summary["ci95"].items():
+            print(f"  {key:22} {_interval_text(ci)}")
         print(f"-> {args.out}/edits.json")
         return 0
     if args.task == "referring":
@@ -406,17 +416,44 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         ref = referring_evaluation(dataset, pipe, protocol.max_images, progress=True)
         write_json_atomic(Path(args.out) / "referring.json", ref)
-        print(f"referring top-1 mean IoU {ref['mean_iou']} (base {ref['mean_iou_base']}, novel {ref['mean_iou_novel']}); "
-              f"IoU>=0.5 rate {ref['hit_rate']} over {ref['n_prompts']} prompts in {ref['n_images']} images")
+        ci = ref["ci95"]
+        print(f"referring top-1 mean IoU {_interval_text(ci['mean_iou'], 1, 3)} (base "
+              f"{_interval_text(ci['mean_iou_base'], 1, 3)}, novel {_interval_text(ci['mean_iou_novel'], 1, 3)}); "
+              f"IoU>=0.5 rate {_interval_text(ci['hit_rate'], 1, 3)} over {ref['n_prompts']} prompts in "
+              f"{ref['n_images']} images ({dataset.name}/{dataset.split})")
         print(f"-> {args.out}/referring.json")
+        return 0
+    if args.task == "masks":
+        from .evaluate import mask_recall_evaluation
+        from .io import write_json_atomic
+
+        rec = mask_recall_evaluation(dataset, pipe, protocol.max_images, progress=True)
+        write_json_atomic(Path(args.out) / "masks.json", rec)
+        ci = rec["ci95"]
+        print(f"SAM 2 object recall at IoU >= 0.5 {_interval_text(ci['recall'], 1, 3)}, mean best IoU "
+              f"{_interval_text(ci['mean_best_iou'], 1, 3)}, {rec['masks_per_image']:.1f} masks per image "
+              f"({dataset.name}/{dataset.split}, predicted IoU > {rec['thresholds']['pred_iou_thresh']:g}, "
+              f"stability > {rec['thresholds']['stability_score_thresh']:g})")
+        print(f"-> {args.out}/masks.json")
         return 0
     result = run_evaluation(dataset, pipe, protocol, args.out)
     if result is not None:
         for row in table_rows([result]):
             miou = "" if row["mIoU"] is None else f"{row['mIoU']:.1f}"
-            print(f"{row['method']:34} {row['dataset']:11} {row['split']:6} mIoU {miou:>5}  {row['source']}")
+            print(f"{row['method']:34} {row['dataset']:11} {row['split']:6} mIoU {miou:>5} {row['mIoU_ci95'] or '':>14}"
+                  f"  n={row['images']}  {row['source']}")
         print(f"-> {args.out}/metrics.json")
     return 0
+
+
+def _interval_text(ci: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``"0.832 [0.801, 0.860] (n=612 objects)"`` from an interval record (``Interval.to_dict``)."""
+    if not ci or ci.get("value") is None:
+        return f"- (n={ci.get('n', 0) if ci else 0})"
+    lo, hi = ci["ci95"]
+    f = f"{{:.{digits}f}}"
+    return (f"{f.format(ci['value'] * scale)} [{f.format(lo * scale)}, {f.format(hi * scale)}] "
+            f"(n={ci['n']} {ci['unit']})")
 
 
 def _is_ovseg_warning(category: type[Warning], filename: str) -> bool:

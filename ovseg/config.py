@@ -408,10 +408,11 @@ def _validate_section(section: Any, prefix: str) -> None:
 
 # ---- presets -----------------------------------------------------------------------------
 
-#: Mask-generator settings of the mini profile's presets, measured on the mini world (see
-#: data/models/mini-sam2/MODEL_CARD.md): a 128 px SAM 2 predicts 32 x 32 mask logits, so its IoU and
-#: stability scores run lower than full-size SAM 2's and the thesis cut-offs (0.88 / 0.95) reject
-#: nearly every mask; 16 x 16 points cover 128 px scenes as densely as 32 x 32 cover 1024 px photos.
+#: Mask-generator settings of the mini profile's presets, chosen on the mini world's dev scenes (the first 40 of
+#: data/mini_world/dev, see data/models/mini-sam2/MODEL_CARD.md; never on the test split): a 128 px SAM 2
+#: predicts 32 x 32 mask logits, so its IoU and stability scores run lower than full-size SAM 2's and the thesis
+#: cut-offs (0.88 / 0.95) reject nearly every mask; 16 x 16 points cover 128 px scenes as densely as 32 x 32 cover
+#: 1024 px photos.
 MINI_SAM2_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"points_per_side": 8, "crop_n_layers": 0, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7},
     "balanced": {"points_per_side": 16, "crop_n_layers": 1, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.7},

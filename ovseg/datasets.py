@@ -479,12 +479,17 @@ def _load_mini(root: Path | None, split: str) -> SegDataset:
     from .world import BASE_CLASSES, CLASS_NAMES, NOVEL_CLASSES
 
     if root is None:
-        sub = "eval" if split in ("val", "eval", "test") else split
-        root = DATA_DIR / "mini_world" / sub
+        from .world import SPLITS
+
+        if split not in SPLITS:
+            former = " (the former evaluation set 'val' / 'eval' is now 'dev')" if split in ("val", "eval") else ""
+            raise InputError("the mini world's shipped splits are dev (for selecting settings) and test (for "
+                             "reporting; every evaluation on it is logged)", f"split {split!r}{former}",
+                             "use --split dev or --split test (see data/mini_world/README.md)")
+        root = DATA_DIR / "mini_world" / split
         if not root.is_dir():
-            raise InputError("the mini world has a shipped 'val' split (data/mini_world/eval)",
-                             f"split {split!r}: {root} is missing",
-                             "use --split val, or write scenes there with ovseg.world.write_dataset")
+            raise InputError("the mini world's shipped split must be in data/mini_world", f"{root} is missing",
+                             "regenerate it with `python data/make_samples.py`")
     ds = _load_folder(root, split, name="mini")
     expected = ["background", *CLASS_NAMES]
     if ds.class_names != expected:
@@ -511,15 +516,17 @@ def list_datasets() -> list[str]:
     return list(_DATASETS)
 
 
-def load_dataset(name: str, root: str | Path | None = None, split: str = "val") -> SegDataset:
+def load_dataset(name: str, root: str | Path | None = None, split: str | None = None) -> SegDataset:
     """Index a segmentation dataset on disk (no pixels are read until ``ds[i]``).
 
     Args:
         name: one of :func:`list_datasets` (case-insensitive; ``coco_stuff`` / ``cocostuff`` / ``ade`` accepted).
-        root: the dataset folder; ``None`` -> ``data/mini_world/eval`` for ``mini``, else a conventional folder
+        root: the dataset folder; ``None`` -> ``data/mini_world/<split>`` for ``mini``, else a conventional folder
             under ``data/`` (``VOCdevkit``, ``coco_stuff164k``, ``ade/ADEChallengeData2016``) if it exists.
         split: ``voc``: the list file ``ImageSets/Segmentation/<split>.txt``; ``coco-stuff``: ``<split>2017``;
-            ``ade20k``: ``val`` -> validation, ``train`` -> training; ``mini``: ``val`` -> ``eval``;
+            ``ade20k``: ``val`` -> validation, ``train`` -> training; ``mini``: ``dev`` or ``test``
+            (:data:`ovseg.world.EVAL_SPLITS`); default ``val``, for ``mini`` ``dev`` (exploring never reads the
+            test split; the CLI's documented ``ovseg evaluate --dataset mini`` reports on ``test``);
             ``folder``: recorded only.
 
     Raises:
@@ -530,6 +537,8 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "val") 
            "voc2012": "voc"}.get(key, key)
     if key not in _DATASETS:
         raise InputError(f"dataset must be one of {', '.join(_DATASETS)}", repr(name), "pick one of those names")
+    if split is None:
+        split = "dev" if key == "mini" else "val"
     if not isinstance(split, str) or not split.strip() or "/" in split or "\\" in split:
         raise InputError("split must be a plain name such as 'val'", repr(split), "use --split val")
     if key == "mini":

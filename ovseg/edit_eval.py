@@ -56,15 +56,21 @@ class EditCase:
 
 
 def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "style"), seed: int = 0,
-                   min_area: int = 300, scene_offset: int = 2_000_000) -> list[EditCase]:
+                   min_area: int = 300, scene_offset: int | None = None, split: str = "dev",
+                   novel: bool = True) -> list[EditCase]:
     """``n`` edit cases from evaluation scenes (seeds from ``EVAL_SEED_OFFSET``), operations cycling.
 
     The edited object is the largest visible one of each scene (at least ``min_area`` px). Replace
-    prompts alternate between base and novel classes; style keeps the shape and changes the colour.
-    Scenes are ``EVAL_SEED_OFFSET + scene_offset + k``: the default is the reported edit set; tune
-    inference settings on another offset (a development set) so that they are not fitted to it.
+    prompts alternate between base and novel classes (``novel=False``: base only, e.g. for choosing
+    settings, since novel compositions are test-only there); style keeps the shape and changes the colour.
+    Scenes are ``EVAL_SEED_OFFSET + scene_offset + k``; by default ``scene_offset`` is the start of the
+    ``edits`` split ``split`` of :data:`ovseg.world.EVAL_SPLITS` (``dev``: develop on it; ``test``: report
+    only). Another offset names another set, e.g. the settings benchmark's ``edit-settings`` range.
     """
-    from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, render_scene
+    from .world import BASE_CLASSES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, render_scene, seed_range
+
+    if scene_offset is None:
+        scene_offset = seed_range("edits", split).start
 
     rng = np.random.default_rng(seed)
     cfg = _edit_scene_config()
@@ -78,20 +84,27 @@ def build_edit_set(n: int, operations: Sequence[str] = ("remove", "replace", "st
             continue
         i = int(np.argmax(areas))
         obj = scene.objects[i]
+        if not novel and obj.class_name in NOVEL_CLASSES:  # base compositions only: no novel source object either
+            continue
         op = operations[len(cases) % len(operations)]
         if op == "remove":
-            prompt, target, novel = None, "background", False
+            prompt, target = None, "background"
         elif op == "replace":
-            novel = len(cases) % 2 == 1
-            pool = sorted(NOVEL_CLASSES) if novel else BASE_CLASSES
+            novel_prompt = novel and len(cases) % 2 == 1
+            pool = sorted(NOVEL_CLASSES) if novel_prompt else BASE_CLASSES
             choices = [c for c in pool if c != obj.class_name]
             target = choices[int(rng.integers(len(choices)))]
             prompt = target
         else:
             colours = [c for c in COLOURS if c != obj.colour]
+            if not novel:
+                colours = [c for c in colours if f"{c} {obj.shape}" not in NOVEL_CLASSES]
             target = f"{colours[int(rng.integers(len(colours)))]} {obj.shape}"
-            prompt, novel = target, target in NOVEL_CLASSES
-        cases.append(EditCase(scene.seed, scene.image, scene.instance_masks[i], op, obj.class_name, prompt, target, novel, i))
+            prompt, novel_prompt = target, target in NOVEL_CLASSES
+        if op == "remove":
+            novel_prompt = False
+        cases.append(EditCase(scene.seed, scene.image, scene.instance_masks[i], op, obj.class_name, prompt, target,
+                              novel_prompt, i))
     return cases
 
 
@@ -158,16 +171,24 @@ def edit_ceiling(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase
             "vae": _success_rates(rows["vae"]) if vae is not None else None}
 
 
-def _success_rates(results: Sequence[tuple[str, bool, bool]]) -> dict[str, float | None]:
+#: The success rates an edit summary reports: key -> (operation, novel prompt or None for both).
+RATE_KEYS = {"success_remove": ("remove", None), "success_replace_base": ("replace", False),
+             "success_replace_novel": ("replace", True), "success_style": ("style", None)}
+
+
+def _success_rates(results: Sequence[tuple[str, bool, bool]]) -> dict[str, Any]:
     """``(operation, novel_prompt, success)`` triples -> success rate per operation (replace: base and novel
-    apart), rounded to 4 decimals; None where there is no such edit."""
+    apart), rounded to 4 decimals, None where there is no such edit; and under ``ci95`` each rate's 95% bootstrap
+    interval over its edits with its n (:func:`ovseg.stats.bootstrap_rate`)."""
+    from .stats import bootstrap_rate
 
-    def rate(op: str, novel: bool | None = None) -> float | None:
+    out: dict[str, Any] = {}
+    ci: dict[str, Any] = {}
+    for key, (op, novel) in RATE_KEYS.items():
         sel = [ok for o, nov, ok in results if o == op and (novel is None or nov == novel)]
-        return round(sum(sel) / len(sel), 4) if sel else None
-
-    return {"success_remove": rate("remove"), "success_replace_base": rate("replace", False),
-            "success_replace_novel": rate("replace", True), "success_style": rate("style")}
+        out[key] = round(sum(sel) / len(sel), 4) if sel else None
+        ci[key] = bootstrap_rate(sel).to_dict()
+    return {**out, "ci95": ci}
 
 
 def classify_region(pipe: "OpenVocabSegmentationPipeline", image: np.ndarray, mask: np.ndarray,
@@ -273,5 +294,35 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
             summary["clip_score_model"] = "mini CLIP" if pipe.config.profile == "mini" else "openai/clip-vit-large-patch14"
     for r in rows:
         r["psnr_outside_db"] = "inf" if math.isinf(r["psnr_outside_db"]) else round(r["psnr_outside_db"], 3)
+    summary["split"] = _split_of(cases)
+    if summary["split"] == "edits/test":
+        _log_test(pipe, cases, summary)
     summary["edits"] = rows
     return summary
+
+
+def _split_of(cases: Sequence[EditCase]) -> str | None:
+    """``"<task>/<split>"`` of the :data:`ovseg.world.EVAL_SPLITS` range holding every case's scene, or None."""
+    from .world import EVAL_SPLITS
+
+    for r in EVAL_SPLITS:
+        if cases and all(c.seed in r.seeds for c in cases):
+            return f"{r.task}/{r.split}"
+    return None
+
+
+def _log_test(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase], summary: dict[str, Any]) -> None:
+    """One line in the test-set log (:mod:`ovseg.testlog`) for an evaluation on the edits' test split."""
+    import hashlib
+    import json
+
+    from .evaluate import models_identity
+    from .testlog import record
+
+    stages = ("sam2", "clip") if pipe.config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
+    text = json.dumps({"pipeline": pipe.config.to_dict(), "seeds": [c.seed for c in cases],
+                       "operations": [c.operation for c in cases]}, sort_keys=True)
+    headline = dict(summary["ci95"])
+    headline.update({k: summary.get(k) for k in ("fid", "clip_score", "psnr_outside_min_db")})
+    record("edits", models_identity(pipe.config, stages), hashlib.sha256(text.encode()).hexdigest()[:12], len(cases),
+           headline, split="edits/test")

@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["METHODS", "EvalProtocol", "predict_labels", "run_evaluation", "load_protocol", "REPORTED",
-           "write_tables", "table_rows", "referring_evaluation"]
+           "write_tables", "table_rows", "referring_evaluation", "mask_recall_evaluation", "models_identity",
+           "semantic_intervals"]
 
 #: "ovseg" is the thesis method (SAM 2 masks + alignment); the others are per-pixel dense
 #: baselines on the same CLIP: the pipeline's multi-layer features ("dense") or the last block
@@ -130,27 +131,39 @@ def _protocol_text(protocol: EvalProtocol, config: Any, dataset: "SegDataset") -
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def _weights_identity(config: Any) -> dict[str, str]:
+def _weights_identity(config: Any, stages: Sequence[str] = ("sam2", "clip")) -> dict[str, str]:
     """Per embedded model a mini-profile run uses, a checksum of its weights (of its ``SHA256SUMS``, or of
     its files when unpinned), so that results stored for one checkpoint are never resumed with another;
     full-profile models are named by the config. The one checkpoint identity of ovseg's result stores."""
     from .paths import REPO_ROOT
-    from .weights import REGISTRY, default_model, sha256_file
+    from .pipeline import _model_name
+    from .weights import REGISTRY, sha256_file
 
     if config.profile != "mini":
         return {}
     out = {}
-    for stage in ("sam2", "clip"):
-        entry = REGISTRY[default_model("mini", stage)]
-        folder = REPO_ROOT / entry.local_dir
+    for stage in stages:
+        name = _model_name(getattr(config, stage).model, "mini", stage)
+        entry = REGISTRY.get(name)
+        folder = REPO_ROOT / entry.local_dir if entry is not None and entry.local_dir else Path(name).expanduser()
+        files = entry.files if entry is not None else sorted(p.name for p in folder.glob("*") if p.is_file())
         h = hashlib.sha256()
         if (folder / "SHA256SUMS").is_file():
             h.update((folder / "SHA256SUMS").read_bytes())
         else:
-            for f in entry.files:
+            for f in files:
                 h.update(sha256_file(folder / f).encode() if (folder / f).is_file() else b"missing")
-        out[entry.name] = h.hexdigest()[:16]
+        out[entry.name if entry is not None else str(name)] = h.hexdigest()[:16]
     return out
+
+
+def models_identity(config: Any, stages: Sequence[str] = ("sam2", "clip")) -> dict[str, str]:
+    """Model name -> 16-hex-digit checksum of each model of ``stages`` a run of ``config`` uses: the embedded
+    models' pinned sums in the mini profile (:func:`_weights_identity`), the configured ids in the full profile
+    (named, not hashed: ``"unhashed"``). What the test-set log records per consultation."""
+    if config.profile == "mini":
+        return _weights_identity(config, stages)
+    return {str(getattr(config, stage).model): "unhashed" for stage in stages}
 
 
 # ---- prediction ------------------------------------------------------------------------------------------
@@ -396,6 +409,7 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
     """Evaluate ``pipe`` on ``dataset``; returns the metrics dict on rank 0 (None elsewhere)."""
     from .io import write_json_atomic, write_text_atomic
     from .metrics import confusion_matrix, dense_confusion, metrics_from_confusion, sparse_confusion
+    from .testlog import is_shipped_test_split, record
 
     protocol.validate()
     rank, world, dist = _dist()
@@ -458,14 +472,45 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
         dist.barrier()
     if rank != 0:
         return None
-    # 5. metrics and tables (rank 0)
+    # 5. metrics, their bootstrap intervals over images (every rank's lines: rank 0 reads all stores) and tables
     m = metrics_from_confusion(total)
+    every, _ = _read_results(out, c, protocol_hash)
+    cms = np.stack([dense_confusion(every[dataset.stems[i]], c) for i in range(n)])  # (n, C, C)
     result = {"dataset": dataset.name, "split": dataset.split, "method": protocol.method, "profile": pipe.config.profile,
               "n_images": n, "protocol_hash": protocol_hash,
-              **m.to_dict(dataset.class_names, dataset.splits)}
+              **m.to_dict(dataset.class_names, dataset.splits),
+              "ci95": {k: iv.to_dict() for k, iv in semantic_intervals(cms, dataset.splits).items()}}
     write_json_atomic(out / "metrics.json", result)
     write_tables(table_rows([result]), out, "table")
+    if is_shipped_test_split(dataset):
+        record("semantic", models_identity(pipe.config), protocol_hash, n,
+               {k: v for k, v in result["ci95"].items()}, split="scenes/test")
     return result
+
+
+def semantic_intervals(cms: np.ndarray, splits: dict[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """95% intervals, resampling images (:func:`ovseg.stats.bootstrap_confusion`), of mIoU, pixel accuracy, mean F1,
+    the mIoU of each class subset in ``splits`` and, with ``base`` and ``novel``, their paired difference
+    ``novel_minus_base`` (one resample of the images feeds both). ``cms``: (n, C, C) per-image confusion matrices."""
+    from .metrics import metrics_from_confusion
+    from .stats import bootstrap_confusion
+
+    def mean_f1(cm: np.ndarray) -> float:
+        f1 = metrics_from_confusion(cm).f1
+        return float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
+
+    out = {"mIoU": bootstrap_confusion(cms, lambda cm: metrics_from_confusion(cm).miou),
+           "pixel_accuracy": bootstrap_confusion(cms, lambda cm: metrics_from_confusion(cm).pixel_accuracy),
+           "mean_f1": bootstrap_confusion(cms, mean_f1)}
+    for name, idx in (splits or {}).items():
+        out[f"mIoU_{name}"] = bootstrap_confusion(cms, lambda cm, idx=idx: metrics_from_confusion(cm).subset_miou(idx))
+    if splits and "base" in splits and "novel" in splits:
+        def diff(cm: np.ndarray) -> float:
+            m = metrics_from_confusion(cm)
+            return m.subset_miou(splits["novel"]) - m.subset_miou(splits["base"])
+
+        out["novel_minus_base"] = bootstrap_confusion(cms, diff)
+    return out
 
 
 # ---- referring segmentation (issue #3 target) -----------------------------------------------------------------
@@ -509,17 +554,80 @@ def referring_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipe
     def mean(sel: list[float]) -> float | None:
         return round(float(np.mean(sel)), 4) if sel else None
 
+    from .stats import bootstrap_mean, bootstrap_rate
+
     ious = [v for _, v in records]
     base = [v for c, v in records if c not in novel]
     nov = [v for c, v in records if c in novel]
     per_class: dict[str, list[float]] = {}
     for c, v in records:
         per_class.setdefault(dataset.class_names[c], []).append(v)
-    return {"dataset": dataset.name, "profile": pipe.config.profile, "n_images": n, "n_prompts": len(records),
-            "mean_iou": mean(ious), "mean_iou_base": mean(base), "mean_iou_novel": mean(nov),
-            "hit_rate": mean([float(v >= 0.5) for v in ious]), "hit_rate_base": mean([float(v >= 0.5) for v in base]),
-            "hit_rate_novel": mean([float(v >= 0.5) for v in nov]),
-            "per_class": {k: mean(v) for k, v in sorted(per_class.items())}}
+    # 95% intervals: IoU means resample the prompted objects, hit rates the same cases
+    ci = {"mean_iou": bootstrap_mean(ious), "mean_iou_base": bootstrap_mean(base), "mean_iou_novel": bootstrap_mean(nov),
+          "hit_rate": bootstrap_rate([v >= 0.5 for v in ious]),
+          "hit_rate_base": bootstrap_rate([v >= 0.5 for v in base]),
+          "hit_rate_novel": bootstrap_rate([v >= 0.5 for v in nov])}
+    result = {"dataset": dataset.name, "split": dataset.split, "profile": pipe.config.profile, "n_images": n,
+              "n_prompts": len(records), "mean_iou": mean(ious), "mean_iou_base": mean(base),
+              "mean_iou_novel": mean(nov), "hit_rate": mean([float(v >= 0.5) for v in ious]),
+              "hit_rate_base": mean([float(v >= 0.5) for v in base]),
+              "hit_rate_novel": mean([float(v >= 0.5) for v in nov]),
+              "ci95": {k: iv.to_dict() for k, iv in ci.items()},
+              "per_class": {k: mean(v) for k, v in sorted(per_class.items())}}
+    _log_if_test(dataset, "referring", pipe, n, result["ci95"], {"max_images": max_images})
+    return result
+
+
+def _log_if_test(dataset: "SegDataset", task: str, pipe: "OpenVocabSegmentationPipeline", n: int,
+                 headline: dict[str, Any], settings: dict[str, Any], stages: Sequence[str] = ("sam2", "clip")) -> None:
+    """Append a consultation of the shipped test split to the test log (:mod:`ovseg.testlog`); the protocol hash
+    covers the pipeline config and ``settings``."""
+    from .testlog import is_shipped_test_split, record
+
+    if not is_shipped_test_split(dataset):
+        return
+    text = json.dumps({"pipeline": pipe.config.to_dict(), "settings": settings, "task": task}, sort_keys=True)
+    record(task, models_identity(pipe.config, stages), hashlib.sha256(text.encode()).hexdigest()[:12], n, headline,
+           split="scenes/test")
+
+
+def mask_recall_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
+                           max_images: int | None = None, iou_thresh: float = 0.5,
+                           progress: bool = False) -> dict[str, Any]:
+    """Class-agnostic object recall of the pipeline's SAM 2 masks (3.2.2, at its config's thresholds): a ground-truth
+    instance (``instances/``, fully hidden ones skipped) is recalled when some candidate has IoU >= ``iou_thresh``
+    with it. Returns ``recall``, ``mean_best_iou``, ``masks_per_image`` with 95% intervals (``ci95``: recall and mean
+    best IoU resample objects, masks per image resample images), ``n_objects``, ``n_images``."""
+    from tqdm.auto import tqdm
+
+    from .experiments.masks import load_eval_scene, mask_stats
+    from .stats import bootstrap_mean, bootstrap_rate
+    from .utils import upscale_nearest
+
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    best: list[float] = []
+    counts: list[float] = []
+    for i in tqdm(range(n), desc=f"masks {dataset.name}", unit="img", disable=not progress):
+        scene = load_eval_scene(dataset, i)
+        masks = pipe.generate_masks(scene.image)
+        if masks.shape != scene.image.shape[:2]:  # a working copy: compare at the label's size
+            masks = type(masks).from_masks(np.stack([upscale_nearest(m, scene.image.shape[:2]) for m in masks.masks])
+                                           if len(masks) else np.zeros((0, *scene.image.shape[:2]), bool))
+        stats = mask_stats(masks, scene.instance_masks, iou_thresh)
+        best += [float(v) for v in stats["best_iou"]]
+        counts.append(float(stats["n_masks"]))
+    ci = {"recall": bootstrap_rate([v >= iou_thresh for v in best]), "mean_best_iou": bootstrap_mean(best),
+          "masks_per_image": bootstrap_mean(counts, unit="images")}
+    sam2 = pipe.config.sam2
+    result = {"dataset": dataset.name, "split": dataset.split, "profile": pipe.config.profile, "n_images": n,
+              "n_objects": len(best), "iou_thresh": iou_thresh,
+              "thresholds": {"pred_iou_thresh": sam2.pred_iou_thresh, "stability_score_thresh": sam2.stability_score_thresh},
+              "recall": ci["recall"].to_dict()["value"], "mean_best_iou": ci["mean_best_iou"].to_dict()["value"],
+              "masks_per_image": ci["masks_per_image"].to_dict()["value"],
+              "ci95": {k: iv.to_dict() for k, iv in ci.items()}}
+    _log_if_test(dataset, "masks", pipe, n, result["ci95"], {"max_images": max_images, "iou_thresh": iou_thresh},
+                 stages=("sam2",))
+    return result
 
 
 # ---- tables ----------------------------------------------------------------------------------------------------
@@ -531,24 +639,34 @@ def table_rows(results: Sequence[dict[str, Any]], reported: bool = True) -> list
         splits = ["all"] + [k[len("mIoU_"):] for k in r if k.startswith("mIoU_")]
         for s in splits:
             v = r["mIoU"] if s == "all" else r[f"mIoU_{s}"]
+            ci = (r.get("ci95") or {}).get("mIoU" if s == "all" else f"mIoU_{s}")
             rows.append({"method": f"ovseg:{r['method']} ({r['profile']})", "dataset": r["dataset"], "split": s,
-                         "mIoU": None if v is None else round(100 * v, 1),
+                         "mIoU": None if v is None else round(100 * v, 1), "mIoU_ci95": _ci_text(ci),
                          "pixel_acc": None if s != "all" or r["pixel_accuracy"] is None else round(100 * r["pixel_accuracy"], 1),
                          "mean_F1": None if s != "all" or r["mean_f1"] is None else round(100 * r["mean_f1"], 1),
                          "images": r["n_images"], "protocol": r["protocol_hash"], "source": "measured"})
     if reported:
         datasets = {r["dataset"] for r in results}
         rows += [{"method": p["method"], "dataset": p["dataset"], "split": p["split"], "mIoU": p["mIoU"],
-                  "pixel_acc": None, "mean_F1": None, "images": None, "protocol": None, "source": p["source"]}
+                  "mIoU_ci95": None, "pixel_acc": None, "mean_F1": None, "images": None, "protocol": None,
+                  "source": p["source"]}
                  for p in REPORTED if p["dataset"] in datasets]
     return rows
+
+
+def _ci_text(ci: dict[str, Any] | None) -> str | None:
+    """``"[76.1, 82.4]"`` (percent) from an interval record; None without one."""
+    if not ci or ci.get("ci95") is None or None in ci["ci95"]:
+        return None
+    lo, hi = ci["ci95"]
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def write_tables(rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str) -> list[Path]:
     """``name.csv``, ``name.md`` and ``name.tex`` (atomic); measured rows first, published ones in their own section."""
     from .report import save_table
 
-    cols = ["method", "dataset", "split", "mIoU", "pixel_acc", "mean_F1", "images", "protocol", "source"]
+    cols = ["method", "dataset", "split", "mIoU", "mIoU_ci95", "pixel_acc", "mean_F1", "images", "protocol", "source"]
     measured = [r for r in rows if r["source"] == "measured"]
     published = [r for r in rows if r["source"] != "measured"]
     groups = [(None, measured)] + ([("reported in the literature", published)] if published else [])

@@ -30,7 +30,8 @@ from .errors import InputError
 
 __all__ = ["COLOURS", "SHAPES", "CLASS_NAMES", "NOVEL_CLASSES", "BASE_CLASSES", "STYLES", "BACKGROUNDS",
            "SceneConfig", "SceneObject", "Scene", "render_scene", "referring_prompts", "write_dataset",
-           "load_dataset_index", "EVAL_SEED_OFFSET", "REPLACE_ROTATIONS", "replacement_rotation"]
+           "load_dataset_index", "EVAL_SEED_OFFSET", "REPLACE_ROTATIONS", "replacement_rotation", "SeedRange",
+           "EVAL_SPLITS", "SPLITS", "seed_range"]
 
 #: Canonical sRGB of each colour word.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -48,6 +49,62 @@ STYLES = ("filled", "outline", "textured")
 BACKGROUNDS = ("smooth", "noise", "texture")
 #: Evaluation scenes use seeds from here on; training uses seeds below it (disjoint scenes).
 EVAL_SEED_OFFSET = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class SeedRange:
+    """One evaluation set of the mini world: scene seeds ``EVAL_SEED_OFFSET + start + k`` for ``0 <= k < size``."""
+
+    task: str  # "scenes" (semantic, referring, masks), "edits", "edit-settings", "limitations", "samples"
+    split: str  # "dev": may be used to select anything; "test": consulted only to report; "illustration"
+    start: int  # first seed, as an offset from EVAL_SEED_OFFSET
+    size: int  # seeds reserved: [start, start + size)
+    use: str  # what it is for (data/mini_world/README.md shows this table)
+
+    @property
+    def seeds(self) -> range:
+        return range(EVAL_SEED_OFFSET + self.start, EVAL_SEED_OFFSET + self.start + self.size)
+
+
+#: The mini world's evaluation splits, written down once (issue #18). Ranges are disjoint (tested) and lie above
+#: every training seed. Select (thresholds, settings, recipes, checkpoints) on ``dev`` only; ``test`` is consulted
+#: to report, and each consultation is logged (``data/mini_world/TEST_LOG.jsonl``, :mod:`ovseg.testlog`). The
+#: test ranges (from 10_000_000) had never been rendered when they were opened; everything below them had.
+EVAL_SPLITS: tuple[SeedRange, ...] = (
+    SeedRange("scenes", "dev", 0, 100_000,
+              "data/mini_world/dev, 200 scenes (until issue #18 the only evaluation set, data/mini_world/eval): "
+              "SAM 2 thresholds, inference settings, trainers' evaluation during training, notebook examples"),
+    SeedRange("samples", "illustration", 500_000, 100_000,
+              "data/samples/world_*.png and 3.2.1's example scene; pictures, never measured"),
+    SeedRange("edits", "dev", 2_000_000, 1_000_000,
+              "`ovseg evaluate --task edits --split dev`: the edits once called held-out (their results chose "
+              "the inpainting recipes of issue #4)"),
+    SeedRange("limitations", "dev", 3_000_000, 1_000_000,
+              "5.3 experiments (+ experiment x 100_000 + level x 1_000) and 3.2.4's mask sweep"),
+    SeedRange("edit-settings", "dev", 4_000_000, 1_000_000,
+              "benchmarks/mini_inpainting_settings.py and _ceiling.py (settings: base compositions only)"),
+    SeedRange("scenes", "test", 10_000_000, 100_000,
+              "data/mini_world/test: reported semantic, referring and mask numbers only"),
+    SeedRange("edits", "test", 12_000_000, 1_000_000,
+              "`ovseg evaluate --task edits --split test`: reported edit rates only"),
+    SeedRange("limitations", "test", 13_000_000, 1_000_000, "reported 5.3 numbers only (same layout as dev)"),
+)
+#: Splits of a measured task.
+SPLITS = ("dev", "test")
+
+
+def seed_range(task: str, split: str) -> SeedRange:
+    """The :data:`EVAL_SPLITS` entry of ``task`` and ``split``.
+
+    Raises:
+        InputError: no such entry (the message lists the table).
+    """
+    for r in EVAL_SPLITS:
+        if r.task == task and r.split == split:
+            return r
+    known = ", ".join(f"{r.task}/{r.split}" for r in EVAL_SPLITS)
+    raise InputError("a mini-world evaluation split must be one of ovseg.world.EVAL_SPLITS", f"{task}/{split}",
+                     f"use one of: {known}")
 
 
 @dataclass

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+# tests never write the committed test-set access log (data/mini_world/TEST_LOG.jsonl, ovseg.testlog)
+os.environ.setdefault("OVSEG_TEST_LOG", os.path.join(__import__("tempfile").mkdtemp(prefix="ovseg-testlog-"),
+                                                     "TEST_LOG.jsonl"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 

@@ -203,12 +203,12 @@ def test_ade20k_mapping(tmp_path):
 
 def test_shipped_mini_eval_set():
     ds = load_dataset("mini")
-    assert ds.root == DATA_DIR / "mini_world" / "eval"
+    assert ds.root == DATA_DIR / "mini_world" / "dev"
     assert len(ds) == 200 and len(ds.class_names) == 49 and ds.background_index == 0
     assert ds.class_names[1:] == CLASS_NAMES
     assert len(ds.splits["novel"]) == 8 and len(ds.splits["base"]) == 40 and 0 not in ds.splits["base"]
     assert {ds.class_names[i] for i in ds.splits["novel"]} == set(NOVEL_CLASSES)
-    labels_dir = DATA_DIR / "mini_world" / "eval" / "labels"
+    labels_dir = DATA_DIR / "mini_world" / "dev" / "labels"
     assert ds.stems == sorted(p.stem for p in labels_dir.glob("*.png"))
     for i in range(len(ds)):
         s = ds[i]
@@ -265,7 +265,7 @@ def test_folder_errors(tmp_path):
         load_dataset("folder", root)
     with pytest.raises(InputError, match="dataset must be one of"):
         load_dataset("cityscapes", root)
-    with pytest.raises(InputError, match="mini world has a shipped 'val' split"):
+    with pytest.raises(InputError, match="mini world's shipped splits are dev .* and test"):
         load_dataset("mini", split="train")
     with pytest.raises(InputError, match="mini-world dataset's classes.txt"):
         load_dataset("mini", _folder_tree(tmp_path / "notmini"))

@@ -84,7 +84,7 @@ def test_shipped_eval_set_matches_the_generator():
 
     from ovseg.paths import DATA_DIR
 
-    root = DATA_DIR / "mini_world" / "eval"
+    root = DATA_DIR / "mini_world" / "dev"
     idx = load_dataset_index(root)
     assert len(idx["images"]) == 200
     rec = idx["images"][17]

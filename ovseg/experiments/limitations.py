@@ -48,7 +48,7 @@ __all__ = ["HIT_IOU", "SEED_BASE", "mask_iou", "scene_seeds", "world_prompts", "
 
 #: IoU at which a mask counts as finding the object.
 HIT_IOU = 0.5
-#: Scenes of this study use seeds from here on (disjoint from training and from the shipped eval set).
+#: Scenes of this study use seeds from here on (the limitations dev range of ovseg.world.EVAL_SPLITS).
 SEED_BASE = 3_000_000
 #: Prompt kinds of experiment (e), most specific first.
 PROMPT_KINDS = ("class", "colour", "shape", "spatial", "vague")
@@ -61,13 +61,18 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(iou_matrix(a[None], b[None])[0, 0])
 
 
-def scene_seeds(experiment: str, level: int, n: int) -> list[int]:
+def scene_seeds(experiment: str, level: int, n: int, split: str = "dev") -> list[int]:
     """``n`` deterministic world seeds for knob level ``level`` of an experiment (disjoint per experiment
-    and level, and from training / the shipped evaluation set)."""
-    from ..world import EVAL_SEED_OFFSET
+    and level, and from training / the other evaluation ranges): ``EVAL_SEED_OFFSET + start + experiment x 100_000
+    + level x 1_000 + k`` with ``start`` that of the ``limitations`` split ``split`` of ``ovseg.world.EVAL_SPLITS``
+    (dev: :data:`SEED_BASE`, where the study was developed; test: the reported numbers)."""
+    from ..errors import InputError
+    from ..world import EVAL_SEED_OFFSET, seed_range
 
     exp = {"small": 0, "occlusion": 1, "domain": 2, "inpaint": 3, "ambiguous": 4}[experiment]
-    start = EVAL_SEED_OFFSET + SEED_BASE + exp * 100_000 + level * 1_000
+    if not 0 <= n <= 1_000:
+        raise InputError("a limitations condition has at most 1000 scenes (its seed block)", n, "use n <= 1000")
+    start = EVAL_SEED_OFFSET + seed_range("limitations", split).start + exp * 100_000 + level * 1_000
     return list(range(start, start + n))
 
 

@@ -64,7 +64,7 @@ SWEPT_KEYS = tuple(THESIS_SAM2)
 # ---- ground truth ------------------------------------------------------------------------------
 
 def load_eval_scene(dataset: "SegDataset", i: int) -> "Scene":
-    """Scene ``i`` of a mini-world dataset on disk (the shipped eval set), with its instance masks and objects.
+    """Scene ``i`` of a mini-world dataset on disk (e.g. data/mini_world/dev or test), with its instance masks and objects.
 
     Returns:
         :class:`ovseg.world.Scene`: ``image`` (H, W, 3) uint8, ``instance_masks`` (K, H, W) bool (visible

@@ -27,7 +27,7 @@ Losses (all through the path DenseCLIP reads at inference: block tokens -> ``ln_
 
 Checkpoints (``--out/state.pt``: model, optimizer, step, RNG states, config) are written atomically
 every ``ckpt_every_s``; a JSON line per ``log_every`` steps goes to ``--out/train_log.jsonl``; every
-``eval_every_s`` and at the end :func:`evaluate_dense` runs on the shipped eval set and the model is
+``eval_every_s`` and at the end :func:`evaluate_dense` runs on the dev split (data/mini_world/dev) and the model is
 exported with :func:`ovseg.mini_clip.save_mini_clip` (plus ``MODEL_CARD.md``).
 """
 
@@ -52,7 +52,7 @@ from . import load_state, numpy_rng_from_tensors, numpy_rng_to_tensors
 __all__ = ["TrainConfig", "make_batch", "train", "evaluate_dense", "main", "DEFAULT_EXPORT", "DEFAULT_EVAL"]
 
 DEFAULT_EXPORT = DATA_DIR / "models" / "mini-clip"
-DEFAULT_EVAL = DATA_DIR / "mini_world" / "eval"
+DEFAULT_EVAL = DATA_DIR / "mini_world" / "dev"
 COLOUR_NAMES = list(COLOURS)
 BACKGROUND_PROMPT = "background"
 
@@ -418,7 +418,7 @@ def _eval_images(root: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def evaluate_dense(model: Any, tokenizer: Any, cfg: dict[str, Any], n_images: int = 200,
                    root: str | Path = DEFAULT_EVAL) -> dict[str, Any]:
-    """Per-pixel open-vocabulary segmentation of the shipped eval set through ``DenseCLIP``.
+    """Per-pixel open-vocabulary segmentation of the dev split (data/mini_world/dev) through ``DenseCLIP``.
 
     Each pixel takes the argmax over ``[background] + CLASS_NAMES`` of the DenseCLIP similarity
     maps (bilinearly upsampled). IoU per class is accumulated over the images.
@@ -523,7 +523,7 @@ def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> 
         f"AdamW lr {cfg.lr}, wd {cfg.weight_decay}, warmup {cfg.warmup_steps} + cosine, batch {cfg.batch_size}, "
         f"seed {cfg.seed}, 1 CPU thread. Steps: {trainer.step} of {trainer.total_steps}; wall time "
         f"{trainer.wall / 60:.1f} min.", "",
-        "## Metrics (dense per-pixel argmax over background + 48 classes, shipped eval set)", "",
+        "## Metrics (dense per-pixel argmax over background + 48 classes, dev split data/mini_world/dev)", "",
     ]
     if metrics:
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()]

@@ -56,7 +56,7 @@ __all__ = ["MODEL_DIR", "CONFIG_PATH", "TrainConfig", "Trainer", "build_model", 
 
 MODEL_DIR = DATA_DIR / "models" / "mini-sam2"
 CONFIG_PATH = MODEL_DIR / "config.yaml"
-EVAL_DIR = DATA_DIR / "mini_world" / "eval"
+EVAL_DIR = DATA_DIR / "mini_world" / "dev"
 
 
 @dataclass
@@ -536,7 +536,7 @@ def _model_card(trainer: Trainer, metrics: dict[str, Any] | None, recent: dict[s
         f"- recent training metrics: {json.dumps({k: round(v, 4) for k, v in recent.items()})}", "",
     ]
     if metrics:
-        lines += ["## Evaluation (sam2 automatic mask generator on data/mini_world/eval)", "",
+        lines += ["## Evaluation (sam2 automatic mask generator on data/mini_world/dev)", "",
                   "| setting | points/side | pred IoU | stability | crops | recall@0.5 | mean best IoU | masks/img | s/img |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for name, r in metrics.items():
