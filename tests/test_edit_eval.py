@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,9 +51,93 @@ def test_evaluate_edits_with_tiny_models():
     res = evaluate_edits(pipe, cases, realism=False)
     assert res["n_edits"] == 3 and res["psnr_outside_min_db"] == "inf"  # outside pixels preserved exactly
     assert {r["operation"] for r in res["edits"]} == {"remove", "replace", "style"}
-    for key in ("success_remove", "success_replace_novel", "success_style"):  # one case each
-        assert res[key] in (0.0, 1.0)
-    assert res["success_replace_base"] is None
+    assert res["success_replace_base"] is None  # the one replace case (index 1) has a novel prompt
+    # each rate is the fraction of its cases whose region the classifier now reads as the target (one case each)
+    for r in res["edits"]:
+        key = "success_" + r["operation"] + ("_novel" if r["operation"] == "replace" else "")
+        assert res[key] == float(r["found"] == r["target"]) and r["success"] == (r["found"] == r["target"])
+
+
+class _WorldOracle:
+    """``classify_region`` stand-in that knows the mini world: the label whose exact rendering of the case's scene
+    (object ``object_index`` removed, or drawn as that class) is nearest the image, over the whole image. On an
+    unedited scene that is the object's own class; on the world's exact edit, the case's target."""
+
+    def __init__(self, cases):
+        self.cases = {c.mask.tobytes(): c for c in cases}
+        self.renders = {}
+
+    def __call__(self, pipe, image, mask, names):
+        from ovseg.edit_eval import _edit_scene_config
+        from ovseg.world import render_scene
+
+        case = self.cases[mask.tobytes()]
+        if case.seed not in self.renders:  # (label, image) per candidate, once per scene
+            self.renders[case.seed] = [(name, render_scene(case.seed, _edit_scene_config(),
+                                                           edit=(case.object_index, None if name == "background"
+                                                                 else name)).image.astype(np.int16))
+                                       for name in ["background", *names]]
+        return min(self.renders[case.seed], key=lambda nr: np.abs(nr[1] - image).mean())[0]
+
+
+class _StandInEditor:
+    """``pipe.inpainter`` stand-in: ``edit`` returns ``answer(case)`` for the case whose mask it is given."""
+
+    def __init__(self, cases, answer):
+        self.cases, self.answer = {c.mask.tobytes(): c for c in cases}, answer
+
+    def edit(self, image, mask, operation, **kw):
+        import cv2
+        from PIL import Image
+
+        out = self.answer(self.cases[mask.tobytes()])
+        # the blended mask: the region grown by 8 px
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(np.float32)
+        return SimpleNamespace(image=Image.fromarray(out), mask=grown, method="stand-in")
+
+
+def test_evaluate_edits_scores_the_worlds_exact_edits_1_and_unedited_or_wrong_ones_0(monkeypatch):
+    # 6 cases: remove, replace (novel), style, remove, replace (base), style. The outcome of each is known
+    # without the code under test: the world's exact edit shows the target; the untouched scene still shows the
+    # object; an edit to another class than the target shows that class.
+    from ovseg.config import get_balanced_config
+    from ovseg.edit_eval import _edit_scene_config, exact_edit
+    from ovseg.world import render_scene
+
+    cases = build_edit_set(6)
+    assert [(c.operation, c.novel_prompt) for c in cases] == [
+        ("remove", False), ("replace", True), ("style", False), ("remove", False), ("replace", False), ("style", False)]
+    oracle = _WorldOracle(cases)
+    monkeypatch.setattr("ovseg.edit_eval.classify_region", oracle)
+    # preservation is tested above (test_psnr_ssim_outside); here only success counts: skip the SSIM (~0.5 s a call)
+    monkeypatch.setattr("ovseg.edit_eval.psnr_ssim_outside", lambda before, after, blended: (math.inf, 1.0))
+    for c in cases:  # the oracle itself: the unedited region is the object, the exact edit the target
+        assert oracle(None, c.image, c.mask, CLASS_NAMES) == c.object_class
+        assert oracle(None, exact_edit(c), c.mask, CLASS_NAMES) == c.target
+
+    def run(answer):
+        pipe = SimpleNamespace(config=get_balanced_config("mini"), inpainter=_StandInEditor(cases, answer))
+        return evaluate_edits(pipe, cases, realism=False)
+
+    rates = ("success_remove", "success_replace_base", "success_replace_novel", "success_style")
+    exact = run(exact_edit)
+    assert {k: exact[k] for k in rates} == dict.fromkeys(rates, 1.0)
+    assert [r["found"] for r in exact["edits"]] == [c.target for c in cases]
+    unedited = run(lambda c: c.image)
+    assert {k: unedited[k] for k in rates} == dict.fromkeys(rates, 0.0)
+    assert [r["found"] for r in unedited["edits"]] == [c.object_class for c in cases]
+
+    def wrong(c):  # replace / style to a class that is neither the target nor the object (remove: left as is)
+        other = next(n for n in CLASS_NAMES if n not in (c.target, c.object_class))
+        return c.image if c.operation == "remove" else render_scene(c.seed, _edit_scene_config(),
+                                                                    edit=(c.object_index, other)).image
+
+    wrongly = run(wrong)
+    assert {k: wrongly[k] for k in rates} == dict.fromkeys(rates, 0.0)
+    # half right: the exact edit for the first three cases only -> remove 1/2, replace novel 1, base 0, style 1/2
+    mixed = run(lambda c: exact_edit(c) if cases.index(c) < 3 else c.image)
+    assert {k: mixed[k] for k in rates} == {"success_remove": 0.5, "success_replace_base": 0.0,
+                                            "success_replace_novel": 1.0, "success_style": 0.5}
 
 
 @pytest.mark.parametrize("profile", ["mini"])
@@ -158,7 +243,9 @@ def test_edit_ceiling_through_a_lossless_vae_equals_the_exact_ceiling():
     pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
     res = edit_ceiling(pipe, build_edit_set(6), vae=_IdentityVAE())
     assert res["n_edits"] == 6 and res["exact"] == res["vae"]
-    assert set(res["exact"]) == {"success_remove", "success_replace_base", "success_replace_novel", "success_style"}
+    assert set(res["exact"]) == {"success_remove", "success_replace_base", "success_replace_novel", "success_style",
+                                 "ci95"}
+    assert set(res["exact"]["ci95"]) == set(res["exact"]) - {"ci95"}
     assert edit_ceiling(pipe, build_edit_set(3))["vae"] is None
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -130,18 +131,82 @@ def test_resume_refuses_a_different_protocol(folder, reference, tmp_path):
         run_evaluation(load_dataset("folder", folder), pipe, EvalProtocol(method="maskclip"), out, progress=False)
 
 
+def _folder_truth(root):
+    """{image bytes: label (H, W) int64} of a make_folder dataset, read straight from its PNGs."""
+    return {np.asarray(Image.open(p).convert("RGB")).tobytes(): np.asarray(Image.open(root / "labels" / p.name), np.int64)
+            for p in sorted((root / "images").glob("*.png"))}
+
+
+def _hand_metrics(pairs, n_classes=3, ignore=255):
+    """Pixel accuracy and per-class IoU (None where a class is neither predicted nor present) of (pred, label)
+    pairs, counted pixel by pixel with numpy."""
+    right = valid = 0
+    inter, union = np.zeros(n_classes), np.zeros(n_classes)
+    for pred, lab in pairs:
+        ok = lab != ignore
+        right += (pred[ok] == lab[ok]).sum()
+        valid += ok.sum()
+        for c in range(n_classes):
+            inter[c] += ((pred == c) & (lab == c) & ok).sum()
+            union[c] += (((pred == c) | (lab == c)) & ok).sum()
+    return right / valid, [inter[c] / union[c] if union[c] else None for c in range(n_classes)]
+
+
 @pytest.mark.parametrize("method", ["dense", "maskclip", "sclip", "clearclip"])
-def test_baselines_run_under_the_same_protocol(folder, tmp_path, method):
+def test_baselines_run_under_the_same_protocol(folder, tmp_path, method, monkeypatch):
+    # each baseline's predictions (recorded as the runner makes them) scored by hand: the reported pixel accuracy
+    # and IoUs must be those of what it predicted, against the labels read from the PNGs (row 0 ignored, 255)
     from test_pipeline import tiny_components, tiny_config
 
+    import ovseg.evaluate as ev
     from ovseg.datasets import load_dataset
     from ovseg.pipeline import OpenVocabSegmentationPipeline
 
+    truth, seen = _folder_truth(folder), []
+
+    def spy(pipe, image, *args, **kw):
+        pred = real(pipe, image, *args, **kw)
+        seen.append((pred.copy(), truth[image.tobytes()]))
+        return pred
+
+    real = ev.predict_labels
+    monkeypatch.setattr(ev, "predict_labels", spy)
     cfg = tiny_config()
     pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
     res = run_evaluation(load_dataset("folder", folder), pipe, EvalProtocol(method=method, max_images=2,
                                                                              prob_threshold=0.5), tmp_path, progress=False)
-    assert res["method"] == method and res["n_images"] == 2 and 0 <= res["pixel_accuracy"] <= 1
+    assert res["method"] == method and res["n_images"] == 2 and len(seen) == 2
+    acc, ious = _hand_metrics(seen)
+    assert res["pixel_accuracy"] == pytest.approx(acc, abs=1e-6)
+    got = [res["per_class_iou"][n] for n in ("background", "red circle", "blue square")]
+    assert got == [None if v is None else pytest.approx(v, abs=1e-6) for v in ious]
+
+
+def test_runner_scores_constructed_predictions_with_hand_computed_values(folder, tmp_path, monkeypatch):
+    # predictions whose scores are known by hand: the ground truth itself (ignored pixels predicted as background)
+    # scores 1.0; all-background scores the background's share of the counted pixels: of 64 x 80 = 5120 px, row 0
+    # (80 px) is ignored, the squares cover 20 x 20 + 20 x 25 = 900 px -> 4140 / 5040; IoU background 4140 / 5040,
+    # the two squares 0 (present, never predicted)
+    from test_pipeline import tiny_config
+
+    import ovseg.evaluate as ev
+    from ovseg.datasets import load_dataset
+
+    truth = _folder_truth(folder)
+    ds = load_dataset("folder", folder)
+    pipe = SimpleNamespace(config=tiny_config())  # the stand-in predictions need no model
+    runs = {"truth": lambda pipe, image, *a, **k: np.where(truth[image.tobytes()] == 255, 0, truth[image.tobytes()]),
+            "background": lambda pipe, image, *a, **k: np.zeros(image.shape[:2], np.int64)}
+    res = {}
+    for name, predict in runs.items():
+        monkeypatch.setattr(ev, "predict_labels", predict)
+        res[name] = run_evaluation(ds, pipe, EvalProtocol(method="dense", max_images=3), tmp_path / name,
+                                   progress=False)
+    assert res["truth"]["pixel_accuracy"] == 1.0 and res["truth"]["mIoU"] == 1.0
+    assert res["background"]["pixel_accuracy"] == pytest.approx(4140 / 5040, abs=1e-6)
+    assert res["background"]["per_class_iou"] == {"background": pytest.approx(4140 / 5040, abs=1e-6),
+                                                  "red circle": 0.0, "blue square": 0.0}
+    assert res["background"]["mIoU"] == pytest.approx(4140 / 5040 / 3, abs=1e-6)
 
 
 def test_protocol_yaml_and_tables(tmp_path):

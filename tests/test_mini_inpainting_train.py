@@ -43,6 +43,53 @@ def test_edit_batches_are_exact_and_base_only():
         assert not any(p in NOVEL_CLASSES for p in edit_batch(cfg, step, "x")["prompts"])
 
 
+def test_edit_batch_targets_show_the_class_their_prompt_names():
+    # the prompt is what the UNet is told to draw: the target must show that class. Checked three ways that do
+    # not go through edit_batch: (1) the source is the world's scene and the named object is really there,
+    # (2) inside the mask the target is, pixel for pixel, the world's rendering of that scene with the object
+    # removed / drawn as the *prompt's* class, whose label map holds the prompt's class there, and (3) the colour
+    # of a drawn object is nearest to the sRGB of the prompt's colour word.
+    import cv2
+
+    from ovseg.world import BASE_CLASSES, CLASS_NAMES, COLOURS, render_scene, replacement_rotation
+
+    cfg = TrainConfig(**{**TINY, "batch_size": 12, "cfg_dropout": 0.0, "box_mask_fraction": 0.0})
+    b = edit_batch(cfg, 3, "empty background")
+    scfg = cfg.scene_config()
+
+    def uint8(t):  # (3, S, S) in [-1, 1] -> (S, S, 3) uint8
+        return np.rint((t.permute(1, 2, 0).numpy() + 1.0) * 127.5).astype(np.uint8)
+
+    colour_checked = set()
+    for k, (op, prompt, (seed, i, _)) in enumerate(zip(b["operations"], b["prompts"], b["edits"])):
+        scene = render_scene(seed, scfg)
+        obj, m = scene.objects[i], b["mask"][k, 0].numpy() > 0.5
+        np.testing.assert_array_equal(uint8(b["source"][k]), scene.image)  # (1)
+        assert (scene.label_map[scene.instance_masks[i]] == CLASS_NAMES.index(obj.class_name) + 1).all()
+        named = None if op == "remove" else prompt
+        if op == "remove":
+            assert prompt == "empty background"
+        else:
+            assert prompt in BASE_CLASSES and prompt != obj.class_name
+            if op == "style":
+                assert prompt.split()[1] == obj.shape and prompt.split()[0] != obj.colour
+        want = render_scene(seed, scfg, edit=(i, named), edit_rotation=replacement_rotation(op, cfg.replace_rotation))
+        np.testing.assert_array_equal(uint8(b["target"][k])[m], want.image[m])  # (2)
+        if named is None:  # the object's pixels hold its class no more (unless another object of it covers them)
+            others = [j for j, o in enumerate(scene.objects) if j != i and o.class_name == obj.class_name]
+            assert (want.label_map[scene.instance_masks[i]] != CLASS_NAMES.index(obj.class_name) + 1).all() or others
+            continue
+        new = want.instance_masks[i] & m
+        assert new.any() and (want.label_map[new] == CLASS_NAMES.index(prompt) + 1).all()
+        if want.objects[i].style == "filled" and not want.objects[i].textured:  # (3): plain surfaces only
+            core = cv2.erode(new.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            if core.sum() >= 20:
+                mean = uint8(b["target"][k])[core].reshape(-1, 3).mean(0)
+                assert min(COLOURS, key=lambda c: np.abs(mean - COLOURS[c]).sum()) == prompt.split()[0], (k, prompt)
+                colour_checked.add(op)
+    assert {"remove", "replace", "style"} <= set(b["operations"]) and colour_checked == {"replace", "style"}
+
+
 def test_steps_resume_exactly_and_export_loads_into_the_full_profile_code_path(clip_dir, tmp_path):
     straight = _trainer(clip_dir, tmp_path)
     losses = [straight.train_step()["loss"] for _ in range(3)]  # 1 VAE step, 2 UNet steps
