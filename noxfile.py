@@ -59,6 +59,10 @@ def _env(session: nox.Session) -> dict[str, str]:
             "MPLBACKEND": "Agg", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
 
 
+# The test suite and nbval never write the committed test-set access log (data/mini_world/TEST_LOG.jsonl).
+TEST_LOG = {"OVSEG_TEST_LOG": str(ROOT / "build" / "test-log" / "tests.jsonl")}
+
+
 # nbval: every notebook runs top to bottom in a kernel of this environment with its default (small)
 # parameters; only cells marked "# NBVAL_CHECK_OUTPUT" have their printed output compared.
 NBVAL = ["notebooks", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout", "900"]
@@ -67,7 +71,7 @@ NBVAL = ["notebooks", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeou
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite and the notebooks under nbval (pytest arguments after -- replace the defaults)."""
-    env = _env(session)
+    env = {**_env(session), **TEST_LOG}
     args = session.posargs or ["tests", *NBVAL]
     session.run(str(BIN / "python"), "-m", "pytest", "-q", *args, external=True, env=env)
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from .paths import DATA_DIR
 
-__all__ = ["log_path", "record", "entries", "consultations", "is_shipped_test_split"]
+__all__ = ["log_path", "record", "entries", "consultations", "is_shipped_test_split", "latest", "quoted_table",
+           "shipped_models", "QUOTED"]
 
 _DEFAULT = DATA_DIR / "mini_world" / "TEST_LOG.jsonl"
 # what makes two consultations the same one (the date and the command line may differ)
@@ -112,3 +113,76 @@ def consultations(models: dict[str, str] | None = None, path: str | os.PathLike 
         if models is None or all(e["models"].get(k) == v for k, v in models.items()):
             counts[e["task"]] = counts.get(e["task"], 0) + 1
     return counts
+
+
+# ---- what the README and the model cards quote ---------------------------------------------------------------
+
+#: The headline numbers quoted from the log: task -> [(key in the line's headline, label, scale)].
+QUOTED: dict[str, list[tuple[str, str, float]]] = {
+    "semantic": [("mIoU", "semantic mIoU, all classes (%)", 100), ("mIoU_base", "semantic mIoU, base classes (%)", 100),
+                 ("mIoU_novel", "semantic mIoU, novel classes (%)", 100),
+                 ("novel_minus_base", "novel - base mIoU (points, paired)", 100)],
+    "referring": [("mean_iou_base", "referring top-1 mask IoU, base", 1),
+                  ("mean_iou_novel", "referring top-1 mask IoU, novel", 1),
+                  ("hit_rate", "referring top-1 IoU >= 0.5 rate", 1)],
+    "masks": [("recall", "SAM 2 object recall at IoU >= 0.5 (mini thresholds)", 1)],
+    "edits": [("success_remove", "edit success: remove (%)", 100),
+              ("success_replace_base", "edit success: replace, base class (%)", 100),
+              ("success_replace_novel", "edit success: replace, novel class (%)", 100),
+              ("success_style", "edit success: restyle (%)", 100)],
+}
+
+
+def latest(task: str, models: dict[str, str], path: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The last logged line of ``task`` whose models are exactly ``models``, or None."""
+    hits = [e for e in entries(path) if e["task"] == task and e["models"] == dict(sorted(models.items()))]
+    return hits[-1] if hits else None
+
+
+def quoted_table(shipped: dict[str, dict[str, str]], path: str | os.PathLike | None = None) -> str:
+    """Markdown table of the :data:`QUOTED` numbers of the latest logged line per task for the ``shipped`` models
+    (task -> models identity), each ``value [95% interval]`` with its n; the README embeds it verbatim (tested)."""
+    lines = ["| test split (logged) | value [95% interval] | n | logged |", "|---|---|---|---|"]
+    for task, keys in QUOTED.items():
+        e = latest(task, shipped[task], path)
+        if e is None:
+            continue
+        for key, label, scale in keys:
+            iv = e["headline"].get(key)
+            if not iv or iv.get("value") is None:
+                continue
+            d = 1 if scale == 100 else 3
+            lo, hi = iv["ci95"]
+            lines.append(f"| {label} | {iv['value'] * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}] | "
+                         f"{iv['n']} {iv['unit']} | {e['date']}, protocol {e['protocol']} |")
+    return "\n".join(lines)
+
+
+def shipped_models() -> dict[str, dict[str, str]]:
+    """task -> the identity (:func:`ovseg.evaluate.models_identity`) of the mini models each task runs."""
+    from .config import get_balanced_config
+    from .evaluate import models_identity
+
+    cfg = get_balanced_config()
+    return {"semantic": models_identity(cfg), "referring": models_identity(cfg),
+            "masks": models_identity(cfg, ("sam2",)), "edits": models_identity(cfg, ("sam2", "clip", "inpainting"))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ovseg.testlog``: the README's table of logged test numbers; ``--counts``: consultations per task."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m ovseg.testlog", description=main.__doc__)
+    p.add_argument("--counts", action="store_true", help="lines per task for the shipped models")
+    args = p.parse_args(argv)
+    shipped = shipped_models()
+    if args.counts:
+        for task, models in shipped.items():
+            print(f"{task:10} {consultations(models).get(task, 0)} consultation(s) for {models}")
+        return 0
+    print(quoted_table(shipped))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

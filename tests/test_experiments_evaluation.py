@@ -196,3 +196,24 @@ def test_benchmark_rows_carry_the_thesis_readme_numbers_and_hand_computed_measur
     assert {(r["dataset"], r["split"]): r["mIoU"] for r in voc if r["method"] == "thesis (reported)"} == {
         ("voc", "all"): 58.4}
     assert all(r["dataset"] == "voc" for r in voc)
+
+
+def test_summary_rows_carry_intervals_model_labels_and_say_when_a_difference_is_noise():
+    from ovseg.config import get_balanced_config
+    from ovseg.experiments import evaluation as E
+
+    def iv(v, lo, hi):
+        return {"value": v, "ci95": [lo, hi], "n": 200, "unit": "images"}
+
+    r = {"mIoU": 0.793, "mIoU_base": 0.788, "mIoU_novel": 0.793, "mean_precision": 0.9, "mean_recall": 0.9,
+         "mean_f1": 0.88, "pixel_accuracy": 0.978, "n_images": 200, "split": "test",
+         "ci95": {"mIoU": iv(0.793, 0.757, 0.813), "mIoU_base": iv(0.788, 0.748, 0.81),
+                  "mIoU_novel": iv(0.793, 0.754, 0.827), "novel_minus_base": iv(0.0056, -0.0317, 0.0517)}}
+    rows = E.summary_rows({"ovseg": r, "maskclip": dict(r, ci95={**r["ci95"], "novel_minus_base": iv(-0.2, -0.3, -0.1)})},
+                          get_balanced_config())
+    assert rows[0]["mIoU_ci95"] == "[75.7, 81.3]" and rows[0]["diff_ci95"] == "[-3.2, 5.2]" and rows[0]["images"] == 200
+    assert "not like-for-like" not in rows[0]["model"] and "not like-for-like" in rows[1]["model"]
+    assert "inside the noise" in E.noise_sentence(rows[0])  # +0.6 [-3.2, 5.2] contains 0
+    assert E.noise_sentence(rows[1]).endswith("novel lower")
+    full = E.summary_rows({"maskclip": r}, get_balanced_config(profile="full"))[0]["model"]
+    assert full == "ViT-L-14-336 openai"

@@ -198,3 +198,15 @@ def test_an_evaluation_on_the_test_split_is_logged_once(tmp_path, monkeypatch):
     assert set(line["models"]) == {"mini-sam2"} and line["headline"] == res["ci95"]
     assert main(args + ["--out", str(tmp_path / "b")]) == 0  # the same result again: nothing new to log
     assert len(testlog.entries(log)) == 1
+
+
+def test_the_readme_quotes_the_logged_test_numbers():
+    """README's table of test numbers is exactly what `python -m ovseg.testlog` prints from the committed log for the
+    shipped models: every reported test number (value, interval, n) is a logged one."""
+    from ovseg import testlog
+    from ovseg.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- test-log:begin -->")[1].split("<!-- test-log:end -->")[0].strip()
+    table = testlog.quoted_table(testlog.shipped_models(), DATA_DIR / "mini_world" / "TEST_LOG.jsonl")
+    assert block == table and table.count("\n") >= 4  # a header, a rule and logged rows

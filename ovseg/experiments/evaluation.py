@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["METHOD_LABELS", "BENCHMARKS", "model_fingerprint", "store_dir", "evaluate_methods", "summary_rows", "summary_lines",
-           "per_class_rows", "per_class_figure", "method_figure", "benchmark_datasets", "benchmark_rows"]
+           "per_class_rows", "per_class_figure", "method_figure", "benchmark_datasets", "benchmark_rows", "model_label",
+           "noise_sentence"]
 
 #: Human-readable names of the methods of :data:`ovseg.evaluate.METHODS`.
 METHOD_LABELS = {"ovseg": "ovseg (SAM 2 masks + alignment)", "dense": "dense (per-pixel, multi-layer)",
@@ -105,18 +106,47 @@ def _pct(v: float | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(100.0 * v, 1)
 
 
-def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method: ``mIoU``, ``mIoU_base``, ``mIoU_novel``, ``precision``, ``recall``, ``F1``,
-    ``pixel_acc`` in percent (1 decimal; None where undefined) and ``images``.
+def model_label(config: Any, method: str) -> str:
+    """The CLIP a method's row ran on, and whether it is the model family the method was designed for.
+
+    The training-free baselines (MaskCLIP, SCLIP, ClearCLIP) change how a *contrastively trained* CLIP's last
+    block reads its tokens; the mini CLIP was trained with dense losses for its own ``tokens`` path, so in the mini
+    profile they read a model trained for another path and their rows are not like-for-like (issue #18)."""
+    if config.profile == "mini":
+        own = method in ("ovseg", "dense")
+        return "mini-clip (its own dense-trained tokens path)" if own else \
+            "mini-clip (dense-trained for the tokens path, not contrastive: not like-for-like)"
+    return f"{config.clip.model} {config.clip.pretrained}"
+
+
+def _ci(r: dict[str, Any], key: str) -> str | None:
+    """``"[75.7, 81.3]"`` (percent) of a result's interval, None without one."""
+    iv = (r.get("ci95") or {}).get(key)
+    if not iv or iv.get("ci95") is None or None in iv["ci95"]:
+        return None
+    lo, hi = iv["ci95"]
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def summary_rows(results: dict[str, dict[str, Any]], config: Any = None) -> list[dict[str, Any]]:
+    """One row per method: ``mIoU``, ``mIoU_base``, ``mIoU_novel`` with their 95% intervals (``*_ci95``, images
+    resampled, :func:`ovseg.evaluate.semantic_intervals`), ``novel_minus_base`` with its paired interval,
+    ``precision``, ``recall``, ``F1``, ``pixel_acc`` in percent (1 decimal; None where undefined), ``images`` (n),
+    ``split`` and, with ``config``, ``model`` (:func:`model_label`).
 
     Precision / recall / F1 are means over the classes where they are defined (``ovseg.metrics``).
     """
     rows = []
     for method, r in results.items():
-        rows.append({"method": METHOD_LABELS.get(method, method), "mIoU": _pct(r["mIoU"]),
-                     "mIoU_base": _pct(r.get("mIoU_base")), "mIoU_novel": _pct(r.get("mIoU_novel")),
+        diff = (r.get("ci95") or {}).get("novel_minus_base") or {}
+        rows.append({"method": METHOD_LABELS.get(method, method),
+                     **({"model": model_label(config, method)} if config is not None else {}),
+                     "mIoU": _pct(r["mIoU"]), "mIoU_ci95": _ci(r, "mIoU"),
+                     "mIoU_base": _pct(r.get("mIoU_base")), "base_ci95": _ci(r, "mIoU_base"),
+                     "mIoU_novel": _pct(r.get("mIoU_novel")), "novel_ci95": _ci(r, "mIoU_novel"),
+                     "novel_minus_base": _pct(diff.get("value")), "diff_ci95": _ci(r, "novel_minus_base"),
                      "precision": _pct(r["mean_precision"]), "recall": _pct(r["mean_recall"]), "F1": _pct(r["mean_f1"]),
-                     "pixel_acc": _pct(r["pixel_accuracy"]), "images": r["n_images"]})
+                     "pixel_acc": _pct(r["pixel_accuracy"]), "images": r["n_images"], "split": r.get("split")})
     return rows
 
 
@@ -125,8 +155,20 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     def f(v: float | None) -> str:
         return "    -" if v is None else f"{v:5.1f}"
 
-    return [f"{r['method']:32s} mIoU {f(r['mIoU'])}  base {f(r['mIoU_base'])}  novel {f(r['mIoU_novel'])}  "
-            f"P {f(r['precision'])}  R {f(r['recall'])}  F1 {f(r['F1'])}  acc {f(r['pixel_acc'])}" for r in rows]
+    return [f"{r['method']:32s} mIoU {f(r['mIoU'])} {r.get('mIoU_ci95') or '':14s} base {f(r['mIoU_base'])}  "
+            f"novel {f(r['mIoU_novel'])}  novel-base {f(r.get('novel_minus_base'))} {r.get('diff_ci95') or '':14s} "
+            f"F1 {f(r['F1'])}  acc {f(r['pixel_acc'])}" for r in rows]
+
+
+def noise_sentence(row: dict[str, Any]) -> str:
+    """Whether novel - base is distinguishable from noise, in words, from a :func:`summary_rows` row."""
+    ci = row.get("diff_ci95")
+    if ci is None or row.get("novel_minus_base") is None:
+        return "novel - base: not measured"
+    lo, hi = (float(v) for v in ci.strip("[]").split(","))
+    verdict = "inside the noise (the interval contains 0)" if lo <= 0 <= hi else \
+        ("novel higher" if lo > 0 else "novel lower")
+    return f"novel - base {row['novel_minus_base']:+.1f} points, 95% interval {ci}: {verdict}"
 
 
 def _split_of(dataset: "SegDataset") -> dict[str, str]:
@@ -200,7 +242,8 @@ def per_class_figure(results: dict[str, dict[str, Any]], dataset: "SegDataset", 
     ax.set_ylim(0, 105)
     ax.set_xlim(-0.8, max(x0 - 1.2, 0.8))
     ax.set_ylabel("IoU (%)")
-    title = f"Per-class IoU on {r['dataset']} ({r['n_images']} images): base vs novel compositions"
+    title = (f"Per-class IoU on {r['dataset']}{'/' + r['split'] if r.get('split') else ''} ({r['n_images']} images): "
+             "base vs novel compositions")
     if only_pred:
         title += f"\n({len(only_pred)} classes only predicted, never in the ground truth: IoU 0, not shown)"
     ax.set_title(title)
@@ -218,16 +261,21 @@ def method_figure(results: dict[str, dict[str, Any]]) -> "Figure":
     ax = fig.add_subplot()
     width = 0.26
     for j, (key, label, colour) in enumerate(keys):
-        vals = [np.nan if results[m].get(key) is None else 100 * results[m][key] for m in methods]
+        vals = np.array([np.nan if results[m].get(key) is None else 100 * results[m][key] for m in methods])
         xs = np.arange(len(methods)) + (j - 1) * width
-        bars = ax.bar(xs, vals, width=width, color=colour, label=label)
+        cis = [((results[m].get("ci95") or {}).get(key) or {}).get("ci95") for m in methods]
+        err = np.array([[v - 100 * c[0], 100 * c[1] - v] if c and None not in c else [np.nan, np.nan]
+                        for v, c in zip(vals, cis)]).T  # (2, M): the 95% interval around each bar
+        bars = ax.bar(xs, vals, width=width, color=colour, label=label,
+                      yerr=np.clip(err, 0, None) if len(methods) else None, error_kw={"lw": 0.8, "capsize": 2})
         ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
     ax.set_xticks(np.arange(len(methods)), methods)
     ax.set_ylim(0, 105)
     ax.set_ylabel("mIoU (%)")
     n = results[methods[0]]["n_images"] if methods else 0
-    ax.set_title(f"Methods under the same protocol and CLIP ({results[methods[0]]['dataset'] if methods else ''}, "
-                 f"{n} images)")
+    split = results[methods[0]].get("split") if methods else None
+    ax.set_title(f"Methods under the same protocol and CLIP ({results[methods[0]]['dataset'] if methods else ''}"
+                 f"{'/' + split if split else ''}, {n} images; bars: 95% intervals)")
     ax.legend(fontsize=7, ncol=3, loc="upper right")
     return fig
 
