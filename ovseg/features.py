@@ -323,7 +323,8 @@ class DenseCLIP:
 
         h, w = image.shape[:2]
         rh, rw, ph, pw = self._layout(h, w)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0  # (1, 3, H, W) in [0, 1]
+        # (1, 3, H, W) in [0, 1]; from a copy, since the input may be a read-only array
+        x = torch.as_tensor(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
         x = torch.nn.functional.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
         x = ((x.clamp(0, 1) - self.mean) / self.std)
         x = torch.nn.functional.pad(x, (0, pw - rw, 0, ph - rh))  # zero = mean colour after normalisation
