@@ -29,7 +29,7 @@ __all__ = ["log_path", "record", "entries", "consultations", "is_shipped_test_sp
 
 _DEFAULT = DATA_DIR / "mini_world" / "TEST_LOG.jsonl"
 # what makes two consultations the same one (the date and the command line may differ)
-_KEY_FIELDS = ("task", "split", "models", "protocol", "n", "headline")
+_KEY_FIELDS = ("task", "split", "models", "protocol", "n", "headline", "method")
 
 
 def log_path() -> Path:
@@ -60,7 +60,7 @@ def _key(entry: dict[str, Any]) -> str:
 
 def record(task: str, models: dict[str, str], protocol: str, n: int, headline: dict[str, Any],
            split: str = "test", command: Sequence[str] | str | None = None,
-           path: str | os.PathLike | None = None) -> bool:
+           path: str | os.PathLike | None = None, method: str | None = None) -> bool:
     """Log one test-split consultation; returns False when an identical result was logged before (nothing written).
 
     Args:
@@ -71,6 +71,7 @@ def record(task: str, models: dict[str, str], protocol: str, n: int, headline: d
         headline: the numbers, each ``{"value", "ci95", "n", "unit"}`` (:meth:`ovseg.stats.Interval.to_dict`).
         split: the :data:`ovseg.world.EVAL_SPLITS` task/split the items came from, e.g. ``"scenes/test"``.
         command: what was run (default: this process's command line).
+        method: the segmentation method, for semantic evaluations (``ovseg`` or a baseline).
     """
     import fcntl
     import sys
@@ -79,7 +80,7 @@ def record(task: str, models: dict[str, str], protocol: str, n: int, headline: d
     if isinstance(command, (list, tuple)):
         command = " ".join(command)
     entry = {"date": _dt.date.today().isoformat(), "task": task, "split": split, "models": dict(sorted(models.items())),
-             "protocol": protocol, "n": int(n), "headline": headline,
+             "protocol": protocol, "n": int(n), "headline": headline, **({"method": method} if method else {}),
              "command": command if command is not None else " ".join(["ovseg" if i == 0 else a
                                                                       for i, a in enumerate(sys.argv)])}
     entry = json.loads(json.dumps(entry))  # plain JSON types, so that the key compares equal to a read-back line
@@ -134,9 +135,10 @@ QUOTED: dict[str, list[tuple[str, str, float]]] = {
 
 
 def latest(task: str, models: dict[str, str], path: str | os.PathLike | None = None) -> dict[str, Any] | None:
-    """The last logged line of ``task`` whose models are exactly ``models``, or None."""
-    hits = [e for e in entries(path) if e["task"] == task and e["models"] == dict(sorted(models.items()))]
-    return hits[-1] if hits else None
+    """The logged line of ``task`` for exactly ``models`` with the largest n (the last of those), or None."""
+    hits = [(e["n"], i, e) for i, e in enumerate(entries(path))
+            if e["task"] == task and e["models"] == dict(sorted(models.items()))]
+    return max(hits, key=lambda h: h[:2])[2] if hits else None
 
 
 def quoted_table(shipped: dict[str, dict[str, str]], path: str | os.PathLike | None = None) -> str:
