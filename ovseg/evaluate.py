@@ -493,12 +493,11 @@ def semantic_intervals(cms: np.ndarray, splits: dict[str, Sequence[int]] | None 
     """95% intervals, resampling images (:func:`ovseg.stats.bootstrap_confusion`), of mIoU, pixel accuracy, mean F1,
     the mIoU of each class subset in ``splits`` and, with ``base`` and ``novel``, their paired difference
     ``novel_minus_base`` (one resample of the images feeds both). ``cms``: (n, C, C) per-image confusion matrices."""
-    from .metrics import metrics_from_confusion
+    from .metrics import _nanmean, metrics_from_confusion
     from .stats import bootstrap_confusion
 
-    def mean_f1(cm: np.ndarray) -> float:
-        f1 = metrics_from_confusion(cm).f1
-        return float(np.nanmean(f1)) if np.isfinite(f1).any() else float("nan")
+    def mean_f1(cm: np.ndarray) -> float:  # the mean over defined classes, as metrics.json's mean_f1
+        return _nanmean(metrics_from_confusion(cm).f1)
 
     out = {"mIoU": bootstrap_confusion(cms, lambda cm: metrics_from_confusion(cm).miou),
            "pixel_accuracy": bootstrap_confusion(cms, lambda cm: metrics_from_confusion(cm).pixel_accuracy),

@@ -120,12 +120,10 @@ def model_label(config: Any, method: str) -> str:
 
 
 def _ci(r: dict[str, Any], key: str) -> str | None:
-    """``"[75.7, 81.3]"`` (percent) of a result's interval, None without one."""
-    iv = (r.get("ci95") or {}).get(key)
-    if not iv or iv.get("ci95") is None or None in iv["ci95"]:
-        return None
-    lo, hi = iv["ci95"]
-    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+    """``"[75.7, 81.3]"`` (percent) of a result's interval, None without one (:func:`ovseg.evaluate._ci_text`)."""
+    from ..evaluate import _ci_text
+
+    return _ci_text((r.get("ci95") or {}).get(key))
 
 
 def summary_rows(results: dict[str, dict[str, Any]], config: Any = None) -> list[dict[str, Any]]:
