@@ -52,8 +52,7 @@ SET_EPILOG = """\
 Every key, with its range: PipelineConfig in ovseg/config.py (or print a preset as YAML:
   python -c "from ovseg import get_balanced_config as g; print(g().to_yaml())")."""
 
-_OUT_HELP = ("output folder (default: ovseg-out/<image stem>-{command}; a batch: ovseg-out/<folder or list name>-{command}, "
-             "ovseg-out/batch-{command} for a glob)")
+_OUT_HELP = "output folder (default: ovseg-out/<image stem>-{command})"
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -73,7 +72,8 @@ class _RefuseEdit(argparse.Action):
 
 _INPUT_HELP = ("input image (PNG, JPEG, ...), or for a batch: a folder of images, a quoted glob (\"photos/*.jpg\") "
                "or a .txt list of paths (one a line); a batch writes OUT/<image stem>/ per image, OUT/results.jsonl "
-               "and OUT/summary.csv, and a rerun resumes")
+               "and OUT/summary.csv (default OUT: ovseg-out/<folder or list name>-<command>, ovseg-out/batch-<command> "
+               "for a glob), and a rerun resumes")
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
