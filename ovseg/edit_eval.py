@@ -33,10 +33,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from .pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["EditCase", "build_edit_set", "classify_region", "psnr_ssim_outside", "evaluate_edits", "exact_edit",
-           "edit_ceiling"]
+           "edit_ceiling", "result_identity", "shipped_test_path", "shipped_test_result", "reproduce_rows",
+           "SHIPPED_TEST_EDITS_N"]
 
 
 @dataclass
@@ -233,8 +236,11 @@ def _crop(image: np.ndarray, mask: np.ndarray, pad: int = 4) -> np.ndarray:
 
 
 def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase], seed: int = 0,
-                   realism: bool = True) -> dict[str, Any]:
-    """Run every edit with the pipeline's inpainter and score it; returns a JSON-friendly summary."""
+                   realism: bool = True, log: bool = True) -> dict[str, Any]:
+    """Run every edit with the pipeline's inpainter and score it; returns a JSON-friendly summary.
+
+    Cases from the edits' test split are logged in the test-set log (:mod:`ovseg.testlog`) unless ``log`` is
+    False (:func:`reproduce_rows`: re-running edits of a result already logged reveals nothing new)."""
     import time
 
     import torch
@@ -295,8 +301,9 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
     for r in rows:
         r["psnr_outside_db"] = "inf" if math.isinf(r["psnr_outside_db"]) else round(r["psnr_outside_db"], 3)
     summary["split"] = _split_of(cases)
-    if summary["split"] == "edits/test":
-        _log_test(pipe, cases, summary)
+    summary.update(result_identity(pipe.config, cases))
+    if summary["split"] == "edits/test" and log:
+        _log_test(summary)
     summary["edits"] = rows
     return summary
 
@@ -311,18 +318,77 @@ def _split_of(cases: Sequence[EditCase]) -> str | None:
     return None
 
 
-def _log_test(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase], summary: dict[str, Any]) -> None:
-    """One line in the test-set log (:mod:`ovseg.testlog`) for an evaluation on the edits' test split."""
+def result_identity(config: Any, cases: Sequence[EditCase]) -> dict[str, Any]:
+    """``{"models": name -> checksum, "protocol": 12 hex digits}`` of an edit evaluation: the models the edits ran
+    on (:func:`ovseg.evaluate.models_identity`) and a hash of the pipeline settings and the cases (seeds and
+    operations). Two evaluations with equal identities give the same numbers; a stored result whose identity
+    differs from the current one's is stale (:func:`shipped_test_result`)."""
     import hashlib
     import json
 
     from .evaluate import models_identity
+
+    stages = ("sam2", "clip") if config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
+    text = json.dumps({"pipeline": config.to_dict(), "seeds": [c.seed for c in cases],
+                       "operations": [c.operation for c in cases]}, sort_keys=True)
+    return {"models": models_identity(config, stages), "protocol": hashlib.sha256(text.encode()).hexdigest()[:12]}
+
+
+def _log_test(summary: dict[str, Any]) -> None:
+    """One line in the test-set log (:mod:`ovseg.testlog`) for an evaluation on the edits' test split."""
     from .testlog import record
 
-    stages = ("sam2", "clip") if pipe.config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
-    text = json.dumps({"pipeline": pipe.config.to_dict(), "seeds": [c.seed for c in cases],
-                       "operations": [c.operation for c in cases]}, sort_keys=True)
     headline = dict(summary["ci95"])
     headline.update({k: summary.get(k) for k in ("fid", "clip_score", "psnr_outside_min_db")})
-    record("edits", models_identity(pipe.config, stages), hashlib.sha256(text.encode()).hexdigest()[:12], len(cases),
-           headline, split="edits/test")
+    record("edits", summary["models"], summary["protocol"], summary["n_edits"], headline, split="edits/test")
+
+
+#: The stored result of the reported edit evaluation: ``ovseg evaluate --dataset mini --task edits --split test
+#: --max-images 1200 --out OUT`` (``OUT/edits.json``, its summary and per-edit rows), shared by the README and
+#: notebook 3.2.4, because 1200 diffusion edits take about 45 min on 2 CPU cores, three times the budget of the
+#: whole figure run. Its numbers are those of its line in the test-set log.
+SHIPPED_TEST_EDITS_N = 1200
+
+
+def shipped_test_path() -> "Path":
+    """``data/mini_world/results/edits_test.json`` (the stored test-split edit evaluation)."""
+    from .paths import DATA_DIR
+
+    return DATA_DIR / "mini_world" / "results" / "edits_test.json"
+
+
+def shipped_test_result(config: Any) -> tuple[dict[str, Any] | None, str]:
+    """(summary, why): the stored test-split edit evaluation (:func:`shipped_test_path`) if it was produced by
+    exactly ``config``'s models and settings on today's test edit set, else (None, the reason it cannot stand
+    for a run of ``config``: missing, other models, other settings or cases).
+
+    The check recomputes :func:`result_identity` from ``config`` and the :func:`build_edit_set` cases of the stored
+    size on the edits' test split, so a change of models, settings or of how edits are drawn makes the stored
+    result stale (rerun the command in :data:`SHIPPED_TEST_EDITS_N`'s note to refresh it).
+    """
+    import json
+
+    path = shipped_test_path()
+    if not path.is_file():
+        return None, f"{path} is missing"
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    n = int(summary.get("n_edits") or 0)
+    want = result_identity(config, build_edit_set(n, split="test"))
+    for key in ("models", "protocol"):
+        if summary.get(key) != want[key]:
+            return None, (f"{path.name} was made with {key} {summary.get(key)}, this configuration has {want[key]}; "
+                          f"refresh it: ovseg evaluate --dataset mini --task edits --split test --max-images {n}")
+    return summary, f"{path.name}: {n} test edits, models and settings as configured"
+
+
+def reproduce_rows(pipe: "OpenVocabSegmentationPipeline", summary: dict[str, Any], k: int,
+                   seed: int = 0) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Re-run the first ``k`` edits of a stored summary (built the same way, ``build_edit_set`` on its split) and
+    return ``(stored row, new row)`` pairs, to show a stored result still comes out of the code (compare
+    ``found`` / ``success``; 50 sampling steps may move PSNR-like numbers by last-bit float differences)."""
+    split = (summary.get("split") or "edits/test").split("/")[1]
+    if k <= 0:
+        return []
+    cases = build_edit_set(int(summary["n_edits"]), split=split)[:k]
+    new = evaluate_edits(pipe, cases, seed=seed, realism=False, log=False)
+    return list(zip(summary["edits"][:k], new["edits"]))

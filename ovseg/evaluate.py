@@ -137,7 +137,7 @@ def _weights_identity(config: Any, stages: Sequence[str] = ("sam2", "clip")) -> 
     full-profile models are named by the config. The one checkpoint identity of ovseg's result stores."""
     from .paths import REPO_ROOT
     from .pipeline import _model_name
-    from .weights import REGISTRY, sha256_file
+    from .weights import REGISTRY
 
     if config.profile != "mini":
         return {}
@@ -147,14 +147,22 @@ def _weights_identity(config: Any, stages: Sequence[str] = ("sam2", "clip")) -> 
         entry = REGISTRY.get(name)
         folder = REPO_ROOT / entry.local_dir if entry is not None and entry.local_dir else Path(name).expanduser()
         files = entry.files if entry is not None else sorted(p.name for p in folder.glob("*") if p.is_file())
-        h = hashlib.sha256()
-        if (folder / "SHA256SUMS").is_file():
-            h.update((folder / "SHA256SUMS").read_bytes())
-        else:
-            for f in files:
-                h.update(sha256_file(folder / f).encode() if (folder / f).is_file() else b"missing")
-        out[entry.name if entry is not None else str(name)] = h.hexdigest()[:16]
+        out[entry.name if entry is not None else str(name)] = folder_identity(folder, files)
     return out
+
+
+def folder_identity(folder: Path, files: Sequence[str]) -> str:
+    """16 hex digits identifying a model folder's weights: the sha256 of its ``SHA256SUMS`` when pinned, else of the
+    sha256 of each of ``files`` in order (``missing`` for an absent file). What the test-set log names a model by."""
+    from .weights import sha256_file
+
+    h = hashlib.sha256()
+    if (folder / "SHA256SUMS").is_file():
+        h.update((folder / "SHA256SUMS").read_bytes())
+    else:
+        for f in files:
+            h.update(sha256_file(folder / f).encode() if (folder / f).is_file() else b"missing")
+    return h.hexdigest()[:16]
 
 
 def models_identity(config: Any, stages: Sequence[str] = ("sam2", "clip")) -> dict[str, str]:

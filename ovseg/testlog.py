@@ -24,8 +24,8 @@ from typing import Any
 
 from .paths import DATA_DIR
 
-__all__ = ["log_path", "record", "entries", "consultations", "is_shipped_test_split", "latest", "quoted_table",
-           "shipped_models", "QUOTED"]
+__all__ = ["log_path", "record", "record_experiment", "interval", "entries", "consultations", "is_shipped_test_split",
+           "latest", "quoted_table", "shipped_models", "card_section", "write_card_section", "QUOTED", "CARD_TASKS"]
 
 _DEFAULT = DATA_DIR / "mini_world" / "TEST_LOG.jsonl"
 # what makes two consultations the same one (the date and the command line may differ)
@@ -107,6 +107,29 @@ def record(task: str, models: dict[str, str], protocol: str, n: int, headline: d
     return True
 
 
+def interval(value: float, lo: float, hi: float, n: int, unit: str) -> dict[str, Any]:
+    """One headline number for :func:`record`: ``{"value", "ci95": [lo, hi], "n", "unit"}`` (4 decimals)."""
+    return {"value": round(float(value), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)], "n": int(n),
+            "unit": unit}
+
+
+def record_experiment(task: str, config: Any, n: int, headline: dict[str, Any], protocol: dict[str, Any],
+                      split: str, stages: Sequence[str] = ("sam2", "clip")) -> bool:
+    """:func:`record` for a notebook experiment run on a mini-world test split: the models of ``stages`` from
+    ``config`` (:func:`ovseg.evaluate.models_identity`), the protocol hash of ``protocol`` (the experiment's
+    parameters) with the pipeline settings. Does nothing (returns False) unless the profile is ``mini`` and
+    ``split`` (``"<task>/<split>"`` of :data:`ovseg.world.EVAL_SPLITS`) ends in ``/test``."""
+    import hashlib
+
+    from .evaluate import models_identity
+
+    if not split.endswith("/test") or getattr(config, "profile", None) != "mini":
+        return False
+    doc = {"task": task, "split": split, "pipeline": config.to_dict(), **protocol}
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return record(task, models_identity(config, stages), digest, n, headline, split=split)
+
+
 def consultations(models: dict[str, str] | None = None, path: str | os.PathLike | None = None) -> dict[str, int]:
     """Lines per task, for the lines whose models include every ``name: checksum`` of ``models`` (all lines: None)."""
     counts: dict[str, int] = {}
@@ -160,6 +183,60 @@ def quoted_table(shipped: dict[str, dict[str, str]], path: str | os.PathLike | N
     return "\n".join(lines)
 
 
+#: Where each embedded model's card quotes the log: the tasks whose numbers it reports.
+CARD_TASKS: dict[str, tuple[str, ...]] = {"mini-sam2": ("masks",), "mini-clip": ("semantic", "referring"),
+                                          "mini-inpainting": ("edits",)}
+CARD_HEADING = "## Test split (data/mini_world/test, logged in data/mini_world/TEST_LOG.jsonl)"
+
+
+def card_section(name: str, folder: str | os.PathLike, path: str | os.PathLike | None = None) -> str:
+    """The *Test split* section of model ``name``'s card (markdown, from :data:`CARD_HEADING` on): for each task of
+    :data:`CARD_TASKS`, the :data:`QUOTED` numbers of the logged line with the largest n among those whose models
+    include this folder's weights (:func:`ovseg.evaluate.folder_identity`), or, for a model never evaluated on the
+    test split (a fresh export), the command that does it. Trainers write it on export (:func:`write_card_section`)."""
+    from .evaluate import folder_identity
+    from .weights import REGISTRY
+
+    checksum = folder_identity(Path(folder), REGISTRY[name].files)
+    lines = [CARD_HEADING, ""]
+    for task in CARD_TASKS[name]:
+        hits = [(e["n"], i, e) for i, e in enumerate(entries(path)) if e["task"] == task
+                and e["models"].get(name) == checksum]
+        if not hits:
+            cmd = "--task edits --split test --max-images 1200" if task == "edits" else f"--task {task} --split test"
+            lines.append(f"- {task}: not evaluated on the test split with these weights ({checksum}) yet: "
+                         f"`ovseg evaluate --dataset mini {cmd} --out OUT`")
+            continue
+        e = max(hits, key=lambda h: h[:2])[2]
+        for key, label, scale in QUOTED[task]:
+            iv = e["headline"].get(key)
+            if not iv or iv.get("value") is None:
+                continue
+            d = 1 if scale == 100 else 3
+            lo, hi = iv["ci95"]
+            lines.append(f"- {label}: {iv['value'] * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}], "
+                         f"n = {iv['n']} {iv['unit']} (logged {e['date']}, protocol {e['protocol']}, "
+                         f"models {', '.join(f'{k} {v}' for k, v in sorted(e['models'].items()))})")
+    return "\n".join(lines) + "\n"
+
+
+def write_card_section(name: str, folder: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Replace (or append) the *Test split* section of ``folder/MODEL_CARD.md`` with :func:`card_section`; the rest
+    of the card is kept. Written atomically."""
+    from .io import write_text_atomic
+
+    card = Path(folder) / "MODEL_CARD.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    head, sep, rest = text.partition(CARD_HEADING)
+    tail = ""
+    if sep:
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+    body = head.rstrip("\n") + "\n\n" + card_section(name, folder, path) + ("\n" + tail if tail else "")
+    write_text_atomic(card, body)
+    return card
+
+
 def shipped_models() -> dict[str, dict[str, str]]:
     """task -> the identity (:func:`ovseg.evaluate.models_identity`) of the mini models each task runs."""
     from .config import get_balanced_config
@@ -176,7 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m ovseg.testlog", description=main.__doc__)
     p.add_argument("--counts", action="store_true", help="lines per task for the shipped models")
+    p.add_argument("--cards", action="store_true", help="rewrite the Test split section of each embedded model's card")
     args = p.parse_args(argv)
+    if args.cards:
+        from .paths import REPO_ROOT
+        from .weights import REGISTRY
+
+        for name in CARD_TASKS:
+            print(f"-> {write_card_section(name, REPO_ROOT / REGISTRY[name].local_dir)}")
+        return 0
     shipped = shipped_models()
     if args.counts:
         for task, models in shipped.items():

@@ -257,3 +257,49 @@ def test_exact_removals_are_background_to_the_mini_segmenter():
     pipe = OpenVocabSegmentationPipeline()  # mini profile
     cases = build_edit_set(4, operations=("remove",))
     assert edit_ceiling(pipe, cases)["exact"]["success_remove"] == 1.0
+
+
+def test_a_stored_result_stands_only_for_the_configuration_that_made_it(tmp_path, monkeypatch):
+    """shipped_test_result recomputes the identity (models, settings, cases) and refuses a stale file."""
+    import json
+
+    from ovseg import edit_eval
+    from ovseg.config import get_balanced_config
+
+    path = tmp_path / "edits_test.json"
+    monkeypatch.setattr(edit_eval, "shipped_test_path", lambda: path)
+    cfg = get_balanced_config()
+    got, why = edit_eval.shipped_test_result(cfg)
+    assert got is None and "missing" in why
+    summary = {"n_edits": 3, "split": "edits/test", "edits": [],
+               **edit_eval.result_identity(cfg, build_edit_set(3, split="test"))}
+    path.write_text(json.dumps(summary))
+    got, why = edit_eval.shipped_test_result(cfg)
+    assert got == summary and "3 test edits" in why
+    # another setting (guidance) or other cases (the dev edits) make it stale, with the command that refreshes it
+    other = cfg.replace(**{"inpainting.guidance_scale": 7.5})
+    got, why = edit_eval.shipped_test_result(other)
+    assert got is None and "protocol" in why and "--split test --max-images 3" in why
+    path.write_text(json.dumps({**summary, **edit_eval.result_identity(cfg, build_edit_set(3, split="dev"))}))
+    assert edit_eval.shipped_test_result(cfg)[0] is None
+    path.write_text(json.dumps({**summary, "models": {"mini-sam2": "0" * 16}}))
+    got, why = edit_eval.shipped_test_result(cfg)
+    assert got is None and "models" in why
+
+
+def test_reproducing_stored_rows_logs_nothing(tmp_path, monkeypatch):
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg import testlog
+    from ovseg.edit_eval import reproduce_rows
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))
+    cfg = tiny_config().replace(**{"inpainting.method": "classical"})
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    stored = evaluate_edits(pipe, build_edit_set(2, operations=("remove",), split="test"), realism=False, log=False)
+    assert testlog.entries(log) == []
+    pairs = reproduce_rows(pipe, {**stored, "n_edits": 2}, 1)
+    assert len(pairs) == 1 and pairs[0][0]["seed"] == pairs[0][1]["seed"] and pairs[0][0]["found"] == pairs[0][1]["found"]
+    assert testlog.entries(log) == [] and reproduce_rows(pipe, stored, 0) == []

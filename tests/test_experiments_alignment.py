@@ -46,6 +46,18 @@ def test_background_suppression_flips_the_ranking():
     assert len(A.sweep_figure(rows, thesis_alpha=0.3).axes) == 3
 
 
+def test_intervals_and_paired_difference_of_two_settings():
+    c = _cache()
+    # 3 copies of the image: alpha 1 gets every prompt right, alpha 0 none -> a paired difference of exactly +1
+    d = A.setting_difference([c, c, c], (1.0, False), (0.0, False), threshold=-1.0)
+    assert d["difference"] == 1.0 and d["ci95"] == "[1.000, 1.000]" and d["n_prompts"] == 3
+    assert d["verdict"] == "first higher"
+    same = A.setting_difference([c], (0.0, False), (0.0, False), threshold=-1.0)
+    assert same["difference"] == 0.0 and same["verdict"].startswith("inside the noise")
+    r = A.evaluate_setting([c, c], 1.0, spatial=False, threshold=-1.0, top_ks=(1,))
+    assert r["acc_ci95"] == "[1.000, 1.000]" and (r["acc_lo"], r["acc_hi"]) == (1.0, 1.0)
+
+
 def test_similarity_threshold_drops_masks():
     c = _cache()
     r = A.evaluate_setting([c], 1.0, spatial=False, threshold=0.55, top_ks=(1,))  # only D (S = 0.6) survives

@@ -68,6 +68,11 @@ def test_dense_eval_scores_constructed_features_exactly():
     assert bad["pixel_acc"] == pytest.approx(23 / 31)
     assert bad["mIoU"] == pytest.approx((23 / 31) / 3)
     assert bad["mIoU_base"] == 0.0
+    # intervals over the 2 images: "good" is perfect on each image, so every resample scores 1
+    assert good["mIoU_ci95"] == "[1.000, 1.000]" and good["images"] == 2
+    # "bad": the resamples (image 0 twice, image 1 twice, both) score differently; the interval holds the point
+    lo, hi = (float(t) for t in bad["mIoU_ci95"].strip("[]").split(","))
+    assert lo <= bad["mIoU"] <= hi and lo < hi and bad["mIoU_lo"] == pytest.approx(lo, abs=5e-4)
 
 
 def test_pixel_predictions_and_nearest_other_cosine():

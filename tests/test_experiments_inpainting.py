@@ -42,10 +42,18 @@ def test_figures_are_matplotlib_figures():
     assert isinstance(exp.edits_figure(img, [("remove", img), ("replace", img)], m), Figure)
 
 
-def test_edit_quality_rows_keep_metrics_and_drop_timings():
-    rows = exp.edit_quality_rows([("a", {"n_edits": 3, "success_remove": 1.0, "seconds_per_edit": 2.0, "fid": 1.5})])
-    assert rows[0]["method"] == "a" and rows[0]["success_remove"] == 1.0 and rows[0]["fid"] == 1.5
-    assert "seconds_per_edit" not in rows[0] and rows[0]["success_style"] is None
+def test_edit_quality_rows_one_row_per_kind_with_intervals_and_no_timings():
+    from ovseg.edit_eval import _success_rates
+
+    results = [("remove", False, True)] * 3 + [("remove", False, False)] + [("replace", True, False)] * 2
+    summary = {"n_edits": 6, "seconds_per_edit": 2.0, "fid": 1.5, **_success_rates(results)}
+    rows = exp.edit_quality_rows([("a", summary)])
+    assert [r["edit"] for r in rows] == ["remove", "replace, novel class"]  # kinds without edits: no row
+    assert rows[0]["n"] == 4 and rows[0]["success"] == 75.0 and rows[0]["fid"] == 1.5
+    lo, hi = (float(t) for t in rows[0]["success_ci95"].strip("[]").split(","))
+    assert lo < 75.0 < hi and lo >= 0.0 and hi == 100.0  # 4 cases: resamples of 4 hits reach 100%
+    assert rows[1]["n"] == 2 and rows[1]["success"] == 0.0 and rows[1]["success_ci95"] == "[0.0, 0.0]"
+    assert all("seconds_per_edit" not in r for r in rows)
 
 
 def test_blur_dilation_sweep_scores_against_the_world_ground_truth(one_thread):
@@ -58,6 +66,9 @@ def test_blur_dilation_sweep_scores_against_the_world_ground_truth(one_thread):
     assert pipe.inpainter.config == before
     assert [(r["dilation_px"], r["blur_px"]) for r in rows] == [(0, 0.0), (3, 0.0)]
     assert all(r["scenes"] == 2 and 0.0 <= r["success"] <= 1.0 and r["psnr_vs_truth_db"] > 10 for r in rows)
+    for r in rows:  # the interval holds the mean; with 2 scenes it spans their values
+        lo, hi = (float(t) for t in r["psnr_ci95"].strip("[]").split(","))
+        assert lo - 0.01 <= r["psnr_vs_truth_db"] <= hi + 0.01
     assert rows[1]["repainted_px"] > rows[0]["repainted_px"]  # dilation grows the repainted area
     assert examples[(0, 0.0)].shape == examples["input"].shape == examples["truth"].shape
     with pytest.raises(ValueError):

@@ -93,14 +93,45 @@ def test_world_prompts_vote_for_label_values():
     assert prompts[2:] == CLASS_NAMES and owner[2:].tolist() == list(range(1, 49))
 
 
-def test_summarize_means_standard_errors_and_inf():
+def test_summarize_means_intervals_and_inf():
     rows = [{"k": 1, "x": 1.0, "ok": True, "p": math.inf}, {"k": 1, "x": 3.0, "ok": False, "p": 10.0},
             {"k": 2, "x": 5.0, "ok": True, "p": math.inf}]
     s = L.summarize(rows, "k", ["x", "ok", "p"], order=[2, 1, 7])
     assert [r["k"] for r in s] == [2, 1]  # order kept, empty level skipped
-    assert s[1]["x"] == 2.0 and s[1]["x_se"] == pytest.approx(1.0) and s[1]["n"] == 2
-    assert s[1]["ok"] == 0.5 and s[0]["ok"] == 1.0 and s[0]["x_se"] == 0.0
+    assert s[1]["x"] == 2.0 and s[1]["n"] == 2
+    # two values 1 and 3: bootstrap means are 1, 2 or 3 (probabilities 1/4, 1/2, 1/4): the 95% ends are 1 and 3
+    assert (s[1]["x_lo"], s[1]["x_hi"]) == (1.0, 3.0) and s[1]["x_ci95"] == "[1.000, 3.000]"
+    assert s[1]["ok"] == 0.5 and s[0]["ok"] == 1.0 and (s[0]["x_lo"], s[0]["x_hi"]) == (5.0, 5.0)  # n = 1: no spread
     assert s[0]["p"] == math.inf and s[1]["p"] == 10.0  # all-inf stays inf; otherwise the finite mean
+    assert s[0]["p_ci95"] is None
+
+
+def test_summarize_interval_matches_a_normal_approximation_on_many_rows():
+    rng = np.random.default_rng(3)
+    hits = rng.random(400) < 0.7
+    s = L.summarize([{"k": 0, "d": bool(h)} for h in hits], "k", ["d"])[0]
+    p = hits.mean()
+    half = 1.96 * math.sqrt(p * (1 - p) / 400)  # Wald interval, close to the bootstrap's at n = 400
+    assert s["d_lo"] == pytest.approx(p - half, abs=0.01) and s["d_hi"] == pytest.approx(p + half, abs=0.01)
+    w = L.half_widths([s], "k", ["d"])
+    assert w["0 d"] == pytest.approx(half, abs=0.01)
+
+
+def test_log_test_writes_the_test_split_only(tmp_path, monkeypatch):
+    from ovseg import get_balanced_config, testlog
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))
+    s = L.summarize([{"k": 8, "r": 0.5}, {"k": 8, "r": 1.0}, {"k": 16, "r": 1.0}], "k", ["r"])
+    cfg = get_balanced_config()
+    assert not L.log_test("small_objects", s, "k", ["r"], cfg, "dev", 2, {})
+    assert not log.exists()
+    assert L.log_test("small_objects", s, "k", ["r"], cfg, "test", 2, {"sizes": [8, 16]})
+    assert not L.log_test("small_objects", s, "k", ["r"], cfg, "test", 2, {"sizes": [8, 16]})  # same result: once
+    (e,) = testlog.entries(log)
+    assert e["task"] == "limitations:small_objects" and e["split"] == "limitations/test"
+    assert e["headline"]["8|r"] == {"value": 0.75, "ci95": [0.5, 1.0], "n": 2, "unit": "objects"}
+    assert e["headline"]["16|r"]["value"] == 1.0 and set(e["models"]) == {"mini-sam2", "mini-clip"}
 
 
 def test_small_objects_with_an_oracle_scores_one(oracle):
@@ -233,13 +264,16 @@ def test_inpainting_artifacts_classical_beats_doing_nothing(monkeypatch):
 def test_figures_are_built():
     from matplotlib.figure import Figure
 
-    s = [{"k": 8, "a": 0.2, "a_se": 0.1, "c": 0.5}, {"k": 32, "a": 0.9, "a_se": 0.0, "c": 0.5}]
+    s = [{"k": 8, "a": 0.2, "a_lo": 0.1, "a_hi": 0.35, "c": 0.5}, {"k": 32, "a": 0.9, "a_lo": 0.9, "a_hi": 0.9, "c": 0.5}]
     fig = L.metric_figure(s, "k", {"a": "A"}, "size", "t", reference=(32, "32 px"), baselines={"c": "chance"})
     assert isinstance(fig, Figure) and len(fig.axes) == 1
     assert len(fig.axes[0].get_lines()) >= 2
     cat = L.metric_figure(s, "k", {"a": "A", "c": "C"}, "kind", "t", categorical=True)
     assert len(cat.axes[0].patches) == 4
-    d = [{"condition": "x", "psnr_inside_db": 30.0, "psnr_inside_db_se": 1.0, "success": 1.0, "success_se": 0.0}]
+    err = L._error_bars(s, "a", np.array([0.2, 0.9]))  # (2, L): below, above
+    assert err[:, 0] == pytest.approx([0.1, 0.15]) and err[:, 1].tolist() == [0.0, 0.0]
+    d = [{"condition": "x", "psnr_inside_db": 30.0, "psnr_inside_db_lo": 29.0, "psnr_inside_db_hi": 31.0,
+          "success": 1.0}]
     assert len(L.inpainting_figure(d, "classical").axes) == 2
     img = np.zeros((8, 8, 3), np.uint8)
     assert len(L.examples_figure([("a", img), ("b", lambda: img)], ncols=1).axes) == 2

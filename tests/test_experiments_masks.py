@@ -85,6 +85,10 @@ def test_run_sweep_dedupes_settings_and_summarises():
     assert rows["points_per_side=2"]["recall@0.5"] == 0.0  # IoU 4/16
     assert rows["points_per_side=8"]["coverage"] == 1.0 and rows["points_per_side=8"]["n_objects"] == 2
     assert rows["same as base"]["recall@0.5"] == 1.0
+    # recall over 2 objects that are both found (or both missed): no spread, the interval is the point
+    assert rows["points_per_side=4"]["recall_ci95"] == "[1.000, 1.000]"
+    assert rows["points_per_side=2"]["recall_ci95"] == "[0.000, 0.000]"
+    assert rows["points_per_side=2"]["best_iou_ci95"] == "[0.250, 0.250]"
     fig = M.sweep_figure(M.summarise(settings, per_image), base)
     assert len(fig.axes) >= 2
 
@@ -111,3 +115,11 @@ def test_masks_figure_handles_empty_mask_sets():
     assert len(fig.axes) == 4
     out = M._overlay(img, _box(16, 20, 2, 8, 2, 8)[None])
     assert out[0, 0].tolist() == [0, 0, 0] and out[2, 2].any() and out[5, 5].any()
+
+
+def test_summarise_interval_spans_mixed_objects():
+    per_image = [{"label": "a", "n_masks": 1, "coverage": 0.5, "n_objects": 2, "hits": 1,
+                  "best_iou": np.array([0.9, 0.1])}]
+    (row,) = M.summarise([{"group": "g", "label": "a", "setting": {}}], per_image)
+    assert row["recall@0.5"] == 0.5 and (row["recall_lo"], row["recall_hi"]) == (0.0, 1.0)  # 2 objects: any mix
+    assert row["best_iou_ci95"] == "[0.100, 0.900]"

@@ -210,3 +210,60 @@ def test_the_readme_quotes_the_logged_test_numbers():
     block = readme.split("<!-- test-log:begin -->")[1].split("<!-- test-log:end -->")[0].strip()
     table = testlog.quoted_table(testlog.shipped_models(), DATA_DIR / "mini_world" / "TEST_LOG.jsonl")
     assert block == table and table.count("\n") >= 4  # a header, a rule and logged rows
+
+
+def test_notebook_experiments_log_the_test_split_of_the_mini_profile_only(tmp_path, monkeypatch):
+    from ovseg import testlog
+    from ovseg.config import get_balanced_config
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))
+    head = {"x": testlog.interval(0.5, 0.4, 0.6, 10, "objects")}
+    cfg = get_balanced_config()
+    assert not testlog.record_experiment("t", cfg, 10, head, {}, "scenes/dev")
+    assert not testlog.record_experiment("t", cfg.replace(profile="full"), 10, head, {}, "scenes/test")
+    assert testlog.record_experiment("t", cfg, 10, head, {"k": 1}, "scenes/test")
+    assert testlog.record_experiment("t", cfg, 10, head, {"k": 2}, "scenes/test")  # another protocol: a new line
+    assert not testlog.record_experiment("t", cfg, 10, head, {"k": 2}, "scenes/test")
+    a, b = testlog.entries(log)
+    assert a["headline"] == {"x": {"value": 0.5, "ci95": [0.4, 0.6], "n": 10, "unit": "objects"}}
+    assert a["protocol"] != b["protocol"] and set(a["models"]) == {"mini-sam2", "mini-clip"}
+
+
+def test_model_cards_quote_the_log_for_exactly_their_weights():
+    from ovseg import testlog
+    from ovseg.paths import REPO_ROOT
+    from ovseg.weights import REGISTRY
+
+    log = DATA_DIR / "mini_world" / "TEST_LOG.jsonl"
+    for name in testlog.CARD_TASKS:
+        folder = REPO_ROOT / REGISTRY[name].local_dir
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert testlog.card_section(name, folder, log) in card, f"{name}: run python -m ovseg.testlog --cards"
+
+
+def test_a_fresh_export_has_no_test_numbers_and_the_section_is_replaced(tmp_path):
+    import shutil
+
+    from ovseg import testlog
+    from ovseg.paths import REPO_ROOT
+    from ovseg.weights import REGISTRY
+
+    src = REPO_ROOT / REGISTRY["mini-sam2"].local_dir
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for f in REGISTRY["mini-sam2"].files:
+        shutil.copyfile(src / f, folder / f)
+    log = DATA_DIR / "mini_world" / "TEST_LOG.jsonl"
+    (folder / "MODEL_CARD.md").write_text("# card\n\nintro\n")
+    # unpinned copy of the shipped files: the same weights, identified by their files' sums -> no logged line
+    # matches (the log names the pinned identity), so the card says how to evaluate instead of quoting numbers
+    testlog.write_card_section("mini-sam2", folder, log)
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert text.startswith("# card\n\nintro\n\n" + testlog.CARD_HEADING) and "not evaluated on the test split" in text
+    shutil.copyfile(src / "SHA256SUMS", folder / "SHA256SUMS")  # pinned like the shipped folder: its lines match
+    (folder / "MODEL_CARD.md").write_text(text + "\n## Later section\n\nkept\n")
+    testlog.write_card_section("mini-sam2", folder, log)
+    text2 = (folder / "MODEL_CARD.md").read_text()
+    assert text2.count(testlog.CARD_HEADING) == 1 and "0.951 [0.938, 0.964]" in text2
+    assert text2.endswith("## Later section\n\nkept\n") and "not evaluated" not in text2

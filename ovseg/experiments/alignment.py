@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..world import Scene
 
 __all__ = ["ALPHAS", "TOP_KS", "PromptCase", "ImageCache", "prompt_cases", "prepare", "rank_hits", "evaluate_setting",
-           "alignment_sweep", "sweep_figure", "scoring_figure"]
+           "setting_difference", "alignment_sweep", "sweep_figure", "scoring_figure", "log_test"]
 
 #: Background-suppression weights swept (thesis: 0.3).
 ALPHAS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
@@ -124,14 +124,10 @@ def rank_hits(order: np.ndarray, ious: np.ndarray, top_ks: Sequence[int] = TOP_K
     return out
 
 
-def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, boundary_width: float = 4.0,
-                     min_weight: float = 0.25, threshold: float = 0.2, top_ks: Sequence[int] = TOP_KS,
-                     kinds: Sequence[str] | None = None) -> dict[str, Any]:
-    """Referring metrics of one alignment setting over the cached images (prompts of ``kinds``; None = all).
-
-    Returns ``{"alpha", "spatial", "n_prompts", "acc@0.5", "mean_iou", "hit@k"..., "no_mask", "oracle"}``;
-    rates in [0, 1]. ``no_mask``: fraction of prompts for which no mask passed ``threshold``.
-    """
+def _records(caches: Sequence[ImageCache], alpha: float, spatial: bool, boundary_width: float, min_weight: float,
+             threshold: float, top_ks: Sequence[int], kinds: Sequence[str] | None
+             ) -> tuple[list[dict[str, float]], list[float], list[float]]:
+    """Per prompt (image order, then prompt order): its :func:`rank_hits` record, oracle hit and no-mask flag."""
     from ..align import rank_masks, score_masks
 
     recs, oracle, empty = [], [], []
@@ -145,6 +141,21 @@ def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, 
             recs.append(rank_hits(order, c.ious[:, t], top_ks))
             oracle.append(float(len(c.masks) > 0 and c.ious[:, t].max() >= 0.5))
             empty.append(float(len(order) == 0))
+    return recs, oracle, empty
+
+
+def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, boundary_width: float = 4.0,
+                     min_weight: float = 0.25, threshold: float = 0.2, top_ks: Sequence[int] = TOP_KS,
+                     kinds: Sequence[str] | None = None) -> dict[str, Any]:
+    """Referring metrics of one alignment setting over the cached images (prompts of ``kinds``; None = all).
+
+    Returns ``{"alpha", "spatial", "n_prompts", "acc@0.5", "acc_ci95", "mean_iou", "iou_ci95", "hit@k"...,
+    "no_mask", "oracle", "acc_lo", "acc_hi"}``; rates in [0, 1]. ``no_mask``: fraction of prompts for which no mask
+    passed ``threshold``. ``*_ci95``: ``"[lo, hi]"`` seeded 95% bootstrap intervals over prompts (:mod:`ovseg.stats`).
+    """
+    from ..stats import bootstrap_mean
+
+    recs, oracle, empty = _records(caches, alpha, spatial, boundary_width, min_weight, threshold, top_ks, kinds)
     n = len(recs)
 
     def mean(key: str) -> float:
@@ -152,10 +163,40 @@ def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, 
 
     row = {"alpha": float(alpha), "spatial": bool(spatial), "n_prompts": n, "acc@0.5": mean("hit@1") if 1 in top_ks else
            float("nan"), "mean_iou": mean("iou")}
+    acc = bootstrap_mean([r["hit@1"] for r in recs], unit="prompts") if 1 in top_ks else None
+    iou = bootstrap_mean([r["iou"] for r in recs], unit="prompts")
+    row["acc_ci95"] = _ci(acc)
+    row["iou_ci95"] = _ci(iou)
     row.update({f"hit@{k}": mean(f"hit@{k}") for k in top_ks})
     row["no_mask"] = float(np.mean(empty)) if n else float("nan")
     row["oracle"] = float(np.mean(oracle)) if n else float("nan")
+    row["acc_lo"], row["acc_hi"] = (acc.lo, acc.hi) if acc is not None else (float("nan"), float("nan"))
     return row
+
+
+def setting_difference(caches: Sequence[ImageCache], a: tuple[float, bool], b: tuple[float, bool],
+                       boundary_width: float = 4.0, min_weight: float = 0.25, threshold: float = 0.2,
+                       kinds: Sequence[str] | None = None) -> dict[str, Any]:
+    """Paired top-1 accuracy difference, setting ``a`` minus setting ``b`` (each ``(alpha, spatial)``), over the same
+    prompts: ``{"difference", "ci95" ("[lo, hi]", points of accuracy in [0, 1]), "n_prompts", "verdict"}``. One
+    bootstrap resample of the prompts feeds both settings, so the interval is that of the difference."""
+    from ..stats import bootstrap_mean
+
+    ra, _, _ = _records(caches, a[0], a[1], boundary_width, min_weight, threshold, (1,), kinds)
+    rb, _, _ = _records(caches, b[0], b[1], boundary_width, min_weight, threshold, (1,), kinds)
+    iv = bootstrap_mean([x["hit@1"] - y["hit@1"] for x, y in zip(ra, rb)], unit="prompts")
+    if iv.n == 0:
+        return {"difference": float("nan"), "ci95": None, "n_prompts": 0, "verdict": "no prompts"}
+    verdict = "inside the noise (the interval contains 0)" if iv.lo <= 0 <= iv.hi else \
+        ("first higher" if iv.lo > 0 else "first lower")
+    return {"difference": iv.value, "ci95": _ci(iv), "n_prompts": iv.n, "verdict": verdict}
+
+
+def _ci(iv: Any) -> str | None:
+    """``"[lo, hi]"`` (3 decimals) of an :class:`ovseg.stats.Interval`; None when undefined."""
+    if iv is None or iv.n == 0 or not np.isfinite(iv.lo):
+        return None
+    return f"[{iv.lo:.3f}, {iv.hi:.3f}]"
 
 
 def alignment_sweep(caches: Sequence[ImageCache], alphas: Sequence[float] = ALPHAS, spatial: Sequence[bool] = (True, False),
@@ -176,7 +217,10 @@ def sweep_figure(rows: Sequence[dict[str, Any]], thesis_alpha: float = 0.3) -> "
         if not rs:
             continue
         fmt, label = styles[sp]
-        ax1.plot([r["alpha"] for r in rs], [r["acc@0.5"] for r in rs], fmt, label=label)
+        line, = ax1.plot([r["alpha"] for r in rs], [r["acc@0.5"] for r in rs], fmt, label=label)
+        if all(np.isfinite(r.get("acc_lo", np.nan)) for r in rs):  # 95% interval over prompts
+            ax1.fill_between([r["alpha"] for r in rs], [r["acc_lo"] for r in rs], [r["acc_hi"] for r in rs],
+                             color=line.get_color(), alpha=0.12, lw=0)
         ax2.plot([r["alpha"] for r in rs], [r["mean_iou"] for r in rs], fmt, label=label)
     oracle = rows[0]["oracle"]
     for ax, what in ((ax1, "top-1 accuracy (IoU >= 0.5)"), (ax2, "mean top-1 IoU")):
@@ -186,7 +230,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]], thesis_alpha: float = 0.3) -> "
         ax.set_title(f"{what} vs alpha")
         ax.grid(alpha=0.3)
     ax1.axhline(oracle, color="grey", ls="-.", lw=0.8, label=f"oracle (best mask) {oracle:.2f}")
-    lo = min(min(r["acc@0.5"], r["mean_iou"]) for r in rows)
+    lo = min(min(r.get("acc_lo", r["acc@0.5"]), r["acc@0.5"], r["mean_iou"]) for r in rows)
     for ax in (ax1, ax2):
         ax.set_ylim(max(0.0, lo - 0.1), 1.02)
     ax1.legend(fontsize=7, loc="lower left")
@@ -244,3 +288,22 @@ def scoring_figure(image: np.ndarray, prompt: str, sim: np.ndarray, masks: "Mask
         ax.set_xticks([])
         ax.set_yticks([])
     return fig
+
+
+def log_test(kind_rows: Sequence[dict[str, Any]], diffs: dict[str, dict[str, Any]], config: Any, split: str,
+             n_images: int) -> bool:
+    """Log the referring accuracies per prompt kind and setting of a test-split run (:func:`evaluate_setting`
+    rows with ``kind`` and ``setting``) and the paired differences of :func:`setting_difference` per kind
+    (:func:`ovseg.testlog.record_experiment`, task ``alignment``). Nothing for ``dev`` or the full profile."""
+    from ..testlog import interval, record_experiment
+
+    headline = {}
+    for r in kind_rows:
+        if r["n_prompts"] and np.isfinite(r.get("acc_lo", np.nan)):
+            headline[f"{r['kind']}|{r['setting']}|acc"] = interval(r["acc@0.5"], r["acc_lo"], r["acc_hi"],
+                                                                   r["n_prompts"], "prompts")
+    for kind, dd in diffs.items():
+        if dd["ci95"]:
+            lo, hi = (float(t) for t in dd["ci95"].strip("[]").split(","))
+            headline[f"{kind}|thesis_minus_plain"] = interval(dd["difference"], lo, hi, dd["n_prompts"], "prompts")
+    return record_experiment("alignment", config, n_images, headline, {"n_images": n_images}, f"scenes/{split}")

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["layer_settings", "template_settings", "sample_scene", "similarity_maps", "heatmap_figure",
            "object_contrast", "pixel_predictions", "dense_eval", "text_separation", "nearest_other_cosine",
-           "ensemble_figure", "WORLD_SAMPLE_CONFIG"]
+           "ensemble_figure", "log_test", "WORLD_SAMPLE_CONFIG"]
 
 #: The SceneConfig keyword arguments ``data/make_samples.py`` draws ``data/samples/world_<k>.png`` with
 #: (seed ``EVAL_SEED_OFFSET + 500_000 + k``).
@@ -180,7 +180,9 @@ def dense_eval(clip: "DenseCLIP", dataset: "SegDataset", n_images: int, layers: 
 
     Returns:
         One row per setting, layer settings outer: ``{"layers", "templates", "n_templates", "pixel_acc",
-        "mIoU", "mIoU_<split>"...}`` (floats in [0, 1]; splits from ``dataset.splits``, e.g. base / novel).
+        "mIoU", "mIoU_<split>"..., "mIoU_ci95", "mIoU_<split>_ci95"..., "images"}`` (floats in [0, 1]; splits
+        from ``dataset.splits``, e.g. base / novel; ``*_ci95``: ``"[lo, hi]"`` seeded 95% bootstrap interval over
+        images, each resample summing the per-image confusion matrices, :func:`ovseg.stats.bootstrap_confusion`).
     """
     import torch
 
@@ -188,8 +190,9 @@ def dense_eval(clip: "DenseCLIP", dataset: "SegDataset", n_images: int, layers: 
 
     c = dataset.num_classes
     texts = {name: clip.encode_text(dataset.class_names, templates=list(t)) for name, t in templates}  # (C, E)
-    cms = {(ln, tn): np.zeros((c, c), np.int64) for ln, _ in layers for tn, _ in templates}
-    for i in range(min(n_images, len(dataset))):
+    n = min(n_images, len(dataset))
+    cms = {(ln, tn): np.zeros((n, c, c), np.int64) for ln, _ in layers for tn, _ in templates}  # per image
+    for i in range(n):
         sample = dataset[i]
         feats = clip.dense_features(sample.image)
         for ln, sel in layers:
@@ -198,13 +201,31 @@ def dense_eval(clip: "DenseCLIP", dataset: "SegDataset", n_images: int, layers: 
                 with torch.inference_mode():
                     sim = feats.similarity(texts[tn], size=sample.label.shape, layers=list(sel), weights=weights)
                 pred = pixel_predictions(sim.numpy())
-                cms[(ln, tn)] += confusion_matrix(pred, sample.label, c, dataset.ignore_index)
+                cms[(ln, tn)][i] = confusion_matrix(pred, sample.label, c, dataset.ignore_index)
     rows = []
     n_templates = {name: len(t) for name, t in templates}
     for ln, _ in layers:
         for tn, _ in templates:
-            rows.append({"layers": ln, "templates": tn, "n_templates": n_templates[tn], **_row(cms[(ln, tn)], dataset.splits)})
+            per_image = cms[(ln, tn)]  # (n, C, C)
+            rows.append({"layers": ln, "templates": tn, "n_templates": n_templates[tn],
+                         **_row(per_image.sum(axis=0), dataset.splits), **_intervals(per_image, dataset.splits),
+                         "images": n})
     return rows
+
+
+def _intervals(cms: np.ndarray, splits: dict[str, list[int]]) -> dict[str, str | None]:
+    """``mIoU_ci95`` and ``mIoU_<split>_ci95`` (``"[lo, hi]"``, 3 decimals) of (n, C, C) per-image confusions."""
+    from ..metrics import metrics_from_confusion
+    from ..stats import bootstrap_confusion
+
+    out = {}
+    for key, idx in (("mIoU", None), *((f"mIoU_{k}", v) for k, v in splits.items())):
+        iv = bootstrap_confusion(cms, (lambda cm: metrics_from_confusion(cm).miou) if idx is None else
+                                 (lambda cm, idx=idx: metrics_from_confusion(cm).subset_miou(idx)))
+        out[f"{key}_ci95"] = None if not np.isfinite(iv.lo) else f"[{iv.lo:.3f}, {iv.hi:.3f}]"
+        if idx is None:  # numeric ends of the headline interval (plots, the test-set log)
+            out["mIoU_lo"], out["mIoU_hi"] = iv.lo, iv.hi
+    return out
 
 
 def text_separation(clip: "DenseCLIP", class_names: Sequence[str], templates: Sequence[str]) -> float:
@@ -237,14 +258,39 @@ def ensemble_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("m
     for ax, metric in zip(axes, metrics):
         handles = []
         for k, ln in enumerate(layer_names):
-            vals = [next(r[metric] for r in rows if r["layers"] == ln and r["templates"] == tn) for tn in tmpl_names]
-            bars = ax.bar(x + (k - (len(layer_names) - 1) / 2) * width, vals, width, label=ln)
+            sel = [next(r for r in rows if r["layers"] == ln and r["templates"] == tn) for tn in tmpl_names]
+            vals = [r[metric] for r in sel]
+            err = np.array([_ends(r.get(f"{metric}_ci95"), r[metric]) for r in sel]).T  # (2, T): 95% interval
+            bars = ax.bar(x + (k - (len(layer_names) - 1) / 2) * width, vals, width, label=ln, yerr=err,
+                          error_kw={"elinewidth": 0.6, "ecolor": "0.3"})
             ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2, rotation=90)
             handles.append(bars)
         ax.set_xticks(x, [textwrap.fill(t, 13) for t in tmpl_names], fontsize=7)
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_ylim(0, 1.0)
-        ax.set_title(f"dense per-pixel {metric.replace('_', ' ')} by prompt templates")
+        ax.set_title(f"dense per-pixel {metric.replace('_', ' ')} by prompt templates"
+                     + (f" ({rows[0]['images']} images, 95% intervals)" if "images" in rows[0] else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.legend(handles=handles, labels=layer_names, title="features", loc="outside right center", fontsize=8)
     return fig
+
+
+def _ends(text: str | None, value: float) -> tuple[float, float]:
+    """(below, above) distances of a ``"[lo, hi]"`` interval from ``value``; (0, 0) without one."""
+    if not text:
+        return 0.0, 0.0
+    lo, hi = (float(t) for t in text.strip("[]").split(","))
+    return max(value - lo, 0.0), max(hi - value, 0.0)
+
+
+def log_test(rows: Sequence[dict[str, Any]], config: Any, split: str, n_images: int) -> bool:
+    """Log a :func:`dense_eval` on the mini world's test split (:func:`ovseg.testlog.record_experiment`, task
+    ``dense_features``): each setting's mIoU with its interval. Does nothing for ``dev`` or the full profile."""
+    from ..testlog import interval, record_experiment
+
+    headline = {f"{r['layers']}|{r['templates']}|mIoU": interval(r["mIoU"], r["mIoU_lo"], r["mIoU_hi"], r["images"],
+                                                                 "images")
+                for r in rows if "mIoU_lo" in r and np.isfinite(r["mIoU_lo"])}
+    return record_experiment("dense_features", config, rows[0]["images"] if rows else 0, headline,
+                             {"settings": [[r["layers"], r["templates"]] for r in rows], "n_images": n_images},
+                             f"scenes/{split}", ("clip",))

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["mask_preparation_figure", "edits_figure", "psnr_inside", "blur_dilation_sweep", "sweep_figure",
-           "edit_quality_rows"]
+           "edit_quality_rows", "log_sweep_test"]
 
 
 def mask_preparation_figure(image: np.ndarray, mask: np.ndarray, settings: Sequence[tuple[int, float]]) -> "Figure":
@@ -112,6 +112,7 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
     import cv2
 
     from ..edit_eval import classify_region
+    from ..stats import bootstrap_mean, bootstrap_rate
     from ..world import BASE_CLASSES, CLASS_NAMES, SceneConfig, render_scene
 
     if operation not in ("remove", "replace"):
@@ -147,10 +148,28 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
                     examples[(d, b)] = out
     finally:
         inpainter.config = base_cfg
-    rows = [{"operation": operation, "dilation_px": d, "blur_px": b,
-             "psnr_vs_truth_db": round(float(np.mean(v["psnr"])), 2), "success": round(float(np.mean(v["success"])), 3),
-             "repainted_px": round(float(np.mean(v["px"])), 1), "scenes": len(seeds)} for (d, b), v in per.items()]
+    rows = []
+    for (d, b), v in per.items():
+        psnr, ok = bootstrap_mean(v["psnr"], unit="scenes"), bootstrap_rate(v["success"])
+        rows.append({"operation": operation, "dilation_px": d, "blur_px": b, "psnr_vs_truth_db": round(psnr.value, 2),
+                     "psnr_ci95": _ci(psnr, 1, 2), "success": round(ok.value, 3), "success_ci95": _ci(ok, 1, 3),
+                     "repainted_px": round(float(np.mean(v["px"])), 1), "scenes": len(seeds)})
     return rows, examples
+
+
+def _ci(iv: Any, scale: float, digits: int) -> str | None:
+    """``"[lo, hi]"`` of an :class:`ovseg.stats.Interval` (times ``scale``), None when undefined."""
+    if iv.n == 0 or not np.isfinite(iv.lo):
+        return None
+    return f"[{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+
+
+def _ci_ends(text: str | None, value: float) -> tuple[float, float]:
+    """(below, above) distances of a ``"[lo, hi]"`` interval from ``value`` (0, 0 without one)."""
+    if not text:
+        return 0.0, 0.0
+    lo, hi = (float(t) for t in text.strip("[]").split(","))
+    return max(value - lo, 0.0), max(hi - value, 0.0)
 
 
 def sweep_figure(rows: Sequence[dict[str, Any]], examples: dict) -> "Figure":
@@ -175,10 +194,12 @@ def sweep_figure(rows: Sequence[dict[str, Any]], examples: dict) -> "Figure":
     ax1, ax2 = bottom.subplots(1, 2)
     labels = [f"d{d}/b{b:g}" for d, b in settings]
     x = np.arange(len(rows))
-    ax1.bar(x, [r["psnr_vs_truth_db"] for r in rows], color="tab:blue")
+    for ax, key, ci, colour in ((ax1, "psnr_vs_truth_db", "psnr_ci95", "tab:blue"), (ax2, "success", "success_ci95",
+                                                                                    "tab:green")):
+        err = np.array([_ci_ends(r.get(ci), r[key]) for r in rows]).T  # (2, settings)
+        ax.bar(x, [r[key] for r in rows], color=colour, yerr=err, capsize=2, ecolor="0.3")
     ax1.set_ylabel("PSNR vs ground truth (dB)")
-    ax1.set_title("fidelity inside the region")
-    ax2.bar(x, [r["success"] for r in rows], color="tab:green")
+    ax1.set_title(f"fidelity inside the region ({rows[0]['scenes']} scenes, 95% intervals)")
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("success rate")
     ax2.set_title(f"{rows[0]['operation']}: region classified as the target")
@@ -188,7 +209,41 @@ def sweep_figure(rows: Sequence[dict[str, Any]], examples: dict) -> "Figure":
 
 
 def edit_quality_rows(summaries: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Table rows from :func:`ovseg.edit_eval.evaluate_edits` summaries, one per ``(label, summary)``."""
-    cols = ("n_edits", "steps", "psnr_outside_min_db", "ssim_outside_mean", "success_remove", "success_replace_base",
-            "success_replace_novel", "success_style", "fid", "clip_score")  # no timings: tables must not drift
-    return [{"method": label, **{c: s.get(c) for c in cols}} for label, s in summaries]
+    """Table rows from :func:`ovseg.edit_eval.evaluate_edits` summaries: one row per ``(label, summary)`` and kind of
+    edit the summary has (remove, replace base, replace novel, restyle) with ``n`` (edits of that kind), ``success``
+    (%) and its 95% interval ``success_ci95`` (edits resampled), and per method ``n_edits``, ``split``, ``steps``,
+    ``psnr_outside_min_db``, ``fid``, ``clip_score`` (no timings: tables must not drift)."""
+    from ..edit_eval import RATE_KEYS
+
+    kinds = {"success_remove": "remove", "success_replace_base": "replace, base class",
+             "success_replace_novel": "replace, novel class", "success_style": "restyle"}
+    rows = []
+    for label, s in summaries:
+        for key in RATE_KEYS:
+            iv = (s.get("ci95") or {}).get(key) or {}
+            if s.get(key) is None:
+                continue
+            lo, hi = iv.get("ci95") or (None, None)
+            rows.append({"method": label, "edit": kinds[key], "n": iv.get("n"), "success": round(100 * s[key], 1),
+                         "success_ci95": None if lo is None else f"[{100 * lo:.1f}, {100 * hi:.1f}]",
+                         "n_edits": s.get("n_edits"), "split": s.get("split"), "steps": s.get("steps"),
+                         "psnr_outside_min_db": s.get("psnr_outside_min_db"), "fid": s.get("fid"),
+                         "clip_score": s.get("clip_score")})
+    return rows
+
+
+def log_sweep_test(rows: Sequence[dict[str, Any]], config: Any, split: str, n_scenes: int, seed: int) -> bool:
+    """Log a :func:`blur_dilation_sweep` on the limitations test block (:func:`ovseg.testlog.record_experiment`,
+    task ``edit_mask_sweep``): each setting's success rate with its interval. Nothing for ``dev`` or full."""
+    from ..testlog import interval, record_experiment
+
+    headline = {}
+    for r in rows:
+        if r.get("success_ci95"):
+            lo, hi = (float(t) for t in r["success_ci95"].strip("[]").split(","))
+            headline[f"d{r['dilation_px']}/b{r['blur_px']:g}|success"] = interval(r["success"], lo, hi, r["scenes"],
+                                                                                 "scenes")
+    return record_experiment("edit_mask_sweep", config, n_scenes, headline,
+                             {"settings": [[r["dilation_px"], r["blur_px"]] for r in rows], "seed": seed,
+                              "operation": rows[0]["operation"] if rows else None},
+                             f"limitations/{split}", ("sam2", "clip", "inpainting"))

@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["HIT_IOU", "SEED_BASE", "mask_iou", "scene_seeds", "world_prompts", "semantic_labels", "object_rows",
            "small_objects", "occlusion", "domain_shift", "resolve_inpaint_method", "inpainting_artifacts",
            "intended_prompts", "ambiguous_prompts", "summarize", "plot_metrics", "metric_figure", "inpainting_figure",
-           "examples_figure", "example_panels", "remove_cases", "PROMPT_KINDS", "INPAINT_CONDITIONS"]
+           "examples_figure", "example_panels", "remove_cases", "half_widths", "log_test", "PROMPT_KINDS",
+           "INPAINT_CONDITIONS"]
 
 #: IoU at which a mask counts as finding the object.
 HIT_IOU = 0.5
@@ -65,11 +66,12 @@ def scene_seeds(experiment: str, level: int, n: int, split: str = "dev") -> list
     """``n`` deterministic world seeds for knob level ``level`` of an experiment (disjoint per experiment
     and level, and from training / the other evaluation ranges): ``EVAL_SEED_OFFSET + start + experiment x 100_000
     + level x 1_000 + k`` with ``start`` that of the ``limitations`` split ``split`` of ``ovseg.world.EVAL_SPLITS``
-    (dev: :data:`SEED_BASE`, where the study was developed; test: the reported numbers)."""
+    (dev: :data:`SEED_BASE`, where the study was developed; test: the reported numbers). ``mask_sweep`` is the
+    3.2.4 dilation / blur sweep (:func:`ovseg.experiments.inpainting.blur_dilation_sweep`)."""
     from ..errors import InputError
     from ..world import EVAL_SEED_OFFSET, seed_range
 
-    exp = {"small": 0, "occlusion": 1, "domain": 2, "inpaint": 3, "ambiguous": 4}[experiment]
+    exp = {"small": 0, "occlusion": 1, "domain": 2, "inpaint": 3, "ambiguous": 4, "mask_sweep": 5}[experiment]
     if not 0 <= n <= 1_000:
         raise InputError("a limitations condition has at most 1000 scenes (its seed block)", n, "use n <= 1000")
     start = EVAL_SEED_OFFSET + seed_range("limitations", split).start + exp * 100_000 + level * 1_000
@@ -127,33 +129,34 @@ def object_rows(pipe: "OpenVocabSegmentationPipeline", scene: "Scene", objects: 
 # ---- (a) small objects, (b) occlusion, (c) domain shift ------------------------------------------------------------
 
 def small_objects(pipe: "OpenVocabSegmentationPipeline", sizes: Sequence[float] = (8, 12, 16, 24, 32, 48),
-                  n_scenes: int = 2) -> list[dict[str, Any]]:
-    """(a) Every object of ``n_scenes`` scenes per diameter (px, in 128 px scenes with 2-4 objects).
-    Rows: :func:`object_rows` with ``size_px`` (the knob)."""
+                  n_scenes: int = 2, split: str = "dev") -> list[dict[str, Any]]:
+    """(a) Every object of ``n_scenes`` scenes per diameter (px, in 128 px scenes with 2-4 objects), scenes of the
+    limitations split ``split`` (:func:`scene_seeds`). Rows: :func:`object_rows` with ``size_px`` (the knob)."""
     from ..world import SceneConfig, render_scene
 
     rows = []
     for k, size in enumerate(sizes):
         cfg = SceneConfig(object_size_px=float(size), n_objects=(2, 4))
-        for seed in scene_seeds("small", k, n_scenes):
+        for seed in scene_seeds("small", k, n_scenes, split):
             rows += object_rows(pipe, render_scene(seed, cfg), size_px=size)
     return rows
 
 
 def occlusion(pipe: "OpenVocabSegmentationPipeline", fractions: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8),
-              n_scenes: int = 2, tolerance: float = 0.1) -> list[dict[str, Any]]:
+              n_scenes: int = 2, tolerance: float = 0.1, split: str = "dev") -> list[dict[str, Any]]:
     """(b) Object 0 of two-object scenes, covered by object 1 by ``fraction`` of its area.
 
     ``force_occlusion`` slides the occluder until it hides about that fraction, but a smaller occluder
     cannot hide a large fraction, so scenes whose achieved fraction is off by more than ``tolerance``
     are skipped, as are scenes where both objects share a class. Rows: :func:`object_rows` of object 0
-    (IoU against its *visible* mask) with ``target_occlusion`` (the knob; ``occluded`` is achieved)."""
+    (IoU against its *visible* mask) with ``target_occlusion`` (the knob; ``occluded`` is achieved). Scenes of the
+    limitations split ``split``."""
     from ..world import SceneConfig, render_scene
 
     rows = []
     for k, frac in enumerate(fractions):
         cfg = SceneConfig(force_occlusion=float(frac), n_objects=(2, 2), object_size=(0.3, 0.45))
-        seeds = iter(scene_seeds("occlusion", k, 1000))
+        seeds = iter(scene_seeds("occlusion", k, 1000, split))
         got = 0
         while got < n_scenes:
             scene = render_scene(next(seeds), cfg)
@@ -166,8 +169,8 @@ def occlusion(pipe: "OpenVocabSegmentationPipeline", fractions: Sequence[float] 
 
 
 def domain_shift(pipe: "OpenVocabSegmentationPipeline", styles: Sequence[str] = ("filled", "outline", "textured"),
-                 n_scenes: int = 2) -> list[dict[str, Any]]:
-    """(c) Every object of ``n_scenes`` scenes per rendering style, objects otherwise plain
+                 n_scenes: int = 2, split: str = "dev") -> list[dict[str, Any]]:
+    """(c) Every object of ``n_scenes`` scenes (of the limitations split ``split``) per rendering style, objects otherwise plain
     (``textured_objects=0``). The seeds are the same for every style: filled and outline scenes have
     identical layouts and classes; texture patterns consume random draws, so textured scenes differ
     after their first object. Rows: :func:`object_rows` with ``style`` (the knob)."""
@@ -176,7 +179,7 @@ def domain_shift(pipe: "OpenVocabSegmentationPipeline", styles: Sequence[str] = 
     rows = []
     for style in styles:
         cfg = SceneConfig(styles=(style,), n_objects=(2, 3), textured_objects=0.0)
-        for seed in scene_seeds("domain", 0, n_scenes):
+        for seed in scene_seeds("domain", 0, n_scenes, split):
             rows += object_rows(pipe, render_scene(seed, cfg))
     return rows
 
@@ -213,15 +216,16 @@ def _inpaint_config(surface: str, background: str) -> "SceneConfig":
                        backgrounds=(background,), object_size=(0.3, 0.45))
 
 
-def remove_cases(surface: str, background: str, n: int, min_area: int = 300) -> list[tuple["Scene", int, np.ndarray]]:
+def remove_cases(surface: str, background: str, n: int, min_area: int = 300,
+                 split: str = "dev") -> list[tuple["Scene", int, np.ndarray]]:
     """``n`` (scene, index of its largest object, ground-truth image without it) for a condition of (d).
-    Scenes whose largest visible object is under ``min_area`` px are skipped; the seed list is the same
-    for every condition."""
+    Scenes whose largest visible object is under ``min_area`` px are skipped; the seed list (of the limitations
+    split ``split``) is the same for every condition."""
     from ..world import render_scene
 
     cfg = _inpaint_config(surface, background)
     out = []
-    for s in scene_seeds("inpaint", 0, 1000):
+    for s in scene_seeds("inpaint", 0, 1000, split):
         if len(out) == n:
             break
         scene = render_scene(s, cfg)
@@ -235,7 +239,7 @@ def remove_cases(surface: str, background: str, n: int, min_area: int = 300) -> 
 
 def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 2,
                          conditions: Sequence[tuple[str, str]] = INPAINT_CONDITIONS, seed: int = 0,
-                         keep_images: bool = False) -> list[dict[str, Any]]:
+                         keep_images: bool = False, split: str = "dev") -> list[dict[str, Any]]:
     """(d) Remove the largest object of each scene with the pipeline's inpainter and compare with the
     exact ground truth (the same scene rendered without that object, ``render_scene(edit=(i, None))``).
 
@@ -246,6 +250,7 @@ def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 
     (over mask == 0; ``inf`` = preserved exactly), ``ssim_outside``, ``found`` (what the segmentation
     stage reads in the region, :func:`ovseg.edit_eval.classify_region`) and ``success``
     (found == "background"). ``keep_images`` adds ``images``: (original, edited, ground truth) uint8.
+    Scenes of the limitations split ``split`` (:func:`remove_cases`).
     """
     from ..edit_eval import classify_region, psnr_ssim_outside
     from ..world import CLASS_NAMES
@@ -253,7 +258,7 @@ def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 
 
     rows = []
     for surface, bg in conditions:
-        for scene, i, truth in remove_cases(surface, bg, n_scenes):
+        for scene, i, truth in remove_cases(surface, bg, n_scenes, split=split):
             obj = scene.objects[i]
             res = pipe.inpainter.edit(scene.image, scene.instance_masks[i], "remove", object_prompt=obj.class_name,
                                       seed=seed)
@@ -290,8 +295,10 @@ def intended_prompts(scene: "Scene") -> tuple[int, list[dict[str, Any]]]:
     return intended, out
 
 
-def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4) -> list[dict[str, Any]]:
-    """(e) For scenes of 3-4 objects, the top-1 mask of every prompt that fits the intended object.
+def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4,
+                      split: str = "dev") -> list[dict[str, Any]]:
+    """(e) For scenes of 3-4 objects (of the limitations split ``split``), the top-1 mask of every prompt that fits
+    the intended object.
 
     Rows (one per prompt): ``seed``, ``prompt``, ``kind``, ``n_fitting`` (objects the prompt fits),
     ``chance``, ``iou_intended`` (top-1 mask vs the intended object's visible mask), ``hit_intended``
@@ -301,7 +308,7 @@ def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4) 
 
     cfg = SceneConfig(n_objects=(3, 4))
     rows = []
-    for s in scene_seeds("ambiguous", 0, n_scenes):
+    for s in scene_seeds("ambiguous", 0, n_scenes, split):
         scene = render_scene(s, cfg)
         intended, prompts = intended_prompts(scene)
         for p in prompts:
@@ -319,9 +326,17 @@ def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4) 
 
 def summarize(rows: Sequence[dict[str, Any]], by: str, metrics: Sequence[str], order: Sequence[Any] | None = None,
               digits: int = 3) -> list[dict[str, Any]]:
-    """Mean of each metric per value of ``by`` (bools count as 0/1; ``inf`` values are kept as ``inf``
-    only when every value is ``inf``, else the finite mean), plus ``n`` and ``<metric>_se`` (standard
-    error of the mean, 0 for n = 1). Levels in ``order`` (default: sorted), missing levels skipped."""
+    """Mean of each metric per value of ``by``, with its 95% interval.
+
+    Bools count as 0/1 (a rate); ``inf`` values are kept as ``inf`` only when every value is ``inf``, else the
+    finite mean is reported (and ``n`` counts every row). Each level's row has ``by``, ``n`` and, per metric,
+    ``<metric>`` (mean), ``<metric>_lo`` / ``<metric>_hi`` (seeded percentile-bootstrap 95% interval over the
+    rows, i.e. objects, edits or prompts: :func:`ovseg.stats.bootstrap_mean`; equal to the mean for n = 1 or
+    all-``inf``) and ``<metric>_ci95`` (``"[lo, hi]"`` text, ``digits`` decimals). Levels in ``order`` (default:
+    sorted), missing levels skipped.
+    """
+    from ..stats import bootstrap_mean
+
     levels = list(order) if order is not None else sorted({r[by] for r in rows})
     out = []
     for lv in levels:
@@ -331,22 +346,72 @@ def summarize(rows: Sequence[dict[str, Any]], by: str, metrics: Sequence[str], o
         row: dict[str, Any] = {by: lv, "n": len(sel)}
         for m in metrics:
             v = np.array([float(r[m]) for r in sel], np.float64)
-            finite = v[np.isfinite(v)]
-            if len(finite) == 0 and len(v) and np.all(np.isinf(v)):
-                row[m], row[f"{m}_se"] = math.inf, 0.0
-                continue
-            mean = float(finite.mean()) if len(finite) else float("nan")
-            se = float(finite.std(ddof=1) / math.sqrt(len(finite))) if len(finite) > 1 else 0.0
-            row[m], row[f"{m}_se"] = round(mean, digits), round(se, digits)
+            if len(v) and np.all(np.isinf(v)):
+                lo = hi = mean = math.inf
+            else:
+                iv = bootstrap_mean(v[np.isfinite(v)].tolist())
+                mean, lo, hi = iv.value, iv.lo, iv.hi
+            row[m] = round(mean, digits) if math.isfinite(mean) else mean
+            row[f"{m}_lo"] = round(lo, digits) if math.isfinite(lo) else lo
+            row[f"{m}_hi"] = round(hi, digits) if math.isfinite(hi) else hi
+            row[f"{m}_ci95"] = f"[{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else None
         out.append(row)
     return out
+
+
+def half_widths(summary: Sequence[dict[str, Any]], by: str, metrics: Sequence[str]) -> dict[str, float]:
+    """``"<level> <metric>"`` -> half the width of its 95% interval (a :func:`summarize` summary's ``_lo`` /
+    ``_hi``; NaN where undefined), e.g. to check the sample is large enough."""
+    out = {}
+    for r in summary:
+        for m in metrics:
+            lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
+            ok = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+            out[f"{r[by]} {m}"] = (hi - lo) / 2 if ok else float("nan")
+    return out
+
+
+def log_test(experiment: str, summary: Sequence[dict[str, Any]], by: str, metrics: Sequence[str],
+             config: Any, split: str, n: int, protocol: dict[str, Any], unit: str = "objects") -> bool:
+    """Record a 5.3 experiment run on the limitations ``test`` split in the test-set log (:mod:`ovseg.testlog`,
+    task ``limitations:<experiment>``): per level and metric, the mean with its 95% interval. Nothing is written
+    for another split or a non-mini profile (only the mini world's test split is logged). Returns whether a line
+    was appended (False: not the test split, or this exact result was logged before).
+
+    Args:
+        experiment: ``small_objects``, ``occlusion``, ``domain_shift``, ``inpainting`` or ``ambiguous_prompts``.
+        summary: the :func:`summarize` rows; ``by`` its level column, ``metrics`` the metrics logged.
+        config: the pipeline's :class:`ovseg.config.PipelineConfig` (model identities and settings).
+        n: scenes (or edits) per level, as requested; protocol: the experiment's parameters (hashed).
+        unit: what a row is (``objects``, ``edits``, ``prompts``): each number's n counts them.
+    """
+    from ..testlog import interval, record_experiment
+
+    headline = {}
+    for r in summary:
+        for m in metrics:
+            lo, hi = r.get(f"{m}_lo"), r.get(f"{m}_hi")
+            if lo is None or not all(math.isfinite(v) for v in (r[m], lo, hi)):
+                continue
+            headline[f"{r[by]}|{m}"] = interval(r[m], lo, hi, r["n"], unit)
+    stages = ("sam2", "clip", "inpainting") if experiment == "inpainting" else ("sam2", "clip")
+    return record_experiment(f"limitations:{experiment}", config, n, headline, {"experiment": experiment, **protocol},
+                             f"limitations/{split}", stages)
+
+
+def _error_bars(summary: Sequence[dict[str, Any]], col: str, ys: np.ndarray) -> np.ndarray:
+    """(2, L) float: how far each level's 95% interval reaches below and above its value (0 where undefined)."""
+    lo = np.array([r.get(f"{col}_lo", y) for r, y in zip(summary, ys)], float)
+    hi = np.array([r.get(f"{col}_hi", y) for r, y in zip(summary, ys)], float)
+    err = np.stack([ys - lo, hi - ys])
+    return np.where(np.isfinite(err), np.clip(err, 0, None), 0.0)
 
 
 def plot_metrics(ax: Any, summary: Sequence[dict[str, Any]], knob: str, metrics: dict[str, str], xlabel: str,
                  title: str, ylabel: str = "IoU", ylim: tuple[float, float] | None = (0.0, 1.02),
                  categorical: bool = False, x: str | None = None, reference: tuple[float, str] | None = None,
                  baselines: dict[str, str] | None = None, legend: bool = True) -> None:
-    """Draw summary metrics against the knob on ``ax``: lines with standard-error bars (``<metric>_se``),
+    """Draw summary metrics against the knob on ``ax``: lines with 95%-interval bars (``<metric>_lo`` / ``_hi``),
     or grouped bars when ``categorical``. ``metrics`` maps a summary column to its legend label; ``x``
     names a column holding the numeric x positions (default: the knob values); ``reference`` =
     (x, label) draws a vertical marker; ``baselines`` maps a column to a label drawn dotted (e.g. chance)."""
@@ -358,7 +423,7 @@ def plot_metrics(ax: Any, summary: Sequence[dict[str, Any]], knob: str, metrics:
     width = 0.8 / max(len(metrics), 1)
     for j, (col, label) in enumerate(metrics.items()):
         ys = np.array([r[col] for r in summary], float)
-        err = np.array([r.get(f"{col}_se", 0.0) for r in summary], float)
+        err = _error_bars(summary, col, ys)  # (2, L): distance below and above each value
         if categorical:
             pos = xs + (j - (len(metrics) - 1) / 2) * width
             ax.bar(pos, ys, width=width, yerr=err, capsize=2, ecolor="0.3", label=label)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["THESIS_SAM2", "SWEEP_GRID", "SWEEP_GRID_SMALL", "GRIDS", "SWEPT_KEYS", "load_eval_scene", "select_scenes",
            "mask_iou", "best_iou_per_object",
-           "mask_stats", "sweep_settings", "run_sweep", "summarise", "sweep_figure", "masks_figure"]
+           "mask_stats", "sweep_settings", "run_sweep", "summarise", "sweep_figure", "masks_figure", "log_test"]
 
 #: The thesis' automatic-mask-generation settings (README: 32 x 32 grid, IoU > 0.88, stability > 0.95, 1 crop layer).
 THESIS_SAM2: dict[str, Any] = {"points_per_side": 32, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95,
@@ -195,7 +195,10 @@ def run_sweep(generator: "MaskGenerator", scenes: Sequence["Scene"], settings: S
 def summarise(settings: Sequence[dict[str, Any]], per_image: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One table row per setting: ``group``, ``setting`` (label), the four swept values, ``masks_per_image``,
     ``coverage`` (mean over images), ``recall@0.5`` (hits / objects over all images), ``mean_best_iou``
-    (over objects), ``n_objects``."""
+    (over objects), ``n_objects``, and ``recall_ci95`` / ``best_iou_ci95`` (``"[lo, hi]"``, seeded 95% bootstrap
+    intervals over objects, :mod:`ovseg.stats`; plots read ``recall_lo`` / ``recall_hi``)."""
+    from ..stats import bootstrap_mean
+
     rows = []
     for s in settings:
         recs = [r for r in per_image if r["label"] == s["label"]]
@@ -206,7 +209,14 @@ def summarise(settings: Sequence[dict[str, Any]], per_image: Sequence[dict[str, 
                      "coverage": float(np.mean([r["coverage"] for r in recs])) if recs else float("nan"),
                      "recall@0.5": sum(r["hits"] for r in recs) / n_obj if n_obj else float("nan"),
                      "mean_best_iou": float(best.mean()) if len(best) else float("nan"), "n_objects": n_obj})
+        rec, iou = bootstrap_mean((best >= 0.5).astype(float).tolist(), unit="objects"), bootstrap_mean(best.tolist())
+        rows[-1].update({"recall_ci95": _text(rec), "best_iou_ci95": _text(iou), "recall_lo": rec.lo,
+                         "recall_hi": rec.hi})
     return rows
+
+
+def _text(iv: Any) -> str | None:
+    return None if iv.n == 0 else f"[{iv.lo:.3f}, {iv.hi:.3f}]"
 
 
 # ---- figures -----------------------------------------------------------------------------------
@@ -232,6 +242,9 @@ def sweep_figure(rows: Sequence[dict[str, Any]], base: dict[str, Any], thesis: d
         rs = sorted((r for r in rows if r["group"] == g), key=lambda r: r[g])
         x = [r[g] for r in rs]
         h1, = ax.plot(x, [r["recall@0.5"] for r in rs], "o-", color="tab:blue", label="object recall @ IoU 0.5")
+        if all("recall_lo" in r for r in rs):  # its 95% interval over objects
+            ax.fill_between(x, [r["recall_lo"] for r in rs], [r["recall_hi"] for r in rs], color="tab:blue", alpha=0.15,
+                            lw=0)
         h2, = ax.plot(x, [r["coverage"] for r in rs], "s-", color="tab:green", label="pixel coverage")
         ax.set_ylim(-0.03, 1.05)
         ax2 = ax.twinx()
@@ -255,7 +268,10 @@ def sweep_figure(rows: Sequence[dict[str, Any]], base: dict[str, Any], thesis: d
     if presets:
         ax = axes[-1]
         x = np.arange(len(presets))
-        bars = ax.bar(x - 0.2, [r["recall@0.5"] for r in presets], 0.4, color="tab:blue")
+        err = np.array([[r["recall@0.5"] - r.get("recall_lo", r["recall@0.5"]),
+                         r.get("recall_hi", r["recall@0.5"]) - r["recall@0.5"]] for r in presets]).T  # (2, P)
+        bars = ax.bar(x - 0.2, [r["recall@0.5"] for r in presets], 0.4, color="tab:blue", yerr=np.clip(err, 0, None),
+                      capsize=2, ecolor="0.3")
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.bar(x + 0.2, [r["coverage"] for r in presets], 0.4, color="tab:green")
         ax.set_ylim(0, 1.05)
@@ -303,3 +319,15 @@ def masks_figure(image: np.ndarray, panels: Sequence[tuple[str, np.ndarray]], gt
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     return fig
+
+
+def log_test(rows: Sequence[dict[str, Any]], config: Any, split: str, protocol: dict[str, Any]) -> bool:
+    """Log a :func:`summarise` sweep on the mini world's test split (:func:`ovseg.testlog.record_experiment`,
+    task ``mask_sweep``): each setting's recall at IoU 0.5 with its interval. Nothing for ``dev`` or full."""
+    from ..testlog import interval, record_experiment
+
+    headline = {f"{r['setting']}|recall": interval(r["recall@0.5"], r["recall_lo"], r["recall_hi"], r["n_objects"],
+                                                   "objects")
+                for r in rows if r.get("n_objects") and np.isfinite(r.get("recall_lo", np.nan))}
+    n = max((r["n_objects"] for r in rows), default=0)
+    return record_experiment("mask_sweep", config, n, headline, protocol, f"scenes/{split}", ("sam2",))

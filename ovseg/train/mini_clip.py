@@ -531,6 +531,9 @@ def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> 
         lines.append("- not evaluated")
     write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
     pin_if_embedded(folder, "mini-clip")  # SHA256SUMS for the weights registry
+    from ..testlog import write_card_section
+
+    write_card_section("mini-clip", folder)  # what the test-set log holds for exactly these weights
 
 
 # ---- loop --------------------------------------------------------------------------------------------------

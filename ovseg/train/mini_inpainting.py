@@ -567,6 +567,9 @@ class Trainer:
         pipe.save_pretrained(str(folder), safe_serialization=True)
         self.write_model_card(folder)
         pin_if_embedded(folder, "mini-inpainting")
+        from ..testlog import write_card_section
+
+        write_card_section("mini-inpainting", folder)  # what the test-set log holds for exactly these weights
         return folder
 
     def write_model_card(self, folder: Path, metrics: dict[str, Any] | None = None) -> Path:
@@ -742,7 +745,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         trainer.export(Path(args.export))
         if args.card_metrics:
+            from ..testlog import write_card_section
+
             trainer.write_model_card(Path(args.export), card_metrics(Path(args.card_metrics), args.card_command))
+            write_card_section("mini-inpainting", Path(args.export))
     return 0
 
 

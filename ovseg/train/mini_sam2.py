@@ -505,6 +505,10 @@ def export_model(model: Any, model_dir: str | Path = MODEL_DIR, config_path: str
     from ..weights import pin_if_embedded
 
     pin_if_embedded(model_dir, "mini-sam2")  # SHA256SUMS for the weights registry
+    if card is not None:  # what the test-set log holds for exactly these weights (a fresh export: nothing yet)
+        from ..testlog import write_card_section
+
+        write_card_section("mini-sam2", model_dir)
     return out
 
 
