@@ -17,6 +17,7 @@ _EXPORTS = {
     "SegmentationResult": "pipeline",
     "SegmentationMask": "pipeline",
     "SemanticResult": "pipeline",
+    "BatchItem": "pipeline",
     "PipelineConfig": "config",
     "SAM2Config": "config",
     "CLIPConfig": "config",

@@ -6,6 +6,8 @@ Mapping from the thesis code's ``main.py --mode``:
 thesis ``main.py``            ovseg
 ============================  =========================================
 ``--mode segment``            ``ovseg segment IMAGE --prompt TEXT``
+(semantic label map)          ``ovseg segment IMAGE --classes "a, b, c"``
+(batch)                       ``ovseg segment FOLDER|"GLOB"|LIST.txt --prompt TEXT`` (see ovseg.batch)
 ``--mode remove``             ``ovseg remove IMAGE --prompt TEXT``
 ``--mode replace --edit E``   ``ovseg replace IMAGE --prompt TEXT --edit E``
 ``--mode style --edit E``     ``ovseg style IMAGE --prompt TEXT --edit E``
@@ -68,9 +70,22 @@ class _RefuseEdit(argparse.Action):
                      'else there use: ovseg replace IMAGE --prompt "..." --edit "..."')
 
 
+_INPUT_HELP = ("input image (PNG, JPEG, ...), or for a batch: a folder of images, a quoted glob (\"photos/*.jpg\") "
+               "or a .txt list of paths (one a line); a batch writes OUT/<image stem>/ per image, OUT/results.jsonl "
+               "and OUT/summary.csv (default OUT: ovseg-out/<folder or list name>-<command>, ovseg-out/batch-<command> "
+               "for a glob), and a rerun resumes")
+
+
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument("image", help="input image (PNG, JPEG, ...)")
-    p.add_argument("--prompt", required=True, help='text describing the object, e.g. "red car"')
+    p.add_argument("image", metavar="INPUT", help=_INPUT_HELP)
+    if command == "segment":
+        what = p.add_mutually_exclusive_group(required=True)
+        what.add_argument("--prompt", help='text describing the object, e.g. "red car"')
+        what.add_argument("--classes", default=None,
+                          help='comma-separated class names, e.g. "red circle, blue square": label every pixel with '
+                               "one of them (writes labels.png, semantic.png, result.json)")
+    else:
+        p.add_argument("--prompt", required=True, help='text describing the object, e.g. "red car"')
     if command in ("replace", "style"):
         p.add_argument("--edit", default=None,
                        help="what to paint instead" if command == "replace" else "the new look of the object")
@@ -167,8 +182,10 @@ def _out_dir(args: argparse.Namespace, suffix: str) -> Path:
     return Path(args.out) if args.out else Path("ovseg-out") / f"{Path(args.image).stem}-{suffix}"
 
 
-def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Image, prompt, edit prompt, config overrides and output folder, all checked before any model loads."""
+def _validate(args: argparse.Namespace, batch: bool = False) -> tuple[Any, Any]:
+    """Image, prompt, edit prompt, config overrides and output folder, all checked before any model loads.
+    ``batch``: INPUT names several images: none is loaded here (each is checked when it is processed) and the
+    output folder is left to :func:`ovseg.batch.check_batch_out`; the image returned is None."""
     from .config import apply_overrides, load_config
     from .errors import InputError
     from .features import check_prompts
@@ -179,8 +196,13 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
     config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
     if getattr(args, "seed", None) is not None:
         check_seed(args.seed)
-    image = load_image(args.image)
-    check_prompts(args.prompt)
+    image = None if batch else load_image(args.image)
+    if getattr(args, "classes", None) is not None:
+        from .batch import parse_classes
+
+        args.class_names = check_prompts(parse_classes(args.classes))
+    else:
+        check_prompts(args.prompt)
     if args.top_k < 1:
         raise InputError("--top-k must be a positive integer", args.top_k, "pass e.g. --top-k 5")
     if getattr(args, "steps", None) is not None:
@@ -190,7 +212,8 @@ def _validate(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.command in ("replace", "style") and (args.edit is None or not args.edit.strip()):
         raise InputError(f"{args.command} needs --edit describing the new content", repr(args.edit),
                          'add --edit "..." (e.g. --edit "blue square")')
-    check_output_dir(_out_dir(args, args.command), "--out")
+    if not batch:
+        check_output_dir(_out_dir(args, args.command), "--out")
     args.device = check_device(args.device)  # last: it imports torch (a GPU this machine lacks: one line, no model)
     return image, config
 
@@ -208,11 +231,48 @@ def _no_match_hint(result: Any) -> str:
             f"--set alignment.similarity_threshold={math.floor(best * 100) / 100:g}")
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
+def _cmd_batch(args: argparse.Namespace) -> int:
+    """``segment`` / ``remove`` / ``replace`` / ``style`` over a folder, glob or .txt list (:mod:`ovseg.batch`)."""
+    from .batch import check_batch_out, expand_inputs, run_batch
+
+    inputs = expand_inputs(args.image)
+    _, config = _validate(args, batch=True)
+    out = Path(args.out) if args.out else Path("ovseg-out") / f"{inputs.label}-{args.command}"
+    out = check_batch_out(out)
+    return run_batch(args, inputs, config, out, getattr(args, "class_names", None))
+
+
+def _cmd_semantic(args: argparse.Namespace, image: Any, config: Any, progress: bool) -> int:
+    """``segment IMAGE --classes "a, b, c"``: a label map (``SemanticResult.save``)."""
     from .pipeline import OpenVocabSegmentationPipeline
 
+    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=progress)
+    result = pipe.segment_semantic(image, args.class_names)
+    result.source = str(args.image)
+    out = _out_dir(args, args.command)
+    files = result.save(out)
+    if args.json:
+        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+        return 0
+    total = result.label_map.size
+    shares = ", ".join(f"{name!r} {100 * n / total:.1f}%" for name, n in result.class_pixels().items())
+    found = sum(1 for n in result.class_pixels().values() if n)
+    print(f"label map: {found} of {len(result.class_names)} class(es) found ({shares}; profile {result.profile}) -> {out}")
+    print(f"  {len(result.masks)} candidate masks, {result.num_assigned} given a class; labels.png (class i = i + 1, "
+          f"0 = none), semantic.png, result.json in {out}")
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .batch import is_batch_input
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    if is_batch_input(args.image):
+        return _cmd_batch(args)
     image, config = _validate(args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
+    if getattr(args, "classes", None) is not None:
+        return _cmd_semantic(args, image, config, progress)
     pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=progress)
     if args.command == "segment":
         result = pipe.segment(image, args.prompt, top_k=args.top_k)

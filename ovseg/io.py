@@ -293,9 +293,10 @@ def save_image_atomic(path: str | os.PathLike, image: Any) -> Path:
 
 # ---- output folders ---------------------------------------------------------------------------
 
-#: Names of the files ovseg writes into an output folder (``SegmentationResult.save``). Only files with
-#: these names, listed by the folder's previous ``result.json``, are ever removed by a rerun.
-OUTPUT_NAMES = re.compile(r"overlay\.png|mask\.png|edit_mask\.png|edited\.png|mask_\d{2,}\.png|result\.json")
+#: Names of the files ovseg writes into an output folder (``SegmentationResult.save``, ``SemanticResult.save``). Only
+#: files with these names, listed by the folder's previous ``result.json``, are ever removed by a rerun.
+OUTPUT_NAMES = re.compile(r"overlay\.png|mask\.png|edit_mask\.png|edited\.png|mask_\d{2,}\.png|labels\.png|"
+                          r"semantic\.png|result\.json")
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:

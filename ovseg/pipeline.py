@@ -27,7 +27,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ from . import weights as W
 from .align import AlignmentScores, rank_masks, score_masks, semantic_segmentation
 from .config import MINI_MAX_IMAGE_SIDE as _MINI_MAX_IMAGE_SIDE
 from .config import PipelineConfig, load_config
-from .errors import InputError, NoMatchWarning, OutOfDomainWarning, WeightsError
+from .errors import InputError, NoMatchWarning, OutOfDomainWarning, OvsegError, WeightsError
 from .features import check_prompts
 from .io import load_image
 from .paths import REPO_ROOT
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inpaint import Inpainter
     from .masks import MaskGenerator
 
-__all__ = ["OpenVocabSegmentationPipeline", "SegmentationMask", "SegmentationResult", "SemanticResult",
+__all__ = ["OpenVocabSegmentationPipeline", "SegmentationMask", "SegmentationResult", "SemanticResult", "BatchItem",
            "EDIT_OPERATIONS", "load_mask_generator", "load_dense_clip", "load_inpainter", "effective_config",
            "MINI_WORLD_SIDE", "MINI_MAX_IMAGE_SIDE"]
 
@@ -194,6 +194,11 @@ class SemanticResult:
     scores: AlignmentScores  # (N, C)
     masks: MaskSet  # the candidates, at the working size (sam2.max_image_side)
     timings: dict[str, float] = field(default_factory=dict)
+    profile: str | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # as SegmentationResult.models
+    config: dict[str, Any] | None = None  # the effective configuration (effective_config)
+    source: str | None = None  # the image's path when it was given as one
+    exif_orientation: int | None = None
 
     @property
     def num_assigned(self) -> int:
@@ -204,6 +209,93 @@ class SemanticResult:
     def empty(self) -> bool:
         """True when no pixel got a class (``label_map`` is all -1); ``segment_semantic`` also warns then."""
         return not bool((self.label_map >= 0).any())
+
+    def class_pixels(self) -> dict[str, int]:
+        """Pixels of ``label_map`` given each class, ``{name: count}`` in ``class_names`` order."""
+        counts = np.bincount(self.label_map[self.label_map >= 0].ravel(), minlength=len(self.class_names))
+        return {name: int(counts[i]) for i, name in enumerate(self.class_names)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (no arrays): what ``result.json`` holds, less its ``files`` list. ``class_pixels``
+        counts the label map's pixels per class; ``labels.png`` stores class ``i`` as ``i + 1`` (0 = no class)."""
+        h, w = self.image.shape[:2]
+        return {"class_names": list(self.class_names), "image_size": [w, h], "profile": self.profile,
+                "mask_source": self.masks.source, "num_candidates": len(self.masks), "num_assigned": self.num_assigned,
+                "class_pixels": self.class_pixels(), "label_encoding": "labels.png value = class index + 1, 0 = no class",
+                "timings_s": {k: round(v, 4) for k, v in self.timings.items()}, "models": self.models,
+                "image": self.source, "exif_orientation": self.exif_orientation, "config": self.config}
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write the output folder of ``ovseg segment IMAGE --classes ...``; returns the files written, ``result.json``
+        last.
+
+        ``labels.png``: the label map at the input's size, class ``i`` of ``class_names`` stored as ``i + 1`` and 0 for
+        pixels no class was given (8-bit greyscale PNG, 16-bit for more than 254 classes). ``semantic.png``: each
+        class's colour (:data:`ovseg.viz.PALETTE`) blended half over the image. ``result.json``: :meth:`to_dict` plus
+        ``files``, written last. Every file is written atomically; an earlier run's listed files this run did not write
+        are removed, nothing else is touched (as :meth:`SegmentationResult.save`).
+
+        Raises:
+            InputError: ``out_dir`` exists and is not a folder.
+        """
+        from .io import check_output_dir, listed_outputs, remove_stale_outputs, save_image_atomic, write_json_atomic
+        from .viz import PALETTE
+
+        out = check_output_dir(out_dir)
+        created = not out.exists()
+        previous = listed_outputs(out / "result.json")
+        written: list[Path] = []
+        try:
+            dtype = np.uint8 if len(self.class_names) <= 254 else np.uint16
+            written.append(save_image_atomic(out / "labels.png", (self.label_map + 1).astype(dtype)))
+            colours = np.vstack([PALETTE, PALETTE // 2 + 64]).astype(np.float32)
+            blend = self.image.astype(np.float32)
+            has = self.label_map >= 0
+            blend[has] = 0.5 * blend[has] + 0.5 * colours[self.label_map[has] % len(colours)]
+            written.append(save_image_atomic(out / "semantic.png", np.rint(blend).astype(np.uint8)))
+            names = [p.name for p in written] + ["result.json"]
+            remove_stale_outputs(out, previous, names)
+            written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
+        except BaseException:
+            if created:
+                for p in written:
+                    p.unlink(missing_ok=True)
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
+            raise
+        return written
+
+
+@dataclass
+class BatchItem:
+    """One image of :meth:`OpenVocabSegmentationPipeline.segment_batch`.
+
+    ``index`` is the image's position in the iterable given; ``source`` the image as given (a path, PIL image or
+    array). Exactly one of ``result`` and ``error`` is set: the result of ``segment`` / ``segment_and_edit`` /
+    ``segment_semantic``, or the one-line message of what went wrong with this image. ``seconds`` is the wall time
+    of the image (models loaded on the first image included); ``warnings`` the messages of the warnings it raised.
+    """
+
+    index: int
+    source: Any
+    result: "SegmentationResult | SemanticResult | None"
+    error: str | None
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line: an ovseg error's own message, else ``<Type>: <first line>``."""
+    if isinstance(err, OvsegError):
+        return " ".join(str(err).split())
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {first}".rstrip(": ")
 
 
 # ---- stage loaders ------------------------------------------------------------------------------
@@ -650,7 +742,11 @@ class OpenVocabSegmentationPipeline:
         threshold = self.config.alignment.similarity_threshold
         label_map, mask_labels = semantic_segmentation(masks, scores, threshold)  # (h, w) at the working size
         label_map = upscale_nearest(label_map, arr.shape[:2])  # (H, W) int32
-        result = SemanticResult(arr, names, label_map, mask_labels, scores, masks, dict(self.timings))
+        result = SemanticResult(arr, names, label_map, mask_labels, scores, masks, dict(self.timings),
+                                profile=self.config.profile, models={k: self._model_info(k) for k in ("sam2", "clip")},
+                                config=effective_config(self.config),
+                                source=str(image) if isinstance(image, (str, os.PathLike)) else None,
+                                exif_orientation=self._exif_orientation)
         if result.empty:
             source = _SOURCE_NAMES.get(masks.source, masks.source)
             warnings.warn(f"no mask was assigned any of the {len(names)} class names ({len(masks)} candidates from "
@@ -658,6 +754,86 @@ class OpenVocabSegmentationPipeline:
                           "(SemanticResult.empty); lower alignment.similarity_threshold or check the class names",
                           NoMatchWarning, stacklevel=2)
         return result
+
+    def segment_batch(self, images: Iterable[Any], prompt: str | None = None, top_k: int = 5, *,
+                      classes: Sequence[str] | None = None, operation: str = "segment", edit_prompt: str | None = None,
+                      seed: int | None = None, on_error: str = "record", warn: bool = True) -> Iterator[BatchItem]:
+        """Run one request over many images with the models loaded once; yields a :class:`BatchItem` per image, in
+        the order of ``images``.
+
+        Args:
+            images: paths, PIL images or (H, W, 3) uint8 arrays (any iterable; consumed lazily).
+            prompt: the text prompt (``segment`` and the edit operations).
+            top_k: masks per image (>= 1).
+            classes: class names instead of ``prompt``: every image gets a label map (:meth:`segment_semantic`);
+                only with ``operation="segment"``.
+            operation: ``segment``, or an edit: ``remove``, ``replace``, ``style`` (:meth:`segment_and_edit`).
+            edit_prompt, seed: of the edit operations.
+            on_error: ``"record"``: an image that fails with an :class:`~ovseg.errors.OvsegError` (unreadable or
+                corrupt file, too small, no mask to edit, ...) or a ``RuntimeError`` / ``MemoryError`` is yielded with
+                ``error`` set and the batch goes on; ``"raise"``: the first such error propagates. Missing weights
+                (:class:`~ovseg.errors.WeightsError`) always propagate: every image would fail the same way.
+            warn: re-emit each image's warnings after recording them in ``BatchItem.warnings`` (False: only recorded).
+
+        Raises:
+            InputError: a bad request (prompt, classes, operation, top_k, edit prompt, seed, on_error), before any
+                image is read or model loaded.
+        """
+        if on_error not in ("record", "raise"):
+            raise InputError("on_error must be 'record' or 'raise'", repr(on_error), "pass on_error='record'")
+        if operation not in ("segment", *EDIT_OPERATIONS):
+            raise InputError("operation must be one of segment, remove, replace, style", repr(operation),
+                             "pass operation='segment' (or an edit operation)")
+        if (prompt is None) == (classes is None):
+            raise InputError("segment_batch takes either a prompt or class names", f"prompt={prompt!r}, classes={classes!r}",
+                             "pass prompt='red circle', or classes=['red circle', 'blue square'] for label maps")
+        if classes is not None:
+            if operation != "segment":
+                raise InputError("class names (label maps) go with operation='segment' only", repr(operation),
+                                 "drop classes, or use operation='segment'")
+            names = check_prompts([classes] if isinstance(classes, str) else list(classes))
+        else:
+            if not isinstance(prompt, str):
+                raise InputError("segment_batch takes one text prompt (a str)", type(prompt).__name__,
+                                 "pass classes=[...] for several class names")
+            prompt = check_prompts(prompt)[0]
+        if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 1:
+            raise InputError("top_k must be a positive integer", repr(top_k), "pass e.g. top_k=5")
+        if operation != "segment":
+            from .inpaint import check_seed
+
+            check_seed(seed)
+            if operation != "remove" and (edit_prompt is None or not str(edit_prompt).strip()):
+                raise InputError(f"{operation} needs an edit prompt describing the new content", repr(edit_prompt),
+                                 'pass edit_prompt="..." (CLI: --edit "...")')
+        recorded = (OvsegError, RuntimeError, MemoryError) if on_error == "record" else ()
+
+        def run() -> Iterator[BatchItem]:
+            for index, image in enumerate(images):
+                start = time.perf_counter()
+                result: SegmentationResult | SemanticResult | None = None
+                error: str | None = None
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    try:
+                        if classes is not None:
+                            result = self.segment_semantic(image, names)
+                        elif operation == "segment":
+                            result = self.segment(image, prompt, top_k=top_k)
+                        else:
+                            result = self.segment_and_edit(image, prompt, operation, edit_prompt=edit_prompt,
+                                                           top_k=top_k, seed=seed)
+                    except WeightsError:
+                        raise
+                    except recorded as err:
+                        error = _one_line(err)
+                if warn:
+                    for w in caught:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                yield BatchItem(index, image, result, error, time.perf_counter() - start,
+                                [str(w.message) for w in caught])
+
+        return run()
 
     def visualize_results(self, result: SegmentationResult | SemanticResult) -> dict[str, Any]:
         """Matplotlib figures for a result: ``overlay`` (+ ``masks``, ``edit`` when present)."""
