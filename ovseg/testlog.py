@@ -172,15 +172,22 @@ def quoted_table(shipped: dict[str, dict[str, str]], path: str | os.PathLike | N
         e = latest(task, shipped[task], path)
         if e is None:
             continue
-        for key, label, scale in keys:
-            iv = e["headline"].get(key)
-            if not iv or iv.get("value") is None:
-                continue
-            d = 1 if scale == 100 else 3
-            lo, hi = iv["ci95"]
-            lines.append(f"| {label} | {iv['value'] * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}] | "
-                         f"{iv['n']} {iv['unit']} | {e['date']}, protocol {e['protocol']} |")
+        for label, value, iv in _quoted(e, keys):
+            lines.append(f"| {label} | {value} | {iv['n']} {iv['unit']} | {e['date']}, protocol {e['protocol']} |")
     return "\n".join(lines)
+
+
+def _quoted(entry: dict[str, Any], keys: Sequence[tuple[str, str, float]]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, ``"value [lo, hi]"`` scaled and rounded, interval record) of each :data:`QUOTED` key a line has."""
+    out = []
+    for key, label, scale in keys:
+        iv = entry["headline"].get(key)
+        if not iv or iv.get("value") is None:
+            continue
+        d = 1 if scale == 100 else 3
+        lo, hi = iv["ci95"]
+        out.append((label, f"{iv['value'] * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}]", iv))
+    return out
 
 
 #: Where each embedded model's card quotes the log: the tasks whose numbers it reports.
@@ -208,15 +215,9 @@ def card_section(name: str, folder: str | os.PathLike, path: str | os.PathLike |
                          f"`ovseg evaluate --dataset mini {cmd} --out OUT`")
             continue
         e = max(hits, key=lambda h: h[:2])[2]
-        for key, label, scale in QUOTED[task]:
-            iv = e["headline"].get(key)
-            if not iv or iv.get("value") is None:
-                continue
-            d = 1 if scale == 100 else 3
-            lo, hi = iv["ci95"]
-            lines.append(f"- {label}: {iv['value'] * scale:.{d}f} [{lo * scale:.{d}f}, {hi * scale:.{d}f}], "
-                         f"n = {iv['n']} {iv['unit']} (logged {e['date']}, protocol {e['protocol']}, "
-                         f"models {', '.join(f'{k} {v}' for k, v in sorted(e['models'].items()))})")
+        for label, value, iv in _quoted(e, QUOTED[task]):
+            lines.append(f"- {label}: {value}, n = {iv['n']} {iv['unit']} (logged {e['date']}, protocol "
+                         f"{e['protocol']}, models {', '.join(f'{k} {v}' for k, v in sorted(e['models'].items()))})")
     return "\n".join(lines) + "\n"
 
 
