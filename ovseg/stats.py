@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SEED", "RESAMPLES", "LEVEL", "Interval", "bootstrap_rate", "bootstrap_mean", "bootstrap_confusion",
-           "format_interval"]
+           "format_interval", "interval_text", "parse_interval", "error_ends",
+           "noise_verdict"]
 
 #: Seed of every bootstrap (numpy ``default_rng``).
 SEED = 0
@@ -119,3 +120,34 @@ def format_interval(iv: Interval, scale: float = 100.0, digits: int = 1) -> str:
     if iv.n == 0 or not np.isfinite(iv.value):
         return "-"
     return f"{iv.value * scale:.{digits}f} [{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+
+
+def interval_text(iv: Interval | None, scale: float = 1.0, digits: int = 3) -> str | None:
+    """``"[lo, hi]"`` of an interval (times ``scale``, ``digits`` decimals), the ``*_ci95`` column of a table; None
+    for no interval, no data or undefined ends."""
+    if iv is None or iv.n == 0 or not np.isfinite(iv.lo):
+        return None
+    return f"[{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """(lo, hi) of an :func:`interval_text` string ``"[lo, hi]"``."""
+    lo, hi = (float(t) for t in text.strip("[]").split(","))
+    return lo, hi
+
+
+def noise_verdict(lo: float, hi: float, higher: str, lower: str) -> str:
+    """A paired difference's 95% interval in words: inside the noise when it contains 0, else ``higher`` (all
+    above 0) or ``lower``."""
+    if lo <= 0 <= hi:
+        return "inside the noise (the interval contains 0)"
+    return higher if lo > 0 else lower
+
+
+def error_ends(text: str | None, value: float) -> tuple[float, float]:
+    """(below, above): how far an :func:`interval_text` interval reaches from ``value``, for error bars; (0, 0)
+    without one, never negative."""
+    if not text:
+        return 0.0, 0.0
+    lo, hi = parse_interval(text)
+    return max(value - lo, 0.0), max(hi - value, 0.0)

@@ -153,7 +153,7 @@ def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, 
     "no_mask", "oracle", "acc_lo", "acc_hi"}``; rates in [0, 1]. ``no_mask``: fraction of prompts for which no mask
     passed ``threshold``. ``*_ci95``: ``"[lo, hi]"`` seeded 95% bootstrap intervals over prompts (:mod:`ovseg.stats`).
     """
-    from ..stats import bootstrap_mean
+    from ..stats import bootstrap_mean, interval_text
 
     recs, oracle, empty = _records(caches, alpha, spatial, boundary_width, min_weight, threshold, top_ks, kinds)
     n = len(recs)
@@ -165,8 +165,8 @@ def evaluate_setting(caches: Sequence[ImageCache], alpha: float, spatial: bool, 
            float("nan"), "mean_iou": mean("iou")}
     acc = bootstrap_mean([r["hit@1"] for r in recs], unit="prompts") if 1 in top_ks else None
     iou = bootstrap_mean([r["iou"] for r in recs], unit="prompts")
-    row["acc_ci95"] = _ci(acc)
-    row["iou_ci95"] = _ci(iou)
+    row["acc_ci95"] = interval_text(acc)
+    row["iou_ci95"] = interval_text(iou)
     row.update({f"hit@{k}": mean(f"hit@{k}") for k in top_ks})
     row["no_mask"] = float(np.mean(empty)) if n else float("nan")
     row["oracle"] = float(np.mean(oracle)) if n else float("nan")
@@ -180,23 +180,15 @@ def setting_difference(caches: Sequence[ImageCache], a: tuple[float, bool], b: t
     """Paired top-1 accuracy difference, setting ``a`` minus setting ``b`` (each ``(alpha, spatial)``), over the same
     prompts: ``{"difference", "ci95" ("[lo, hi]", points of accuracy in [0, 1]), "n_prompts", "verdict"}``. One
     bootstrap resample of the prompts feeds both settings, so the interval is that of the difference."""
-    from ..stats import bootstrap_mean
+    from ..stats import bootstrap_mean, interval_text, noise_verdict
 
     ra, _, _ = _records(caches, a[0], a[1], boundary_width, min_weight, threshold, (1,), kinds)
     rb, _, _ = _records(caches, b[0], b[1], boundary_width, min_weight, threshold, (1,), kinds)
     iv = bootstrap_mean([x["hit@1"] - y["hit@1"] for x, y in zip(ra, rb)], unit="prompts")
     if iv.n == 0:
         return {"difference": float("nan"), "ci95": None, "n_prompts": 0, "verdict": "no prompts"}
-    verdict = "inside the noise (the interval contains 0)" if iv.lo <= 0 <= iv.hi else \
-        ("first higher" if iv.lo > 0 else "first lower")
-    return {"difference": iv.value, "ci95": _ci(iv), "n_prompts": iv.n, "verdict": verdict}
-
-
-def _ci(iv: Any) -> str | None:
-    """``"[lo, hi]"`` (3 decimals) of an :class:`ovseg.stats.Interval`; None when undefined."""
-    if iv is None or iv.n == 0 or not np.isfinite(iv.lo):
-        return None
-    return f"[{iv.lo:.3f}, {iv.hi:.3f}]"
+    verdict = noise_verdict(iv.lo, iv.hi, "first higher", "first lower")
+    return {"difference": iv.value, "ci95": interval_text(iv), "n_prompts": iv.n, "verdict": verdict}
 
 
 def alignment_sweep(caches: Sequence[ImageCache], alphas: Sequence[float] = ALPHAS, spatial: Sequence[bool] = (True, False),
@@ -295,6 +287,7 @@ def log_test(kind_rows: Sequence[dict[str, Any]], diffs: dict[str, dict[str, Any
     """Log the referring accuracies per prompt kind and setting of a test-split run (:func:`evaluate_setting`
     rows with ``kind`` and ``setting``) and the paired differences of :func:`setting_difference` per kind
     (:func:`ovseg.testlog.record_experiment`, task ``alignment``). Nothing for ``dev`` or the full profile."""
+    from ..stats import parse_interval
     from ..testlog import interval, record_experiment
 
     headline = {}
@@ -304,6 +297,6 @@ def log_test(kind_rows: Sequence[dict[str, Any]], diffs: dict[str, dict[str, Any
                                                                    r["n_prompts"], "prompts")
     for kind, dd in diffs.items():
         if dd["ci95"]:
-            lo, hi = (float(t) for t in dd["ci95"].strip("[]").split(","))
+            lo, hi = parse_interval(dd["ci95"])
             headline[f"{kind}|thesis_minus_plain"] = interval(dd["difference"], lo, hi, dd["n_prompts"], "prompts")
     return record_experiment("alignment", config, n_images, headline, {"n_images": n_images}, f"scenes/{split}")

@@ -163,9 +163,9 @@ def noise_sentence(row: dict[str, Any]) -> str:
     ci = row.get("diff_ci95")
     if ci is None or row.get("novel_minus_base") is None:
         return "novel - base: not measured"
-    lo, hi = (float(v) for v in ci.strip("[]").split(","))
-    verdict = "inside the noise (the interval contains 0)" if lo <= 0 <= hi else \
-        ("novel higher" if lo > 0 else "novel lower")
+    from ..stats import noise_verdict, parse_interval
+
+    verdict = noise_verdict(*parse_interval(ci), "novel higher", "novel lower")
     return f"novel - base {row['novel_minus_base']:+.1f} points, 95% interval {ci}: {verdict}"
 
 

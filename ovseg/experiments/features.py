@@ -216,13 +216,13 @@ def dense_eval(clip: "DenseCLIP", dataset: "SegDataset", n_images: int, layers: 
 def _intervals(cms: np.ndarray, splits: dict[str, list[int]]) -> dict[str, str | None]:
     """``mIoU_ci95`` and ``mIoU_<split>_ci95`` (``"[lo, hi]"``, 3 decimals) of (n, C, C) per-image confusions."""
     from ..metrics import metrics_from_confusion
-    from ..stats import bootstrap_confusion
+    from ..stats import bootstrap_confusion, interval_text
 
     out = {}
     for key, idx in (("mIoU", None), *((f"mIoU_{k}", v) for k, v in splits.items())):
         iv = bootstrap_confusion(cms, (lambda cm: metrics_from_confusion(cm).miou) if idx is None else
                                  (lambda cm, idx=idx: metrics_from_confusion(cm).subset_miou(idx)))
-        out[f"{key}_ci95"] = None if not np.isfinite(iv.lo) else f"[{iv.lo:.3f}, {iv.hi:.3f}]"
+        out[f"{key}_ci95"] = interval_text(iv)
         if idx is None:  # numeric ends of the headline interval (plots, the test-set log)
             out["mIoU_lo"], out["mIoU_hi"] = iv.lo, iv.hi
     return out
@@ -245,6 +245,8 @@ def ensemble_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("m
     """Grouped bars: one panel per metric, x = template setting, one bar per layer setting."""
     from matplotlib.figure import Figure
 
+    from ..stats import error_ends
+
     layer_names = list(dict.fromkeys(r["layers"] for r in rows))
     tmpl_names = list(dict.fromkeys(r["templates"] for r in rows))
     import textwrap
@@ -260,7 +262,7 @@ def ensemble_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("m
         for k, ln in enumerate(layer_names):
             sel = [next(r for r in rows if r["layers"] == ln and r["templates"] == tn) for tn in tmpl_names]
             vals = [r[metric] for r in sel]
-            err = np.array([_ends(r.get(f"{metric}_ci95"), r[metric]) for r in sel]).T  # (2, T): 95% interval
+            err = np.array([error_ends(r.get(f"{metric}_ci95"), r[metric]) for r in sel]).T  # (2, T): 95% interval
             bars = ax.bar(x + (k - (len(layer_names) - 1) / 2) * width, vals, width, label=ln, yerr=err,
                           error_kw={"elinewidth": 0.6, "ecolor": "0.3"})
             ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=2, rotation=90)
@@ -274,13 +276,6 @@ def ensemble_figure(rows: Sequence[dict[str, Any]], metrics: Sequence[str] = ("m
     fig.legend(handles=handles, labels=layer_names, title="features", loc="outside right center", fontsize=8)
     return fig
 
-
-def _ends(text: str | None, value: float) -> tuple[float, float]:
-    """(below, above) distances of a ``"[lo, hi]"`` interval from ``value``; (0, 0) without one."""
-    if not text:
-        return 0.0, 0.0
-    lo, hi = (float(t) for t in text.strip("[]").split(","))
-    return max(value - lo, 0.0), max(hi - value, 0.0)
 
 
 def log_test(rows: Sequence[dict[str, Any]], config: Any, split: str, n_images: int) -> bool:

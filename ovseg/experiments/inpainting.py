@@ -112,7 +112,7 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
     import cv2
 
     from ..edit_eval import classify_region
-    from ..stats import bootstrap_mean, bootstrap_rate
+    from ..stats import bootstrap_mean, bootstrap_rate, interval_text
     from ..world import BASE_CLASSES, CLASS_NAMES, SceneConfig, render_scene
 
     if operation not in ("remove", "replace"):
@@ -152,29 +152,17 @@ def blur_dilation_sweep(pipe: "OpenVocabSegmentationPipeline", seeds: Sequence[i
     for (d, b), v in per.items():
         psnr, ok = bootstrap_mean(v["psnr"], unit="scenes"), bootstrap_rate(v["success"])
         rows.append({"operation": operation, "dilation_px": d, "blur_px": b, "psnr_vs_truth_db": round(psnr.value, 2),
-                     "psnr_ci95": _ci(psnr, 1, 2), "success": round(ok.value, 3), "success_ci95": _ci(ok, 1, 3),
+                     "psnr_ci95": interval_text(psnr, digits=2), "success": round(ok.value, 3),
+                     "success_ci95": interval_text(ok),
                      "repainted_px": round(float(np.mean(v["px"])), 1), "scenes": len(seeds)})
     return rows, examples
-
-
-def _ci(iv: Any, scale: float, digits: int) -> str | None:
-    """``"[lo, hi]"`` of an :class:`ovseg.stats.Interval` (times ``scale``), None when undefined."""
-    if iv.n == 0 or not np.isfinite(iv.lo):
-        return None
-    return f"[{iv.lo * scale:.{digits}f}, {iv.hi * scale:.{digits}f}]"
-
-
-def _ci_ends(text: str | None, value: float) -> tuple[float, float]:
-    """(below, above) distances of a ``"[lo, hi]"`` interval from ``value`` (0, 0 without one)."""
-    if not text:
-        return 0.0, 0.0
-    lo, hi = (float(t) for t in text.strip("[]").split(","))
-    return max(value - lo, 0.0), max(hi - value, 0.0)
 
 
 def sweep_figure(rows: Sequence[dict[str, Any]], examples: dict) -> "Figure":
     """Top: the first scene's input, ground truth and edit per setting; bottom: PSNR vs truth and success per setting."""
     from matplotlib.figure import Figure
+
+    from ..stats import error_ends
 
     settings = [(r["dilation_px"], r["blur_px"]) for r in rows]
     n = len(settings) + 2
@@ -196,7 +184,7 @@ def sweep_figure(rows: Sequence[dict[str, Any]], examples: dict) -> "Figure":
     x = np.arange(len(rows))
     for ax, key, ci, colour in ((ax1, "psnr_vs_truth_db", "psnr_ci95", "tab:blue"), (ax2, "success", "success_ci95",
                                                                                     "tab:green")):
-        err = np.array([_ci_ends(r.get(ci), r[key]) for r in rows]).T  # (2, settings)
+        err = np.array([error_ends(r.get(ci), r[key]) for r in rows]).T  # (2, settings)
         ax.bar(x, [r[key] for r in rows], color=colour, yerr=err, capsize=2, ecolor="0.3")
     ax1.set_ylabel("PSNR vs ground truth (dB)")
     ax1.set_title(f"fidelity inside the region ({rows[0]['scenes']} scenes, 95% intervals)")
@@ -235,12 +223,13 @@ def edit_quality_rows(summaries: Sequence[tuple[str, dict[str, Any]]]) -> list[d
 def log_sweep_test(rows: Sequence[dict[str, Any]], config: Any, split: str, n_scenes: int, seed: int) -> bool:
     """Log a :func:`blur_dilation_sweep` on the limitations test block (:func:`ovseg.testlog.record_experiment`,
     task ``edit_mask_sweep``): each setting's success rate with its interval. Nothing for ``dev`` or full."""
+    from ..stats import parse_interval
     from ..testlog import interval, record_experiment
 
     headline = {}
     for r in rows:
         if r.get("success_ci95"):
-            lo, hi = (float(t) for t in r["success_ci95"].strip("[]").split(","))
+            lo, hi = parse_interval(r["success_ci95"])
             headline[f"d{r['dilation_px']}/b{r['blur_px']:g}|success"] = interval(r["success"], lo, hi, r["scenes"],
                                                                                  "scenes")
     return record_experiment("edit_mask_sweep", config, n_scenes, headline,

@@ -197,7 +197,7 @@ def summarise(settings: Sequence[dict[str, Any]], per_image: Sequence[dict[str, 
     ``coverage`` (mean over images), ``recall@0.5`` (hits / objects over all images), ``mean_best_iou``
     (over objects), ``n_objects``, and ``recall_ci95`` / ``best_iou_ci95`` (``"[lo, hi]"``, seeded 95% bootstrap
     intervals over objects, :mod:`ovseg.stats`; plots read ``recall_lo`` / ``recall_hi``)."""
-    from ..stats import bootstrap_mean
+    from ..stats import bootstrap_mean, interval_text
 
     rows = []
     for s in settings:
@@ -210,13 +210,9 @@ def summarise(settings: Sequence[dict[str, Any]], per_image: Sequence[dict[str, 
                      "recall@0.5": sum(r["hits"] for r in recs) / n_obj if n_obj else float("nan"),
                      "mean_best_iou": float(best.mean()) if len(best) else float("nan"), "n_objects": n_obj})
         rec, iou = bootstrap_mean((best >= 0.5).astype(float).tolist(), unit="objects"), bootstrap_mean(best.tolist())
-        rows[-1].update({"recall_ci95": _text(rec), "best_iou_ci95": _text(iou), "recall_lo": rec.lo,
+        rows[-1].update({"recall_ci95": interval_text(rec), "best_iou_ci95": interval_text(iou), "recall_lo": rec.lo,
                          "recall_hi": rec.hi})
     return rows
-
-
-def _text(iv: Any) -> str | None:
-    return None if iv.n == 0 else f"[{iv.lo:.3f}, {iv.hi:.3f}]"
 
 
 # ---- figures -----------------------------------------------------------------------------------
