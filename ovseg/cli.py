@@ -242,6 +242,16 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return run_batch(args, inputs, config, out, getattr(args, "class_names", None))
 
 
+def _save(args: argparse.Namespace, result: Any) -> tuple[Path, bool]:
+    """Save a one-image result into its output folder; with ``--json`` also print its ``result.json``. Returns
+    (the folder, whether the JSON was printed: then nothing else is)."""
+    out = _out_dir(args, args.command)
+    files = result.save(out)
+    if args.json:
+        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+    return out, bool(args.json)
+
+
 def _cmd_semantic(args: argparse.Namespace, image: Any, config: Any, progress: bool) -> int:
     """``segment IMAGE --classes "a, b, c"``: a label map (``SemanticResult.save``)."""
     from .pipeline import OpenVocabSegmentationPipeline
@@ -249,10 +259,8 @@ def _cmd_semantic(args: argparse.Namespace, image: Any, config: Any, progress: b
     pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=progress)
     result = pipe.segment_semantic(image, args.class_names)
     result.source = str(args.image)
-    out = _out_dir(args, args.command)
-    files = result.save(out)
-    if args.json:
-        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+    out, printed = _save(args, result)
+    if printed:
         return 0
     total = result.label_map.size
     shares = ", ".join(f"{name!r} {100 * n / total:.1f}%" for name, n in result.class_pixels().items())
@@ -280,10 +288,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         result = pipe.segment_and_edit(image, args.prompt, args.command, edit_prompt=getattr(args, "edit", None),
                                        top_k=args.top_k, seed=args.seed)
     result.source = str(args.image)
-    out = _out_dir(args, args.command)
-    files = result.save(out)
-    if args.json:
-        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+    out, printed = _save(args, result)
+    if printed:
         return 0
     masks = result.segmentation_masks
     if args.command != "segment":

@@ -35,6 +35,7 @@ __all__ = [
     "check_output_dir",
     "listed_outputs",
     "remove_stale_outputs",
+    "save_result_folder",
 ]
 
 #: Smallest accepted image side, pixels (the method misses objects below 32x32 anyway).
@@ -341,3 +342,39 @@ def remove_stale_outputs(folder: str | os.PathLike, previous: Iterable[str], wri
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def save_result_folder(out_dir: str | os.PathLike, images: Iterable[tuple[str, Any]],
+                       document: Callable[[], dict[str, Any]]) -> list[Path]:
+    """Write one result's folder: each ``(file name, image)`` of ``images`` (consumed in order, so an image may be
+    computed as it is written; :func:`save_image_atomic`), then ``result.json`` = ``document()`` plus ``files`` (the
+    names written, itself last, so its presence marks a complete folder). Files an earlier run listed in its
+    ``result.json`` and this run did not write are removed (:func:`remove_stale_outputs`); nothing else in the folder
+    is touched. If anything fails and this call created the folder, what it wrote and the folder are removed again.
+
+    Returns:
+        The paths written, ``result.json`` last.
+
+    Raises:
+        InputError: ``out_dir`` exists and is not a folder.
+    """
+    out = check_output_dir(out_dir)
+    created = not out.exists()
+    previous = listed_outputs(out / "result.json")
+    written: list[Path] = []
+    try:
+        for name, image in images:
+            written.append(save_image_atomic(out / name, image))
+        names = [p.name for p in written] + ["result.json"]
+        remove_stale_outputs(out, previous, names)
+        written.append(write_json_atomic(out / "result.json", document() | {"files": names}))
+    except BaseException:
+        if created:  # a folder this call made holds no incomplete output: remove what was written, then it
+            for p in written:
+                p.unlink(missing_ok=True)
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+    return written

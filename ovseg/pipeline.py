@@ -150,37 +150,21 @@ class SegmentationResult:
         Raises:
             InputError: ``out_dir`` exists and is not a folder.
         """
-        from .io import check_output_dir, listed_outputs, remove_stale_outputs, save_image_atomic, write_json_atomic
+        from .io import save_result_folder
         from .viz import labelled_overlay
 
-        out = check_output_dir(out_dir)
-        created = not out.exists()
-        previous = listed_outputs(out / "result.json")
-        written: list[Path] = []
-        try:
-            written.append(save_image_atomic(out / "overlay.png", labelled_overlay(self.image, self.segmentation_masks)))
+        def images() -> Iterator[tuple[str, np.ndarray]]:  # computed one by one as they are written
+            yield "overlay.png", labelled_overlay(self.image, self.segmentation_masks)
             if self.edited_image is None:
                 for k, m in enumerate(self.segmentation_masks):
-                    written.append(save_image_atomic(out / f"mask_{k:02d}.png", m.mask))
-            else:
-                written.append(save_image_atomic(out / "mask.png", self.segmentation_masks[0].mask))
-                if self.edit_mask is not None:
-                    written.append(save_image_atomic(out / "edit_mask.png",
-                                                     np.rint(self.edit_mask * 255).astype(np.uint8)))
-                written.append(save_image_atomic(out / "edited.png", self.edited_image))
-            names = [p.name for p in written] + ["result.json"]
-            remove_stale_outputs(out, previous, names)
-            written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
-        except BaseException:
-            if created:  # a folder this call made holds no incomplete output: remove what was written, then it
-                for p in written:
-                    p.unlink(missing_ok=True)
-                try:
-                    out.rmdir()
-                except OSError:
-                    pass
-            raise
-        return written
+                    yield f"mask_{k:02d}.png", m.mask
+                return
+            yield "mask.png", self.segmentation_masks[0].mask
+            if self.edit_mask is not None:
+                yield "edit_mask.png", np.rint(self.edit_mask * 255).astype(np.uint8)
+            yield "edited.png", self.edited_image
+
+        return save_result_folder(out_dir, images(), self.to_dict)
 
 
 @dataclass
@@ -238,34 +222,19 @@ class SemanticResult:
         Raises:
             InputError: ``out_dir`` exists and is not a folder.
         """
-        from .io import check_output_dir, listed_outputs, remove_stale_outputs, save_image_atomic, write_json_atomic
+        from .io import save_result_folder
         from .viz import PALETTE
 
-        out = check_output_dir(out_dir)
-        created = not out.exists()
-        previous = listed_outputs(out / "result.json")
-        written: list[Path] = []
-        try:
+        def images() -> Iterator[tuple[str, np.ndarray]]:  # computed one by one as they are written
             dtype = np.uint8 if len(self.class_names) <= 254 else np.uint16
-            written.append(save_image_atomic(out / "labels.png", (self.label_map + 1).astype(dtype)))
+            yield "labels.png", (self.label_map + 1).astype(dtype)
             colours = np.vstack([PALETTE, PALETTE // 2 + 64]).astype(np.float32)
             blend = self.image.astype(np.float32)
             has = self.label_map >= 0
             blend[has] = 0.5 * blend[has] + 0.5 * colours[self.label_map[has] % len(colours)]
-            written.append(save_image_atomic(out / "semantic.png", np.rint(blend).astype(np.uint8)))
-            names = [p.name for p in written] + ["result.json"]
-            remove_stale_outputs(out, previous, names)
-            written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
-        except BaseException:
-            if created:
-                for p in written:
-                    p.unlink(missing_ok=True)
-                try:
-                    out.rmdir()
-                except OSError:
-                    pass
-            raise
-        return written
+            yield "semantic.png", np.rint(blend).astype(np.uint8)
+
+        return save_result_folder(out_dir, images(), self.to_dict)
 
 
 @dataclass
