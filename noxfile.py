@@ -11,6 +11,10 @@ changes (a stamp records their hash).
 * ``lint``   — ruff, and notebooks committed clean (``python -m ovseg.regen clean`` fixes them).
 * ``demo``   — segment a shipped sample with the CLI (a one-image smoke run).
 * ``bench``  — the benchmarks in ``benchmarks/``.
+* ``install`` — only build the project environment (``make install``).
+* ``lab``    — JupyterLab over ``notebooks/`` in the project environment (``-- --port 8899`` passes options on).
+* ``browser`` — the end-to-end test in a real browser: Debian's ``chromium`` / ``chromium-driver`` (installed with
+  apt-get when missing) drive JupyterLab through selenium; screenshots in ``build/browser/``. CI runs it.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ NBVAL = ["notebooks", "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeou
 def tests(session: nox.Session) -> None:
     """Run the test suite and the notebooks under nbval (pytest arguments after -- replace the defaults)."""
     env = {**_env(session), **TEST_LOG}
-    args = session.posargs or ["tests", *NBVAL]
+    args = session.posargs or ["tests", "--ignore=tests/browser", *NBVAL]
     session.run(str(BIN / "python"), "-m", "pytest", "-q", *args, external=True, env=env)
 
 
@@ -117,3 +121,38 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (speed targets live here, not in tests)."""
     env = _env(session)
     session.run(str(BIN / "python"), str(ROOT / "benchmarks" / "run.py"), *session.posargs, external=True, env=env)
+
+
+@nox.session
+def install(session: nox.Session) -> None:
+    """Build (or update) the project environment only."""
+    _env(session)
+    print(f"project environment: {ENV} (activate: source {BIN / 'activate'})")
+
+
+@nox.session
+def lab(session: nox.Session) -> None:
+    """JupyterLab over notebooks/ in the project environment (the explorer: notebooks/explorer.ipynb)."""
+    env = _env(session)
+    session.run(str(BIN / "jupyter"), "lab", f"--ServerApp.root_dir={ROOT / 'notebooks'}", *session.posargs,
+                external=True, env=env)
+
+
+# Debian's packages of the browser and its driver (the version pair Debian keeps in step).
+BROWSER_PACKAGES = ["chromium", "chromium-driver"]
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """JupyterLab in headless Chromium: run the explorer and the quickstart, move a slider, check the pixels."""
+    import shutil
+
+    env = {**_env(session), **TEST_LOG, "OVSEG_REQUIRE_BROWSER": "1"}
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.geteuid() != 0:
+            session.error(f"the browser test needs {' and '.join(BROWSER_PACKAGES)}; fix: "
+                          f"sudo apt-get install {' '.join(BROWSER_PACKAGES)}")
+        session.run("apt-get", "update", "-q", external=True, silent=True)
+        session.run("apt-get", "install", "-y", "-q", "--no-install-recommends", *BROWSER_PACKAGES, external=True,
+                    silent=True, env={"DEBIAN_FRONTEND": "noninteractive"})
+    session.run(str(BIN / "python"), "-m", "pytest", "-q", "tests/browser", *session.posargs, external=True, env=env)
