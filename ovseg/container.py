@@ -152,7 +152,8 @@ def _lab(args: Sequence[str], work: Path) -> int:
         shutil.copytree(REPO_ROOT / "notebooks", notebooks)
     root = _shadow_root(notebooks)
     os.environ["OVSEG_ROOT"] = str(root)
-    argv = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", f"--ServerApp.root_dir={root}", *args]
+    argv = ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser",
+            f"--ServerApp.root_dir={root / 'notebooks'}", *args]
     os.execvp(argv[0], argv)
     return 0  # pragma: no cover (exec does not return)
 

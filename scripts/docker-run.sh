@@ -14,7 +14,8 @@
 #
 # The current folder is mounted at /work (outputs land in ./ovseg-out/... with your uid); IMAGE is a path below it.
 # Environment: OVSEG_IMAGE (image name, default ovseg:latest), OVSEG_GPUS (e.g. all: passes --gpus all),
-# OVSEG_LAB_PORT (default 8888), HF_HOME (the host's Hugging Face cache, mounted for the full profile's weights).
+# OVSEG_LAB_PORT (default 8888), HF_HOME (the host's Hugging Face cache, mounted for the full profile's weights),
+# OVSEG_DOCKER_ARGS (more `docker run` options, split at spaces, e.g. "-e OMP_NUM_THREADS=4 --name ovseg").
 set -euo pipefail
 
 image="${OVSEG_IMAGE:-ovseg:latest}"
@@ -53,4 +54,6 @@ args=(--rm --init --user "$(id -u):$(id -g)" -v "$PWD:/work" -v "$hf_cache:/home
 [ -t 0 ] && [ -t 1 ] && args+=(-it)
 [ -n "${OVSEG_GPUS:-}" ] && args+=(--gpus "$OVSEG_GPUS")
 [ "$verb" = lab ] && args+=(-p "127.0.0.1:${OVSEG_LAB_PORT:-8888}:8888")
+# shellcheck disable=SC2206  # word splitting is the point: OVSEG_DOCKER_ARGS holds several options
+[ -n "${OVSEG_DOCKER_ARGS:-}" ] && args+=(${OVSEG_DOCKER_ARGS})
 exec docker run "${args[@]}" "$image" "$@"

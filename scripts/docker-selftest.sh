@@ -7,7 +7,9 @@
 #      and pip's CA bundle is passed in when pip has one configured;
 #   4. `segment` on a shipped sample through scripts/docker-run.sh: outputs checked on the host (files, owner, masks);
 #   5. the same without the mounted folder: refused with a message naming the -v flag;
-#   6. `figures` for one notebook (00_quickstart by default; SELFTEST_NOTEBOOK=...).
+#   6. `figures` for one notebook (00_quickstart by default; SELFTEST_NOTEBOOK=...);
+#   7. `lab`: JupyterLab serves explorer.ipynb on the published port.
+# Run as root, step 4 also segments as an ordinary uid (4321) and checks the owner of what it wrote.
 # Prints the build time and the image size; a summary goes to build/docker-selftest/summary.txt. Exit 0 = passed.
 # Environment: OVSEG_IMAGE (default ovseg:selftest), SELFTEST_BASE (default ovseg-base:<debian suite>),
 # SELFTEST_SUITE (default: this host's Debian suite, else bookworm), SELFTEST_PORT (the local wheel server, 38765).
@@ -127,6 +129,16 @@ n=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["masks"
 [ "$n" -ge 1 ] || fail "result.json lists no mask for 'red circle'"
 log "segment: $n mask(s) in $seg/result.json, files owned by uid $owner, $(( $(date +%s) - t0 )) s"
 
+if [ "$(id -u)" = 0 ]; then  # root's uid is root in the container too: check an ordinary uid as well
+    other="$work/uid4321"
+    mkdir -p "$other" && cp "$root/data/samples/shapes.png" "$other/" && chown -R 4321:4321 "$other"
+    docker run --rm --user 4321:4321 -v "$other:/work" "$OVSEG_IMAGE" segment shapes.png "red circle" >/dev/null ||
+        fail "segment as uid 4321 exited non-zero"
+    owner=$(stat -c %u "$other/ovseg-out/shapes-segment/result.json")
+    [ "$owner" = 4321 ] || fail "segment as uid 4321 wrote files owned by uid $owner"
+    log "segment as uid 4321 (not root): outputs owned by uid $owner"
+fi
+
 # 5. without the mounted folder: one line naming -v ------------------------------------------------------------------
 set +e
 msg=$(docker run --rm "$OVSEG_IMAGE" segment shapes.png "red circle" 2>&1)
@@ -144,4 +156,23 @@ print(sum(1 for r in m.values() if r.get("notebook") == "notebooks/" + sys.argv[
     "$work/ovseg-out/figures/MANIFEST.json" "$notebook")
 [ "$made" -ge 1 ] || fail "figures $notebook recorded no output in MANIFEST.json"
 log "figures $notebook: $made output(s) in ./ovseg-out/figures, $(( $(date +%s) - t0 )) s"
+# 7. JupyterLab answers on the published port, over the notebooks copied to ./ovseg-out/notebooks -----------------
+lab_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+docker rm -f ovseg-selftest-lab >/dev/null 2>&1 || true
+(cd "$work" && OVSEG_LAB_PORT=$lab_port OVSEG_DOCKER_ARGS="-d --name ovseg-selftest-lab" \
+    "$root/scripts/docker-run.sh" lab --IdentityProvider.token=selftest >/dev/null) || fail "lab did not start"
+code=000
+for _ in $(seq 60); do
+    code=$(python3 -c 'import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
+except Exception:
+    print("000")' "http://127.0.0.1:$lab_port/api/contents/explorer.ipynb?token=selftest&content=0")
+    [ "$code" = 200 ] && break
+    sleep 1
+done
+docker rm -f ovseg-selftest-lab >/dev/null 2>&1 || true
+[ "$code" = 200 ] || fail "JupyterLab did not serve explorer.ipynb on 127.0.0.1:$lab_port (HTTP $code)"
+[ -f "$work/ovseg-out/notebooks/explorer.ipynb" ] || fail "lab did not copy the notebooks to ./ovseg-out/notebooks"
+log "lab: JupyterLab served explorer.ipynb on 127.0.0.1:$lab_port (notebooks in ./ovseg-out/notebooks)"
 log "PASS (build $build_s s, image $(( size / 1000000 )) MB)"

@@ -131,10 +131,13 @@ def test_docker_run_mounts_the_current_folder_with_the_callers_uid(fake_docker):
 
 def test_docker_run_lab_publishes_the_port_and_gpus_on_request(fake_docker):
     run, _ = fake_docker
-    _, calls = run("lab", OVSEG_LAB_PORT="8899", OVSEG_GPUS="all")
+    _, calls = run("lab", "--IdentityProvider.token=t", OVSEG_LAB_PORT="8899", OVSEG_GPUS="all",
+                   OVSEG_DOCKER_ARGS="-d --name lab1")
     argv = calls["run"]
     assert argv[argv.index("-p") + 1] == "127.0.0.1:8899:8888"
     assert argv[argv.index("--gpus") + 1] == "all"
+    assert argv[argv.index("--name") + 1] == "lab1" and "-d" in argv[:argv.index("ovseg:test")]
+    assert argv[argv.index("ovseg:test") + 1:] == ["lab", "--IdentityProvider.token=t"]
 
 
 def test_docker_run_refuses_an_image_outside_the_mounted_folder(fake_docker, tmp_path):
