@@ -16,7 +16,8 @@ for a glob):
   stem that is ``results.jsonl`` or ``summary.csv``, get ``<stem>-1``, ``<stem>-2``, ... in input order (a number
   already taken by another input's stem is skipped) (:func:`sub_folder_names`). Each sub-folder is written in
   ``OUT/.ovseg-batch/tmp/`` and renamed into place, so it is complete or absent; files in it that ovseg did not
-  write are kept.
+  write are kept. One run at a time writes an OUT (an flock on ``OUT/.ovseg-batch/lock.rank<r>``; a second run
+  names the first one's pid); a run cleans up what a killed run left (:func:`_recover`).
 * ``OUT/results.jsonl``: one JSON object per input, in input order (:func:`record_line` lists the keys); equal for
   any number of ranks except the measured ``seconds`` and ``timings_s``.
 * ``OUT/summary.csv``: ``index,input,name,status,seconds,masks,best_score,classes_found,error``.
@@ -63,7 +64,8 @@ __all__ = ["IMAGE_SUFFIXES", "BatchInputs", "is_batch_input", "expand_inputs", "
 
 #: Suffixes of the files a folder INPUT contributes (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-#: OUT's hidden state folder: per-image records (``records/``) and sub-folders being written (``tmp/``).
+#: OUT's hidden state folder: per-image records (``records/``), sub-folders being written (``tmp/rank<r>/``), earlier
+#: sub-folders being replaced (``trash/rank<r>/``) and each rank's lock (``lock.rank<r>``).
 STATE_DIR = ".ovseg-batch"
 _RESERVED = ("results.jsonl", "summary.csv")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -350,6 +352,61 @@ def _current(rec: dict[str, Any] | None, source: str, sha: str | None, key: str)
     return rec is not None and rec.get("input") == source and rec.get("sha256") == sha and rec.get("request") == key
 
 
+def _lock_batch(state: Path, rank: int) -> Any:
+    """Hold ``OUT/.ovseg-batch/lock.rank<r>`` (an exclusive flock) while this rank writes OUT; a second batch into the
+    same OUT stops with one line naming the process that holds it. Returns the open lock file (keep it open)."""
+    from .io import hold_lock
+
+    link = ("ovseg never writes a batch's state through a symbolic link",
+            f"remove the link {STATE_DIR} in OUT (or pass another --out)")
+    if state.is_symlink():
+        raise InputError(link[0], str(state), link[1])
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError("OUT must be a writable folder", f"{state}: {err.strerror}", "pass a folder you can write to") \
+            from None
+    return hold_lock(state / f"lock.rank{rank}", "one batch at a time may write an output folder",
+                     "wait for that run to finish, or pass another --out", *link, folder_rule="OUT must be a writable folder")
+
+
+#: mkdtemp's random suffix: a dot and 8 characters, so a temporary folder's image name is ``entry.name[:-9]``
+_TMP_SUFFIX = 9
+
+
+def _recover(out: Path, tmp_root: Path, trash_root: Path) -> list[str]:
+    """Finish what a killed run of this rank left (called under the rank's lock). A half-written sub-folder in
+    ``tmp_root`` is deleted (its image has no ok record, so it runs again). An earlier sub-folder moved aside into
+    ``trash_root`` is put back when its place is empty (the kill came between the two renames of :func:`_swap_in`),
+    else its files that ovseg did not write are moved into the new one, as :func:`_swap_in` would have. Returns one
+    line per repaired folder."""
+    from .io import listed_outputs
+
+    lines = []
+    if tmp_root.is_dir() and not tmp_root.is_symlink():
+        for entry in sorted(tmp_root.iterdir()):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            lines.append(f"removed {entry.name}, a sub-folder a killed run left half-written (its image runs again)")
+    if trash_root.is_dir() and not trash_root.is_symlink():
+        for entry in sorted(trash_root.iterdir()):
+            if not entry.is_dir() or entry.is_symlink():
+                entry.unlink()
+                continue
+            target = out / entry.name[:-_TMP_SUFFIX]
+            if not target.exists() and not target.is_symlink():
+                os.replace(entry, target)
+                lines.append(f"restored {target.name}/, moved aside by a killed run")
+                continue
+            if target.is_dir() and not target.is_symlink():
+                ours = listed_outputs(entry / "result.json")
+                for item in entry.iterdir():
+                    if item.name not in ours and not (target / item.name).exists() and not (target / item.name).is_symlink():
+                        os.replace(item, target / item.name)
+                lines.append(f"moved your files of {target.name}/ back from a folder a killed run left aside")
+            shutil.rmtree(entry, ignore_errors=True)
+    return lines
+
+
 def _swap_in(tmp: Path, target: Path, trash_root: Path) -> None:
     """Put the complete folder ``tmp`` at ``target`` by renames: an earlier ``target`` is moved aside, ``tmp`` renamed
     into place, and the files of the earlier folder that ovseg did not write (not listed by its ``result.json``, not
@@ -392,8 +449,11 @@ def run_batch(args: Any, inputs: BatchInputs, config: Any, out: Path, classes: l
     names = sub_folder_names(paths)
     sources = [str(p) for p in paths]
     state = out / STATE_DIR
-    records_dir, tmp_root = state / "records", state / "tmp"
+    records_dir, tmp_root, trash_root = state / "records", state / "tmp" / f"rank{rank}", state / "trash" / f"rank{rank}"
     own = [i for i in range(len(paths)) if i % world == rank]
+    lock = _lock_batch(state, rank)  # one run per OUT (per rank) from here on; released when this function returns
+    for line in _recover(out, tmp_root, trash_root):
+        print(f"ovseg: {line}", file=sys.stderr)
     shas: dict[int, str | None] = {i: file_sha256(paths[i]) for i in own}
     todo = []
     for i in own:
@@ -426,7 +486,7 @@ def run_batch(args: Any, inputs: BatchInputs, config: Any, out: Path, classes: l
                 os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; an output folder gets ordinary permissions
                 try:
                     files = [p.name for p in item.result.save(tmp)]
-                    _swap_in(tmp, target, state / "trash")
+                    _swap_in(tmp, target, trash_root)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
             rec = record_line(i, sources[i], names[i], shas[i], key, item, files, error)
@@ -440,6 +500,12 @@ def run_batch(args: Any, inputs: BatchInputs, config: Any, out: Path, classes: l
             bar.update(1)
     finally:
         bar.close()
+        for empty in (tmp_root, trash_root):  # a rank's work folders go once they are empty
+            try:
+                empty.rmdir()
+            except OSError:
+                pass
+        lock.close()
     if dist is not None:
         dist.barrier()
     # merge: every input's record of this request, in input order

@@ -342,44 +342,26 @@ def _compact(path: Path, n_classes: int, protocol_hash: str, drop: set[str]) -> 
     return len(rejected)
 
 
+_LINK_RULE = "ovseg never reads or writes a results store through a symbolic link"
+_LINK_FIX = "remove the link (or use another --out folder)"
+
+
 def _lock_store(out: Path, rank: int) -> Any:
     """Hold ``results.rank<r>.lock`` (an exclusive flock) for this run; a second run into the same --out stops with
     one line naming the process that holds it. Returns the open lock file (keep it open)."""
-    import fcntl
+    from .io import hold_lock
 
-    path = out / f"results.rank{rank}.lock"
-    try:
-        fh = _open_nofollow(path, os.O_RDWR | os.O_CREAT, "r+")
-    except OSError as err:
-        raise InputError("--out must be a writable folder", f"{path}: {err.strerror}",
-                         "pass a folder you can write to") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = fh.read().strip() or "unknown"
-        fh.close()
-        raise InputError("one ovseg evaluate at a time may write a results store", f"{out} is in use by process "
-                         f"{holder}", "wait for that run to finish, or evaluate into another --out folder") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
-    return fh
+    return hold_lock(out / f"results.rank{rank}.lock", "one ovseg evaluate at a time may write a results store",
+                     "wait for that run to finish, or evaluate into another --out folder", _LINK_RULE, _LINK_FIX,
+                     folder_rule="--out must be a writable folder")
 
 
 def _open_nofollow(path: Path, flags: int, mode: str) -> Any:
     """``os.open`` with ``O_NOFOLLOW`` (file created 0644), as a file object; a symlink at ``path`` is an InputError,
     other OSErrors propagate."""
-    import errno
+    from .io import open_nofollow
 
-    try:
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise InputError("ovseg never reads or writes a results store through a symbolic link", str(path),
-                             "remove the link (or use another --out folder)") from None
-        raise
-    return os.fdopen(fd, mode, encoding="utf-8")
+    return open_nofollow(path, flags, mode, _LINK_RULE, _LINK_FIX)
 
 
 def _open_store(store: Path) -> Any:

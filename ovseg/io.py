@@ -300,6 +300,45 @@ OUTPUT_NAMES = re.compile(r"overlay\.png|mask\.png|edit_mask\.png|edited\.png|ma
                           r"semantic\.png|result\.json")
 
 
+def open_nofollow(path: str | os.PathLike, flags: int, mode: str, link_rule: str, link_fix: str) -> IO[str]:
+    """``os.open`` with ``O_NOFOLLOW`` (a file it creates gets 0644), as a text file object. A symbolic link at
+    ``path`` is an :class:`InputError` with ``link_rule`` / ``link_fix``; other OSErrors propagate."""
+    import errno
+
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InputError(link_rule, str(path), link_fix) from None
+        raise
+    return os.fdopen(fd, mode, encoding="utf-8")
+
+
+def hold_lock(path: str | os.PathLike, busy_rule: str, busy_fix: str, link_rule: str, link_fix: str,
+              folder_rule: str = "the output folder must be writable") -> IO[str]:
+    """Take an exclusive, non-blocking flock on ``path`` (created, never through a link) and write this process's
+    pid into it; return the open file (the lock lasts while it stays open). A lock held by another process is an
+    :class:`InputError` ``busy_rule`` naming that process's pid; an unwritable folder is ``folder_rule``."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        fh = open_nofollow(path, os.O_RDWR | os.O_CREAT, "r+", link_rule, link_fix)
+    except OSError as err:
+        raise InputError(folder_rule, f"{path}: {err.strerror}", "pass a folder you can write to") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise InputError(busy_rule, f"{path.parent} is in use by process {holder}", busy_fix) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Return ``path`` as a Path if it is a folder or does not exist yet.
 

@@ -260,6 +260,57 @@ def test_rerun_resumes_and_an_interrupted_image_leaves_nothing(tiny, tmp_path, c
     assert sorted(p.name for p in (out / "scene_2").iterdir()) == ["mask_00.png", "overlay.png", "result.json"]
 
 
+def test_a_second_batch_into_the_same_out_is_refused_naming_the_first(tiny, tmp_path, capsys):
+    from ovseg.batch import _lock_batch
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_scenes(src, 2)
+    cmd = ["segment", src, "--prompt", "red circle", "--config", tiny.yaml, "--out", out]
+    held = _lock_batch(out / ".ovseg-batch", 0)  # another run holds OUT (flock: per open file, so this process too)
+    try:
+        rc, _, err = run(cmd, capsys)
+    finally:
+        held.close()
+    assert rc == 2 and tiny.masks.calls == 0
+    assert f"one batch at a time may write an output folder; got {out / '.ovseg-batch'} is in use by process " \
+           f"{os.getpid()}" in err
+    rc, _, err = run(cmd, capsys)  # released: the same command runs
+    assert rc == 0 and tiny.masks.calls == 2
+
+
+def test_what_a_killed_run_left_is_repaired_before_the_next_run(tiny, tmp_path, capsys):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_scenes(src, 3)
+    cmd = ["segment", src, "--prompt", "red circle", "--config", tiny.yaml, "--out", out]
+    assert run(cmd, capsys)[0] == 0
+    state = out / ".ovseg-batch"
+    (out / "scene_0" / "mine.txt").write_text("the user's file")
+    # killed while writing a new scene_1: a half-written folder in tmp/ (its record is removed: it must run again)
+    half = state / "tmp" / "rank0" / "scene_1.abcd_123"
+    half.mkdir(parents=True)
+    (half / "overlay.png").write_bytes(b"half")
+    (state / "records" / "scene_1.json").unlink()
+    # killed between _swap_in's two renames: scene_2's earlier folder is in trash/ and its place is empty
+    (state / "trash" / "rank0").mkdir(parents=True)
+    os.replace(out / "scene_2", state / "trash" / "rank0" / "scene_2.zz9_0abc")
+    # killed after the second rename: scene_0 is new, its earlier copy (with the user's file) still in trash/
+    aside = state / "trash" / "rank0" / "scene_0.q1w2e3r4"
+    shutil.copytree(out / "scene_0", aside)
+    (out / "scene_0" / "mine.txt").unlink()
+    tiny.masks.calls = 0
+    rc, stdout, err = run(cmd, capsys)
+    assert rc == 0 and tiny.masks.calls == 1  # scene_1 only: scene_2 came back whole, scene_0 was done
+    assert "removed scene_1.abcd_123, a sub-folder a killed run left half-written" in err
+    assert "restored scene_2/, moved aside by a killed run" in err
+    assert "moved your files of scene_0/ back" in err
+    assert (out / "scene_0" / "mine.txt").read_text() == "the user's file"
+    assert (out / "scene_2" / "result.json").is_file() and (out / "scene_1" / "result.json").is_file()
+    assert (out / "scene_1" / "overlay.png").read_bytes() != b"half"
+    assert not (state / "tmp").exists() or not any((state / "tmp").rglob("*"))
+    assert not (state / "trash").exists() or not any((state / "trash").rglob("*"))
+    assert [r["status"] for r in lines(out / "results.jsonl")] == ["ok", "ok", "ok"]
+
+
 def test_two_ranks_merge_to_the_single_process_results(tiny, tmp_path, capsys, monkeypatch):
     src = tmp_path / "in"
     write_scenes(src, 4)
