@@ -12,10 +12,10 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from .pipeline import SegmentationMask, SegmentationResult, SemanticResult
+    from .pipeline import BatchItem, SegmentationMask, SegmentationResult, SemanticResult
 
 __all__ = ["PALETTE", "LEGIBLE_SIDE", "overlay_masks", "labelled_overlay", "overlay_figure", "masks_figure",
-           "edit_figure", "semantic_figure"]
+           "edit_figure", "semantic_figure", "contact_sheet_figure"]
 
 #: ``labelled_overlay`` draws on at least this many pixels along the longer side: a smaller image is upscaled by an
 #: integer factor (nearest neighbour, so pixels stay sharp) first, so that its labels stay legible; the mini world's
@@ -187,4 +187,71 @@ def semantic_figure(result: "SemanticResult") -> "Figure":
                fontsize=7, loc="lower right")
     for ax in (ax0, ax1):
         ax.axis("off")
+    return fig
+
+
+def contact_sheet_figure(entries: "Sequence[SegmentationResult | BatchItem | str]", titles: Sequence[str],
+                         ncols: int = 4, panel: float = 2.2, alpha: float = 0.5, title: str | None = None) -> "Figure":
+    """A grid of small panels, one per image of a batch: each image with its best mask (``segmentation_masks[0]``)
+    overlaid in ``PALETTE[0]`` (:func:`overlay_masks`) and outlined by its box, titled with its name, the best final
+    score and how many masks the prompt returned.
+
+    Args:
+        entries: per image, in grid order (row-major): a :class:`~ovseg.pipeline.SegmentationResult` (``image``
+            (H, W, 3) uint8 RGB, ranked ``segmentation_masks`` with ``.mask`` (H, W) bool and ``.bbox`` XYWH
+            pixels), a :class:`~ovseg.pipeline.BatchItem` of ``segment_batch`` (its ``result``, or its ``error``
+            when it failed) or a ``str``, the one-line error of an image that failed. A result without masks shows
+            its plain image titled ``no match (<n> candidates)``; an error shows an empty panel with the message,
+            titled in red.
+        titles: one name per entry (e.g. the file name), the first line of its panel's title.
+        ncols: panels per row (fewer when there are fewer entries); rows follow.
+        panel: side of one panel, inches.
+        alpha: opacity of the mask overlay.
+        title: the figure's title (e.g. the prompt), or None.
+
+    Returns:
+        A Figure with exactly ``len(entries)`` axes, in entry order. Each result's axes shows one (H, W, 3) uint8
+        image, the input with its best mask blended in (unchanged outside the mask), at the input's own size.
+
+    Raises:
+        ValueError: no entries, or ``titles`` of another length.
+    """
+    import textwrap
+
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from .pipeline import BatchItem
+
+    entries, titles = list(entries), list(titles)
+    if not entries or len(titles) != len(entries):
+        raise ValueError(f"contact_sheet_figure needs one title per entry and at least one entry; got "
+                         f"{len(entries)} entries, {len(titles)} titles")
+    ncols = max(1, min(ncols, len(entries)))
+    nrows = math.ceil(len(entries) / ncols)
+    fig = Figure(figsize=(panel * ncols, panel * nrows + (0.3 if title else 0.0)), dpi=100, layout="constrained")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    for k, (entry, name) in enumerate(zip(entries, titles)):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if isinstance(entry, BatchItem):
+            entry = entry.result if entry.error is None else entry.error
+        if isinstance(entry, str):
+            ax.text(0.5, 0.5, textwrap.fill(entry, 28), ha="center", va="center", fontsize=6, wrap=True,
+                    transform=ax.transAxes)
+            ax.set_title(f"{name}\nerror", fontsize=8, color="tab:red")
+            continue
+        masks = entry.segmentation_masks
+        if not masks:
+            ax.imshow(entry.image)
+            ax.set_title(f"{name}\nno match ({entry.num_candidates} candidates)", fontsize=8)
+            continue
+        best = masks[0]
+        ax.imshow(overlay_masks(entry.image, [best.mask], alpha))
+        x, y, w, h = best.bbox
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor=PALETTE[0] / 255, linewidth=1.2))
+        ax.set_title(f"{name}\nbest {best.final_score:.2f} ({len(masks)} mask{'s' * (len(masks) != 1)})",
+                     fontsize=8)
     return fig
