@@ -1,6 +1,10 @@
 """Train the mini CLIP on the mini world (reproducible, resumable).
 
     python -m ovseg.train.mini_clip --out data/train/mini-clip --minutes 110 [--resume] [--steps N]
+    python -m ovseg.train.mini_clip --recipe contrastive --out data/train/mini-clip-contrastive --minutes 60
+
+Recipes (``--recipe``, :data:`RECIPES`): ``dense`` (the default, the shipped ``mini-clip``: every loss
+below) and ``contrastive`` (issue #22: the way real CLIP is trained, see :func:`contrastive_config`).
 
 Data: scenes rendered on the fly by :func:`ovseg.world.render_scene` from seeds below
 :data:`~ovseg.world.EVAL_SEED_OFFSET` with ``SceneConfig(split="base")``, so the eight novel
@@ -24,6 +28,13 @@ Losses (all through the path DenseCLIP reads at inference: block tokens -> ``ln_
   alignment's S_i), so mask-level scores are trained directly.
 * ``compose`` (text only, base classes): ``e("<c> <s>")`` close to the normalised sum of
   ``e("<c> thing")`` and ``e("<s>")``, so unseen compositions get sensible text embeddings.
+
+The ``contrastive`` recipe computes only the ``global`` loss, through open_clip's own
+``encode_image`` / ``encode_text`` (class token -> ``ln_post`` -> ``proj``; end-of-text token), on
+whole-scene captions of the visible objects in random order (:func:`make_caption_batch`); none of the
+other losses (nor their text prompts) is computed. Its model is a plain ViT (open_clip's patchify
+``conv1``, no conv stem) and it is exported for the MaskCLIP value path (``dense_path: maskclip``) at
+4 evenly spaced blocks, like the full profile reads ViT-L/14 (to ``data/models/mini-clip-contrastive``).
 
 Checkpoints (``--out/state.pt``: model, optimizer, step, RNG states, config) are written atomically
 every ``ckpt_every_s``; a JSON line per ``log_every`` steps goes to ``--out/train_log.jsonl``; every
@@ -49,12 +60,22 @@ from ..paths import DATA_DIR
 from ..world import BASE_CLASSES, CLASS_NAMES, COLOURS, EVAL_SEED_OFFSET, NOVEL_CLASSES, SHAPES, SceneConfig, render_scene
 from . import load_state, numpy_rng_from_tensors, numpy_rng_to_tensors
 
-__all__ = ["TrainConfig", "make_batch", "train", "evaluate_dense", "main", "DEFAULT_EXPORT", "DEFAULT_EVAL"]
+__all__ = ["TrainConfig", "make_batch", "make_caption_batch", "scene_caption", "contrastive_arch",
+           "contrastive_config", "recipe_config", "train", "evaluate_dense", "main", "RECIPES", "DEFAULT_EXPORT",
+           "DEFAULT_EXPORTS", "DEFAULT_EVAL"]
 
 DEFAULT_EXPORT = DATA_DIR / "models" / "mini-clip"
 DEFAULT_EVAL = DATA_DIR / "mini_world" / "dev"
 COLOUR_NAMES = list(COLOURS)
 BACKGROUND_PROMPT = "background"
+#: Training recipes: ``dense`` (the shipped mini-clip) and ``contrastive`` (CLIP's own objective only, issue #22).
+RECIPES = ("dense", "contrastive")
+#: The registry entry (and embedded folder) each recipe exports to by default.
+REGISTRY_NAMES = {"dense": "mini-clip", "contrastive": "mini-clip-contrastive"}
+DEFAULT_EXPORTS = {"dense": DEFAULT_EXPORT, "contrastive": DATA_DIR / "models" / "mini-clip-contrastive"}
+#: Fewest visible pixels for an object to count as in the image (its caption entry, its mask-level loss).
+MIN_VISIBLE_PX = 16
+_RECIPE_DEFAULT: Any = object()  # train()'s export_dir default: the recipe's DEFAULT_EXPORTS folder
 
 
 @dataclass
@@ -87,10 +108,26 @@ class TrainConfig:
     w_mask: float = 0.5  # object-level loss on mask-averaged similarities (the alignment's S_i)
     w_compose: float = 0.5  # text: e("<c> <s>") ~ normalize(e("<c> thing") + e("<s>")) on base classes
     dense_scale_init: float = 10.0
+    # "dense" or "contrastive" (RECIPES); left out of to_dict() when "dense", so the default recipe's states, logs
+    # and exported config.json are byte-for-byte what they were before recipes existed
+    recipe: str = "dense"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``asdict(self)``, without ``recipe`` for the default (dense) recipe."""
+        d = asdict(self)
+        if d["recipe"] == "dense":
+            d.pop("recipe")
+        return d
 
     def layers(self) -> list[int]:
+        """``extract_layers``; default: the last two blocks (dense recipe), or 4 evenly spaced blocks ending with the
+        last (contrastive recipe: ``ceil(depth * k / 4)``, k = 1..4, as 6 / 12 / 18 / 24 of ViT-L/14's 24)."""
         depth = int(self.arch["vision"]["layers"])
-        return list(self.extract_layers) if self.extract_layers else [depth - 1, depth]
+        if self.extract_layers:
+            return list(self.extract_layers)
+        if self.recipe == "contrastive":
+            return sorted({math.ceil(depth * k / 4) for k in range(1, 5)})
+        return [depth - 1, depth]
 
     def scene_config(self) -> SceneConfig:
         s = int(self.arch["vision"]["image_size"])
@@ -104,6 +141,53 @@ class TrainConfig:
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+
+def contrastive_arch() -> dict[str, Any]:
+    """The contrastive recipe's model: a plain ViT like real CLIP's (open_clip's patchify ``conv1``, a kernel-8
+    stride-8 convolution, no conv stem), 128 px, patch 8 (16^2 grid), width 128, 8 blocks (so 4 evenly spaced
+    blocks 2 / 4 / 6 / 8 sit where ViT-L/14's 6 / 12 / 18 / 24 do), head width 32; text tower and joint
+    embedding as the shipped mini CLIP (:func:`ovseg.mini_clip.default_arch`)."""
+    arch = default_arch()
+    arch.pop("stem")
+    arch["vision"]["layers"] = 8
+    return arch
+
+
+def contrastive_config(**overrides: Any) -> TrainConfig:
+    """The ``contrastive`` recipe (issue #22): CLIP's symmetric image-caption InfoNCE on the class token and
+    nothing else (every other loss weight 0; those losses are not computed), no grayscale views, whole-scene
+    captions (:func:`scene_caption`), the plain ViT of :func:`contrastive_arch`. Inference settings of the
+    export: the MaskCLIP value path at 4 evenly spaced blocks (:meth:`TrainConfig.layers`: 2 / 4 / 6 / 8), the
+    template ``"a {}."`` (the captions' own form: a single-object caption is exactly ``"a <colour> <shape>."``).
+    Optimiser and schedule as the dense recipe."""
+    base: dict[str, Any] = dict(
+        recipe="contrastive", arch=contrastive_arch(), templates=["a {}."], extract_layers=None, gray_fraction=0.0,
+        w_global=1.0, w_dense=0.0, w_colour=0.0, w_shape=0.0, w_gray=0.0, w_layers=0.0, w_mask=0.0, w_compose=0.0)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def recipe_config(recipe: str) -> TrainConfig:
+    """The default :class:`TrainConfig` of ``recipe`` (one of :data:`RECIPES`)."""
+    if recipe not in RECIPES:
+        raise InputError("the mini CLIP recipe must be one of " + ", ".join(RECIPES), repr(recipe),
+                         "pass --recipe dense (the shipped mini-clip) or --recipe contrastive")
+    return TrainConfig() if recipe == "dense" else contrastive_config()
+
+
+def _check_recipe(cfg: TrainConfig) -> None:
+    """A contrastive config must not name a loss it does not compute (they would be silently ignored)."""
+    recipe_config(cfg.recipe)  # a known recipe
+    if cfg.recipe != "contrastive":
+        return
+    on = {k: v for k, v in (("w_dense", cfg.w_dense), ("w_colour", cfg.w_colour), ("w_shape", cfg.w_shape),
+                            ("w_gray", cfg.w_gray), ("w_layers", cfg.w_layers), ("w_mask", cfg.w_mask),
+                            ("w_compose", cfg.w_compose), ("gray_fraction", cfg.gray_fraction)) if v}
+    if on or cfg.w_global <= 0:
+        raise InputError("the contrastive recipe trains CLIP's image-caption loss only (w_global > 0, every other "
+                         "loss weight and gray_fraction 0)", on or {"w_global": cfg.w_global},
+                         "leave those fields out of --config, or use --recipe dense")
 
 
 # ---- prompts and label algebra -------------------------------------------------------------------
@@ -188,6 +272,44 @@ def make_batch(step: int, cfg: TrainConfig) -> dict[str, Any]:
             "seeds": seeds, "classes": classes, "obj_cover": obj_cover, "obj_label": obj_label}
 
 
+def scene_caption(scene: Any, rng: np.random.Generator) -> tuple[str, tuple[str, ...]]:
+    """A whole-scene caption naming every visible object (at least :data:`MIN_VISIBLE_PX` pixels) once, in random
+    order, in the world's caption form (``"a red circle, a blue star and a green ring."``; ``"an empty
+    background."`` when nothing is visible), and its order-free key (the sorted class names): two scenes with the
+    same key are described by the same set of objects."""
+    names = [o.class_name for o, m in zip(scene.objects, scene.instance_masks) if int(m.sum()) >= MIN_VISIBLE_PX]
+    key = tuple(sorted(names))
+    if not names:
+        return "an empty background.", key
+    names = [names[i] for i in rng.permutation(len(names))]
+    if len(names) == 1:
+        return f"a {names[0]}.", key
+    return "a " + ", a ".join(names[:-1]) + f" and a {names[-1]}.", key
+
+
+def make_caption_batch(step: int, cfg: TrainConfig) -> dict[str, Any]:
+    """The contrastive recipe's batch of ``step``: a pure function of ``(cfg.seed, step)`` (the same scene seeds as
+    :func:`make_batch`), images and whole-scene captions only.
+
+    Returns:
+        dict with ``images`` (B, H, W, 3) uint8, ``captions`` (B,) str (:func:`scene_caption`), ``keys`` (B,)
+        tuples of the visible objects' sorted class names, ``seeds`` (B,) scene seeds, ``classes`` set of class
+        names drawn.
+    """
+    rng = np.random.default_rng([cfg.seed, step, 7919])
+    scfg = cfg.scene_config()
+    seeds = rng.integers(0, EVAL_SEED_OFFSET, size=cfg.batch_size)
+    images, captions, keys, classes = [], [], [], set()
+    for seed in seeds:
+        scene = render_scene(int(seed), scfg)
+        classes.update(scene.class_names)
+        caption, key = scene_caption(scene, rng)
+        images.append(scene.image)
+        captions.append(caption)
+        keys.append(key)
+    return {"images": np.stack(images), "captions": captions, "keys": keys, "seeds": seeds, "classes": classes}
+
+
 # ---- model pieces ----------------------------------------------------------------------------------------
 
 def _visual_forward(model: Any, x: Any, layers: list[int]):
@@ -240,6 +362,7 @@ class _Trainer:
 
         from ..mini_clip import build_mini_clip, build_tokenizer
 
+        _check_recipe(cfg)
         self.cfg = cfg
         self.tok = build_tokenizer(context_length=cfg.context_length)
         self.model = build_mini_clip(cfg.arch, self.tok.vocab_size, cfg.context_length, seed=cfg.seed)
@@ -254,8 +377,12 @@ class _Trainer:
         self.step = 0
         self.total_steps: int | None = None
         self.wall = 0.0  # training seconds accumulated over all sessions
-        self.mats = {k: torch.from_numpy(v) for k, v in _label_matrices().items()}
-        self.prompts = prompt_sets()
+        self.threads = 1  # torch CPU threads of this session (set by train(); recorded by the contrastive export)
+        self.mats: dict[str, Any] = {}
+        self.prompts: dict[str, list[str]] = {}
+        if cfg.recipe == "dense":  # label algebra and prompts of the dense losses (the contrastive recipe has none)
+            self.mats = {k: torch.from_numpy(v) for k, v in _label_matrices().items()}
+            self.prompts = prompt_sets()
         self.mean = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
         self.std = torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
 
@@ -340,6 +467,25 @@ class _Trainer:
         out["total"] = total
         return out
 
+    def contrastive_losses(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The contrastive recipe's only loss: CLIP's symmetric image-caption InfoNCE through open_clip's own
+        ``encode_image`` (class token -> ``ln_post`` -> ``proj``) and ``encode_text``; captions describing the same
+        set of objects (:func:`scene_caption`'s keys) are positives of each other."""
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        x = torch.from_numpy(batch["images"]).permute(0, 3, 1, 2).float() / 255.0
+        x = (x - self.mean) / self.std
+        img = F.normalize(model.encode_image(x), dim=-1)
+        txt = F.normalize(model.encode_text(self.tok(batch["captions"])), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+        keys = batch["keys"]
+        same = torch.tensor([[a == b for b in keys] for a in keys], dtype=torch.float32)
+        same = same / same.sum(-1, keepdim=True)  # symmetric, so rows and columns alike
+        loss = 0.5 * (_soft_ce(logits, same) + _soft_ce(logits.T, same))
+        return {"global": loss, "total": self.cfg.w_global * loss}
+
     def train_step(self) -> dict[str, float]:
         import torch
 
@@ -347,8 +493,10 @@ class _Trainer:
         lr = _lr_at(self.step, self.cfg, self.total_steps)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        batch = make_batch(self.step, self.cfg)
-        losses = self.losses(batch)
+        if self.cfg.recipe == "contrastive":
+            losses = self.contrastive_losses(make_caption_batch(self.step, self.cfg))
+        else:
+            losses = self.losses(make_batch(self.step, self.cfg))
         self.opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         params = [p for g in self.opt.param_groups for p in g["params"]]
@@ -358,13 +506,15 @@ class _Trainer:
         rec = {k: float(v.detach()) for k, v in losses.items()}
         rec.update(lr=lr, grad_norm=float(gnorm), dense_scale=float(self.dense_logit_scale.detach().exp()),
                    logit_scale=float(self.model.logit_scale.detach().exp()))
+        if self.cfg.recipe == "contrastive":
+            rec.pop("dense_scale")  # not trained by this recipe
         return rec
 
     # -- state --
     def state_dict(self) -> dict[str, Any]:
         import torch
 
-        return {"format": "ovseg-mini-clip-train", "version": 1, "cfg": asdict(self.cfg), "step": self.step,
+        return {"format": "ovseg-mini-clip-train", "version": 1, "cfg": self.cfg.to_dict(), "step": self.step,
                 "total_steps": self.total_steps, "wall": self.wall, "model": self.model.state_dict(),
                 "dense_logit_scale": self.dense_logit_scale.detach().clone(), "opt": self.opt.state_dict(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": numpy_rng_to_tensors(np.random.get_state())}
@@ -481,8 +631,11 @@ def evaluate_dense(model: Any, tokenizer: Any, cfg: dict[str, Any], n_images: in
 # ---- export ------------------------------------------------------------------------------------------------
 
 def _inference_cfg(cfg: TrainConfig) -> dict[str, Any]:
+    # the dense recipe trains its tokens path; a contrastive CLIP is read densely through MaskCLIP's value path
+    # ("maskclip", the full profile's clip.dense_path)
     return {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "extract_layers": cfg.layers(),
-            "dense_path": "tokens", "templates": list(cfg.templates), "background_prompt": BACKGROUND_PROMPT}
+            "dense_path": "maskclip" if cfg.recipe == "contrastive" else "tokens", "templates": list(cfg.templates),
+            "background_prompt": BACKGROUND_PROMPT}
 
 
 def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> None:
@@ -491,8 +644,10 @@ def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> 
     from ..weights import pin_if_embedded
 
     cfg = trainer.cfg
+    if cfg.recipe == "contrastive":
+        return _export_contrastive(trainer, folder, metrics)
     training = {"steps": trainer.step, "total_steps": trainer.total_steps, "wall_seconds": round(trainer.wall, 1),
-                "seed": cfg.seed, "batch_size": cfg.batch_size, "train_config": asdict(cfg)}
+                "seed": cfg.seed, "batch_size": cfg.batch_size, "train_config": cfg.to_dict()}
     save_mini_clip(trainer.model, trainer.tok, folder, extra={**_inference_cfg(cfg), "training": training,
                                                              "metrics": metrics or {}})
     a = cfg.arch
@@ -536,12 +691,79 @@ def _export(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> 
     write_card_section("mini-clip", folder)  # what the test-set log holds for exactly these weights
 
 
+def _export_contrastive(trainer: _Trainer, folder: Path, metrics: dict[str, Any] | None) -> None:
+    """The contrastive recipe's export: weights + config.json (:func:`ovseg.mini_clip.save_mini_clip`), its own
+    model card, ``SHA256SUMS``; pinned in ``ovseg/pins.json`` when ``folder`` is its registry entry's folder."""
+    from ..io import write_text_atomic
+    from ..mini_clip import save_mini_clip
+    from ..weights import REGISTRY, pin_if_embedded, sha256_file
+
+    cfg = trainer.cfg
+    folder = Path(folder)
+    training = {"recipe": cfg.recipe, "steps": trainer.step, "total_steps": trainer.total_steps,
+                "wall_seconds": round(trainer.wall, 1), "threads": trainer.threads, "seed": cfg.seed,
+                "batch_size": cfg.batch_size, "train_config": cfg.to_dict()}
+    save_mini_clip(trainer.model, trainer.tok, folder, extra={**_inference_cfg(cfg), "training": training,
+                                                             "metrics": metrics or {}})
+    a, layers = cfg.arch, cfg.layers()
+    depth = int(a["vision"]["layers"])
+    lines = [
+        "# mini CLIP, contrastive recipe (ovseg mini profile, issue #22)", "",
+        "An `open_clip.CLIP` (VisionTransformer + text Transformer) trained from scratch the way real CLIP is trained "
+        "-- CLIP's global image-caption contrastive loss only, no dense, patch or mask loss -- by "
+        "`python -m ovseg.train.mini_clip --recipe contrastive` on the procedural mini world (`ovseg/world.py`). "
+        "Its dense features are read as the full profile reads CLIP ViT-L/14: MaskCLIP's value path at 4 evenly "
+        "spaced blocks, fused by an equal-weight mean.", "",
+        "## Architecture", "",
+        f"- image: {a['vision']['image_size']} px, patch {a['vision']['patch_size']} "
+        f"({a['vision']['image_size'] // a['vision']['patch_size']}^2 grid), no conv stem: open_clip's patchify "
+        f"`conv1` (kernel = stride = {a['vision']['patch_size']}), as in real CLIP ViTs; ViT width "
+        f"{a['vision']['width']}, {depth} blocks, head width {a['vision']['head_width']}, MLP ratio "
+        f"{a['vision']['mlp_ratio']}",
+        f"- text: width {a['text']['width']}, {a['text']['layers']} layers, {a['text']['heads']} heads, context "
+        f"{trainer.tok.context_length}, CLIP BPE trimmed to {trainer.tok.vocab_size} tokens (remap in config.json); "
+        "as the dense mini-clip",
+        f"- joint embedding {a['embed_dim']}; weights fp16 safetensors",
+        f"- inference: dense_path `maskclip` (MaskCLIP's value path: v -> out_proj of the block, no residual, no FFN, "
+        f"then ln_post and proj -- the full profile's `clip.dense_path`), extract_layers {layers} of {depth} (the "
+        f"blocks at 1/4, 2/4, 3/4 and 4/4 of the depth, where the full profile's 6 / 12 / 18 / 24 of ViT-L/14's 24 "
+        f"sit), equal layer weights, templates {cfg.templates} (the captions' own form: a one-object caption is "
+        f"\"a <colour> <shape>.\"), background prompt \"{BACKGROUND_PROMPT}\" (never in a caption)", "",
+        "## Data", "",
+        f"Scenes rendered on the fly, seeds < {EVAL_SEED_OFFSET}, `SceneConfig(split=\"base\")` (the 8 novel "
+        f"compositions never appear), {cfg.n_objects[0]}-{cfg.n_objects[1]} objects, size {cfg.object_size}, styles "
+        f"{sorted(set(cfg.styles))}, all backgrounds, colour images only. Caption of each scene: every visible object "
+        f"(>= {MIN_VISIBLE_PX} px) named once, in random order, in the world's caption form (\"a red circle, a blue "
+        "star and a green ring.\"); scenes naming the same set of objects are positives of each other.", "",
+        "## Training", "",
+        "Loss: CLIP's symmetric image-caption InfoNCE on the class token (open_clip's `encode_image` / "
+        f"`encode_text`, learnable temperature); no other loss is computed. AdamW lr {cfg.lr}, wd "
+        f"{cfg.weight_decay}, warmup {cfg.warmup_steps} + cosine, batch {cfg.batch_size}, seed {cfg.seed}, "
+        f"{trainer.threads} CPU thread(s). Steps: {trainer.step} of {trainer.total_steps}; wall time "
+        f"{trainer.wall / 60:.1f} min.", "",
+        "## Metrics (dense per-pixel argmax over background + 48 classes through the value path, dev split "
+        "data/mini_world/dev)", "",
+    ]
+    if metrics:
+        lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()]
+    else:
+        lines.append("- not evaluated")
+    lines += ["", "## Test split", "",
+              "- not evaluated: this model was trained, selected and evaluated on the dev split only", ""]
+    write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines))
+    name = REGISTRY_NAMES[cfg.recipe]
+    if not (name in REGISTRY and pin_if_embedded(folder, name)):  # SHA256SUMS beside the weights in any case
+        files = ("model.safetensors", "config.json")
+        write_text_atomic(folder / "SHA256SUMS", "".join(f"{sha256_file(folder / f)}  {f}\n" for f in files))
+
+
 # ---- loop --------------------------------------------------------------------------------------------------
 
 def train(out: str | Path, minutes: float | None = None, total_steps: int | None = None, resume: bool = False,
-          cfg: TrainConfig | None = None, stop_at: int | None = None, export_dir: str | Path | None = DEFAULT_EXPORT,
+          cfg: TrainConfig | None = None, stop_at: int | None = None, export_dir: str | Path | None = _RECIPE_DEFAULT,
           eval_images: int = 100, final_eval_images: int = 200, log_every: int = 10, ckpt_every_s: float = 120.0,
-          eval_every_s: float = 600.0, eval_root: str | Path = DEFAULT_EVAL, verbose: bool = True) -> dict[str, Any]:
+          eval_every_s: float = 600.0, eval_root: str | Path = DEFAULT_EVAL, verbose: bool = True,
+          threads: int = 1, recipe: str | None = None) -> dict[str, Any]:
     """Train (or resume) the mini CLIP.
 
     Args:
@@ -550,14 +772,19 @@ def train(out: str | Path, minutes: float | None = None, total_steps: int | None
             length) from the measured step time when neither ``total_steps`` nor a resumed state gives it.
         total_steps: schedule length (reproducibility: same seed + same total_steps -> same weights).
         stop_at: stop (checkpointed) once this step is reached, even before ``total_steps``.
-        export_dir: where to export the model (None: no export, no evaluation).
+        export_dir: where to export the model (None: no export, no evaluation); default: the recipe's
+            :data:`DEFAULT_EXPORTS` folder (``data/models/mini-clip`` for the dense recipe).
+        threads: torch CPU threads (1, the default, is what the shipped models and the tests use; a resumed
+            run reproduces an uninterrupted one at the same thread count).
+        recipe: with ``resume``, the recipe the state must hold (a mismatch raises); ignored otherwise (``cfg``
+            says it).
 
     Returns:
         ``{"step", "total_steps", "metrics"}``.
     """
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     out = Path(out)
     state_path, log_path = out / "state.pt", out / "train_log.jsonl"
     if resume:
@@ -565,6 +792,9 @@ def train(out: str | Path, minutes: float | None = None, total_steps: int | None
             raise InputError("--resume needs a checkpoint", str(state_path), "start without --resume")
         st = _load_state(state_path)
         trainer = _Trainer(TrainConfig.from_dict(st["cfg"]))
+        if recipe is not None and recipe != trainer.cfg.recipe:
+            raise InputError("--recipe must be the resumed run's recipe", f"{recipe} (the state holds "
+                             f"{trainer.cfg.recipe})", f"pass --recipe {trainer.cfg.recipe}, or leave --recipe out")
         trainer.load_state_dict(st)
         if total_steps is not None:
             trainer.total_steps = int(total_steps)
@@ -576,6 +806,14 @@ def train(out: str | Path, minutes: float | None = None, total_steps: int | None
             raise InputError("training needs --minutes or --steps", "neither", "pass e.g. --minutes 30")
         trainer = _Trainer(cfg or TrainConfig())
         trainer.total_steps = int(total_steps) if total_steps is not None else None
+    trainer.threads = int(threads)
+    if export_dir is _RECIPE_DEFAULT:
+        export_dir = DEFAULT_EXPORTS[trainer.cfg.recipe]
+    if (trainer.cfg.recipe != "dense" and export_dir is not None
+            and Path(export_dir).resolve() == DEFAULT_EXPORT.resolve()):
+        raise InputError(f"the {trainer.cfg.recipe} recipe must not export over the shipped dense mini-clip",
+                         str(export_dir), f"export to {DEFAULT_EXPORTS[trainer.cfg.recipe]} (the default) or a "
+                         "folder of your own")
     out.mkdir(parents=True, exist_ok=True)
     budget = minutes * 60 if minutes is not None else float("inf")
     reserve = 90.0 if export_dir is not None else 5.0  # final evaluation + export
@@ -602,7 +840,7 @@ def train(out: str | Path, minutes: float | None = None, total_steps: int | None
         return m
 
     log({"event": "start" if not resume else "resume", "step": trainer.step, "total_steps": trainer.total_steps,
-         "minutes": minutes, "cfg": asdict(trainer.cfg)})
+         "minutes": minutes, "cfg": trainer.cfg.to_dict()})
     while True:
         if trainer.total_steps is not None and trainer.step >= trainer.total_steps:
             break
@@ -661,17 +899,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--config", type=str, default=None, help="JSON of TrainConfig fields to override")
-    p.add_argument("--export", type=str, default=str(DEFAULT_EXPORT), help="export folder ('' = no export)")
+    p.add_argument("--recipe", choices=RECIPES, default=None,
+                   help="dense (default for a new run; the shipped mini-clip) or contrastive (CLIP's image-caption "
+                        "loss only, issue #22); with --resume: default the state's, and it must match")
+    p.add_argument("--export", type=str, default=None,
+                   help="export folder ('' = no export; default: data/models/mini-clip for the dense recipe, "
+                        "data/models/mini-clip-contrastive for the contrastive one)")
     p.add_argument("--eval-images", type=int, default=100)
     p.add_argument("--eval-every", type=float, default=600.0, help="seconds between evaluations")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1, the shipped model's; resume with the same count to reproduce)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        raise InputError("--threads must be at least 1", args.threads, "pass --threads 1 or 2")
     over: dict[str, Any] = json.loads(args.config) if args.config else {}
     over["seed"] = args.seed
     if args.batch_size:
         over["batch_size"] = args.batch_size
     if args.lr:
         over["lr"] = args.lr
-    base = asdict(TrainConfig())
+    base = recipe_config(args.recipe or "dense").to_dict()
     if "arch" in over:  # shallow-merge per tower
         arch = base["arch"]
         for k, v in over.pop("arch").items():
@@ -679,9 +926,10 @@ def main(argv: list[str] | None = None) -> int:
         base["arch"] = arch
     base.update(over)
     cfg = TrainConfig.from_dict(base)
+    export: Any = _RECIPE_DEFAULT if args.export is None else (args.export or None)
     res = train(args.out, minutes=args.minutes, total_steps=args.steps, resume=args.resume, cfg=cfg,
-                stop_at=args.stop_at, export_dir=args.export or None, eval_images=args.eval_images,
-                eval_every_s=args.eval_every)
+                stop_at=args.stop_at, export_dir=export, eval_images=args.eval_images,
+                eval_every_s=args.eval_every, threads=args.threads, recipe=args.recipe)
     print(json.dumps({k: v for k, v in res.items()}, default=str))
     return 0
 
