@@ -273,10 +273,15 @@ def _model_name(cfg_value: str, profile: str, stage: str) -> str:
     """The model a stage loads. The mini profile pins the model-identity fields to its embedded models
     (``config.PROFILE_PINNED_FIELDS``), except an ``inpainting.model`` set explicitly (not the full profile's
     default): an inpainting model is self-contained (a diffusers directory with its own scheduler and tokenizer),
-    so a training run's export is evaluated with the mini segmenter instead of being silently replaced."""
+    so a training run's export is evaluated with the mini segmenter instead of being silently replaced. A
+    ``clip.model`` naming another mini-profile CLIP entry of the registry (e.g. a contrastively trained mini CLIP)
+    is loaded too; its inference settings come with it, like the default's."""
     if profile != "mini":
         return cfg_value
     if stage == "inpainting" and cfg_value != W.default_model("full", stage):
+        return cfg_value
+    entry = W.get_entry(cfg_value)
+    if stage == "clip" and entry is not None and (entry.profile, entry.stage) == ("mini", "clip"):
         return cfg_value
     return W.default_model("mini", stage)
 

@@ -209,3 +209,28 @@ def test_the_default_recipe_is_unchanged(monkeypatch, tmp_path):
     MC.main(["--out", str(tmp_path / "x"), "--minutes", "1", "--recipe", "contrastive"])
     assert seen["cfg"] == MC.contrastive_config() and seen["recipe"] == "contrastive"
 
+
+def test_another_mini_clip_entry_is_selectable_by_clip_model(run, monkeypatch):
+    """With a registry entry for the export (as the shipped one will have), --set clip.model selects it in the mini
+    profile and its inference settings (value path, its blocks, its templates) come with it."""
+    import dataclasses
+
+    from ovseg import weights as W
+    from ovseg.config import apply_overrides, get_balanced_config
+    from ovseg.experiments.evaluation import model_label
+    from ovseg.pipeline import _model_name, effective_config, load_dense_clip
+
+    root, _, _ = run
+    entry = dataclasses.replace(W.REGISTRY["mini-clip"], name="mini-clip-test", local_dir=str(root / "export"))
+    monkeypatch.setitem(W.REGISTRY, entry.name, entry)
+    cfg = apply_overrides(get_balanced_config("mini"), ["clip.model=mini-clip-test"])
+    assert _model_name(cfg.clip.model, "mini", "clip") == "mini-clip-test"
+    assert _model_name("ViT-B-16", "mini", "clip") == "mini-clip"  # anything else stays pinned
+    d = effective_config(cfg)["clip"]
+    assert (d["model"], d["dense_path"], d["extract_layers"], d["templates"]) == \
+        ("mini-clip-test", "maskclip", [1, 2, 3, 4], ["a {}."])
+    clip = load_dense_clip(cfg)
+    assert clip.dense_path == "maskclip" and clip.extract_layers == [1, 2, 3, 4] and clip.depth == 4
+    assert model_label(cfg, "ovseg").startswith("mini-clip-test (contrastive, read through its maskclip path")
+    assert "designed for" in model_label(cfg, "maskclip")
+    assert model_label(get_balanced_config("mini"), "maskclip").startswith("mini-clip (dense-trained")

@@ -111,12 +111,37 @@ def model_label(config: Any, method: str) -> str:
 
     The training-free baselines (MaskCLIP, SCLIP, ClearCLIP) change how a *contrastively trained* CLIP's last
     block reads its tokens; the mini CLIP was trained with dense losses for its own ``tokens`` path, so in the mini
-    profile they read a model trained for another path and their rows are not like-for-like (issue #18)."""
+    profile they read a model trained for another path and their rows are not like-for-like (issue #18). Another
+    mini CLIP selected by ``clip.model`` is named as such; a contrastively trained one (issue #22) is the family
+    every method was designed for."""
     if config.profile == "mini":
+        from .. import weights as W
+        from ..pipeline import _model_name
+
         own = method in ("ovseg", "dense")
+        name = _model_name(config.clip.model, "mini", "clip")
+        if name != W.default_model("mini", "clip"):
+            return _other_mini_clip_label(name, own)
         return "mini-clip (its own dense-trained tokens path)" if own else \
             "mini-clip (dense-trained for the tokens path, not contrastive: not like-for-like)"
     return f"{config.clip.model} {config.clip.pretrained}"
+
+
+def _other_mini_clip_label(name: str, own: bool) -> str:
+    """:func:`model_label` of a mini CLIP other than the default: its recipe and dense path from its config.json."""
+    import json
+
+    from .. import weights as W
+    from ..paths import REPO_ROOT
+
+    entry = W.get_entry(name)
+    meta = REPO_ROOT / entry.local_dir / "config.json" if entry is not None and entry.local_dir else None
+    m = json.loads(meta.read_text(encoding="utf-8")) if meta is not None and meta.is_file() else {}
+    if (m.get("training") or {}).get("recipe") != "contrastive":
+        return name
+    if own:
+        return f"{name} (contrastive, read through its {m.get('dense_path')} path at blocks {m.get('extract_layers')})"
+    return f"{name} (contrastive, the model family the method was designed for)"
 
 
 def _ci(r: dict[str, Any], key: str) -> str | None:
