@@ -201,8 +201,9 @@ def contact_sheet_figure(entries: "Sequence[SegmentationResult | BatchItem | str
             (H, W, 3) uint8 RGB, ranked ``segmentation_masks`` with ``.mask`` (H, W) bool and ``.bbox`` XYWH
             pixels), a :class:`~ovseg.pipeline.BatchItem` of ``segment_batch`` (its ``result``, or its ``error``
             when it failed) or a ``str``, the one-line error of an image that failed. A result without masks shows
-            its plain image titled ``no match (<n> candidates)``; an error shows an empty panel with the message,
-            titled in red.
+            its plain image titled ``no match (<n> candidates)``; an error shows an empty panel, titled in red, with
+            the message's rule: an ovseg error (``<rule>; got <value>; fix: <what to do>``) without its value, which
+            names the file (already the panel's title) and would differ between folders.
         titles: one name per entry (e.g. the file name), the first line of its panel's title.
         ncols: panels per row (fewer when there are fewer entries); rows follow.
         panel: side of one panel, inches.
@@ -239,14 +240,15 @@ def contact_sheet_figure(entries: "Sequence[SegmentationResult | BatchItem | str
         if isinstance(entry, BatchItem):
             entry = entry.result if entry.error is None else entry.error
         if isinstance(entry, str):
-            ax.text(0.5, 0.5, textwrap.fill(entry, 28), ha="center", va="center", fontsize=6, wrap=True,
+            ax.text(0.5, 0.5, textwrap.fill(entry.split("; got ")[0], 28), ha="center", va="center", fontsize=6, wrap=True,
                     transform=ax.transAxes)
             ax.set_title(f"{name}\nerror", fontsize=8, color="tab:red")
             continue
         masks = entry.segmentation_masks
         if not masks:
             ax.imshow(entry.image)
-            ax.set_title(f"{name}\nno match ({entry.num_candidates} candidates)", fontsize=8)
+            n = entry.num_candidates
+            ax.set_title(f"{name}\nno match ({n} candidate{'s' * (n != 1)})", fontsize=8)
             continue
         best = masks[0]
         ax.imshow(overlay_masks(entry.image, [best.mask], alpha))

@@ -24,7 +24,8 @@ def test_contact_sheet_shows_each_images_best_mask_and_errors():
     two = _result(images[0], [(4, 6, 10, 8), (20, 2, 6, 6)], [0.61, 0.40])  # best first
     none = _result(images[1], [], [])
     item = BatchItem(2, "c.png", _result(images[2], [(0, 0, 5, 5)], [0.33]), None, 0.1)
-    failed = BatchItem(3, "d.png", None, "image file must be complete and readable; got d.png", 0.0)
+    failed = BatchItem(3, "d.png", None, "image file must be complete and readable; got /tmp/x/d.png: image file is "
+                                         "truncated; fix: re-export it", 0.0)
     fig = contact_sheet_figure([two, none, item, failed, "too small"], ["a.png", "b.png", "c.png", "d.png", "e.png"],
                                ncols=2, title='"red circle"')
     assert isinstance(fig, Figure)
@@ -46,9 +47,13 @@ def test_contact_sheet_shows_each_images_best_mask_and_errors():
     b = fig.axes[1]
     assert (np.asarray(b.images[0].get_array()) == images[1]).all() and "no match (2 candidates)" in b.get_title()
     assert fig.axes[2].get_title() == "c.png\nbest 0.33 (1 mask)"
-    for ax, text in ((fig.axes[3], "image file must be complete"), (fig.axes[4], "too small")):
+    for ax, text in ((fig.axes[3], "image file must be complete and readable"), (fig.axes[4], "too small")):
         assert not ax.images and ax.get_title().endswith("error")
-        assert text in " ".join(t.get_text() for t in ax.texts).replace("\n", " ")
+        shown_text = " ".join(t.get_text() for t in ax.texts).replace("\n", " ")
+        assert shown_text == text  # an ovseg error's rule, without the value that names the file's path
+    none1 = _result(images[1], [], [])
+    none1.num_candidates = 1
+    assert contact_sheet_figure([none1], ["b.png"]).axes[0].get_title() == "b.png\nno match (1 candidate)"
     assert fig._suptitle.get_text() == '"red circle"'
 
     one = contact_sheet_figure([two], ["a.png"], ncols=4)  # fewer entries than columns: one row of one
