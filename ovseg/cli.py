@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     wv = wsub.add_parser("verify", help="check files against their sha256")
     wv.add_argument("name", nargs="?", default=None, help="registry entry (default: all present)")
     wp = wsub.add_parser("pin", help="record the sha256 of an embedded model's files (after training)")
-    wp.add_argument("name", choices=("mini-sam2", "mini-clip", "mini-inpainting"))
+    wp.add_argument("name", choices=("mini-sam2", "mini-clip", "mini-clip-contrastive", "mini-inpainting"))
     return parser
 
 

@@ -97,6 +97,10 @@ _REGISTRY_LIST = [
                 files=("model.safetensors", "config.yaml"), description="mini SAM 2 (small Hiera), trained on the mini world"),
     WeightEntry("mini-clip", "mini", "clip", "data/models/mini-clip/config.json", local_dir="data/models/mini-clip",
                 files=("model.safetensors", "config.json"), description="mini CLIP (open_clip), trained on the mini world"),
+    WeightEntry("mini-clip-contrastive", "mini", "clip", "data/models/mini-clip-contrastive/config.json",
+                local_dir="data/models/mini-clip-contrastive", files=("model.safetensors", "config.json"),
+                description="mini CLIP trained as real CLIP is (image-caption contrastive loss only, plain ViT), read "
+                            "through the MaskCLIP value path (issue #22); select with --set clip.model=mini-clip-contrastive"),
     WeightEntry("mini-inpainting", "mini", "inpainting", "StableDiffusionInpaintPipeline",
                 local_dir="data/models/mini-inpainting",
                 files=("model_index.json", "unet/diffusion_pytorch_model.safetensors",
@@ -199,11 +203,12 @@ def resolve(spec: str, stage: str, allow_download: bool = False, check: bool = T
             if check:
                 _check_pinned(entry, folder)
             return ResolvedWeights(spec, folder, "repository", entry)
+        trainer = "mini-clip --recipe contrastive" if spec == "mini-clip-contrastive" else spec
         fix = ("the mini inpainting model is not trained yet (issue #4); for remove use the classical method "
                "(a config with inpainting: {method: classical}), or --profile full with downloaded weights"
                if stage == "inpainting" else
                "the embedded mini models ship with the repository (git checkout -- data/models) or are trained "
-               f"with `ovseg train {spec}`; or use --profile full with downloaded weights")
+               f"with `ovseg train {trainer}`; or use --profile full with downloaded weights")
         raise WeightsError(f"the {entry.profile} profile's {stage} model '{spec}' is not installed",
                            f"missing {', '.join(str(folder / f) for f in missing)}", fix)
     repo = entry.hf_repo if entry is not None else spec

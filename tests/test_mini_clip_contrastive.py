@@ -234,3 +234,29 @@ def test_another_mini_clip_entry_is_selectable_by_clip_model(run, monkeypatch):
     assert model_label(cfg, "ovseg").startswith("mini-clip-test (contrastive, read through its maskclip path")
     assert "designed for" in model_label(cfg, "maskclip")
     assert model_label(get_balanced_config("mini"), "maskclip").startswith("mini-clip (dense-trained")
+
+
+def test_the_shipped_contrastive_model_is_selectable_and_pinned(capsys):
+    """The registry's mini-clip-contrastive (data/models/mini-clip-contrastive): pinned, listed, loaded by
+    --set clip.model=mini-clip-contrastive with its value-path settings, the plain ViT of the recipe."""
+    from ovseg import weights as W
+    from ovseg.cli import main
+    from ovseg.config import apply_overrides, get_balanced_config
+    from ovseg.pipeline import effective_config, load_dense_clip
+
+    folder = REPO_ROOT / "data" / "models" / "mini-clip-contrastive"
+    assert [s for _, s in W.verify("mini-clip-contrastive")] == ["ok", "ok"]
+    assert W.pinned_sha256(W.REGISTRY["mini-clip-contrastive"]) == json.loads(
+        (REPO_ROOT / "ovseg" / "pins.json").read_text())["mini-clip-contrastive"]
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 10e6 and (folder / "MODEL_CARD.md").is_file()
+    conf = json.loads((folder / "config.json").read_text())
+    assert conf["training"]["recipe"] == "contrastive" and conf["metrics"]["n_images"] == 200
+    assert main(["weights", "list", "--profile", "mini"]) == 0
+    assert "mini-clip-contrastive" in next(ln for ln in capsys.readouterr().out.splitlines()
+                                           if " mini-clip-contrastive " in ln)
+    cfg = apply_overrides(get_balanced_config("mini"), ["clip.model=mini-clip-contrastive"])
+    d = effective_config(cfg)["clip"]
+    assert (d["model"], d["dense_path"], d["extract_layers"]) == ("mini-clip-contrastive", "maskclip", [2, 4, 6, 8])
+    clip = load_dense_clip(cfg)
+    assert clip.dense_path == "maskclip" and clip.depth == 8 and isinstance(clip.model.visual.conv1, torch.nn.Conv2d)
+    assert effective_config(get_balanced_config("mini"))["clip"]["model"] == "mini-clip"  # the default is unchanged

@@ -27,7 +27,8 @@ def _cache_file(cache, repo, filename, data=b"weights"):
 def test_registry_has_both_profiles():
     assert "sam2.1-hiera-large" in W.list_models("full", "sam2")
     assert W.default_model("full", "clip") == "ViT-L-14-336"
-    assert set(W.list_models("mini")) == {"mini-sam2", "mini-clip", "mini-inpainting"}
+    assert set(W.list_models("mini")) == {"mini-sam2", "mini-clip", "mini-clip-contrastive", "mini-inpainting"}
+    assert W.default_model("mini", "clip") == "mini-clip"  # the contrastive one is selected by clip.model only
     e = W.get_entry("ViT-L-14-336")
     assert e.preprocess["image_size"] == 336 and e.preprocess["quick_gelu"] is True
     assert "withdrawn" in W.get_entry("sd2-inpainting").note
@@ -200,5 +201,5 @@ def test_weights_verify_reports_every_mismatch(tmp_path, monkeypatch, capsys):
 
 
 def test_the_shipped_pins_match_the_shipped_models():
-    for name in ("mini-sam2", "mini-clip", "mini-inpainting"):
+    for name in ("mini-sam2", "mini-clip", "mini-clip-contrastive", "mini-inpainting"):
         assert [s for _, s in W.verify(name)] == ["ok"] * len(W.REGISTRY[name].files), name
