@@ -132,12 +132,15 @@ def _figures(names: Sequence[str], work: Path) -> int:
     """Regenerate figures (all notebooks, or ``names``) and copy them to ``WORK/ovseg-out/figures``."""
     import subprocess
 
+    dest = work / "ovseg-out" / "figures"
+    if dest.is_symlink():  # never write through a link: it could point anywhere on the host
+        raise InputError("ovseg-out/figures must be a folder, not a symbolic link", str(dest),
+                         "remove the link, then run figures again")
     root = _shadow_root()
     env = {**os.environ, "OVSEG_ROOT": str(root), "OVSEG_TEST_LOG": str(root / "build" / "TEST_LOG.jsonl")}
     only = ["--only", *names] if names else []
     rc = subprocess.call([sys.executable, "-m", "ovseg.regen", "run", *only], env=env, cwd=root)
     if rc == 0:
-        dest = work / "ovseg-out" / "figures"
         if dest.exists():
             shutil.rmtree(dest)
         shutil.copytree(root / "figures", dest)

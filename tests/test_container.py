@@ -79,6 +79,17 @@ def test_main_refuses_an_unknown_verb_and_an_unmounted_work_folder(tmp_path, cap
     assert f"no mount at {tmp_path}" in capsys.readouterr().err
 
 
+def test_figures_refuses_a_linked_output_folder_before_running_anything(tmp_path, monkeypatch):
+    import subprocess as sp
+
+    (tmp_path / "ovseg-out").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "ovseg-out" / "figures").symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setattr(sp, "call", lambda *a, **k: pytest.fail("regen ran"))
+    with pytest.raises(InputError, match="ovseg-out/figures must be a folder, not a symbolic link"):
+        container._figures([], tmp_path)
+
+
 def test_help_lists_every_verb(capsys):
     assert container.main(["help"]) == 0
     text = capsys.readouterr().out
