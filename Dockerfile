@@ -32,7 +32,9 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
 
 # 2. A non-root user. Containers run as the caller's uid (docker-run.sh passes --user), so HOME is open to any uid
 #    and the Hugging Face cache has a fixed place to be mounted at.
-RUN useradd --create-home --uid 1000 --shell /bin/bash ovseg \
+#    uid 1000 when free (some bases, e.g. Ubuntu 24.04's, already have a user with it).
+RUN (useradd --create-home --uid 1000 --shell /bin/bash ovseg 2>/dev/null \
+        || useradd --create-home --shell /bin/bash ovseg) \
     && mkdir -p /home/ovseg/.cache/huggingface /work && chmod 1777 /home/ovseg /work
 ENV HOME=/home/ovseg \
     HF_HOME=/home/ovseg/.cache/huggingface \
@@ -52,7 +54,9 @@ RUN python3 -m venv /opt/venv \
 
 # 4. ovseg's dependencies, read from pyproject.toml (rebuilt only when it changes), then sam2 against that torch.
 COPY pyproject.toml /tmp/pyproject.toml
-RUN python3 -c "import tomllib; p = tomllib.load(open('/tmp/pyproject.toml', 'rb'))['project']; \
+#    (tomllib is Python 3.11+; on 3.10 bases pip's vendored tomli reads the file)
+RUN python -c "import sys; t = __import__('tomllib') if sys.version_info >= (3, 11) else __import__('pip._vendor.tomli', \
+fromlist=['loads']); p = t.loads(open('/tmp/pyproject.toml').read())['project']; \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['notebooks']))" > /tmp/requirements.txt \
     && pip install --quiet $PIP_ARGS -r /tmp/requirements.txt $TORCH \
     && SAM2_BUILD_CUDA=0 pip install --quiet $PIP_ARGS --no-build-isolation sam2==1.1.0 $TORCH \
