@@ -173,6 +173,19 @@ def _wait_changed(drv, before: np.ndarray, what: str, timeout: float = 120) -> n
                 f"({_changed_pixels(now, before)} pixels changed, {MIN_CHANGED_PIXELS} needed)")
 
 
+def _settled(drv, timeout: float = 60) -> np.ndarray:
+    """The overlay's pixels once two screenshots a second apart agree (pending widget updates have arrived)."""
+    last = _pixels(_overlay(drv))
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(1.0)
+        now = _pixels(_overlay(drv))
+        if _changed_pixels(now, last) == 0:
+            return now
+        last = now
+    return last
+
+
 def _slider(drv, label: str):
     """The noUiSlider handle of the ipywidgets slider whose description is ``label``."""
     for box in drv.find_elements(By.CSS_SELECTOR, ".widget-slider"):
@@ -187,13 +200,16 @@ def test_explorer_in_jupyterlab_reacts_to_the_slider_and_the_prompt(lab, browser
     res = _open_and_run(browser, url, token, "explorer.ipynb")
     assert res["errors"] == [], res
     assert res["cells"] >= 5
-    # The notebook ends with an edit; typing a prompt brings back the ranked view (a person's first action).
+    # The notebook ends with an edit of its prompt's mask ("orange triangle"); typing another prompt brings back the
+    # ranked view (a person's first action). The new prompt must differ from the box's value: an unchanged value
+    # sends no event. The view is first let settle (the edit's image may still be arriving).
     prompt = browser.find_element(By.CSS_SELECTOR, ".widget-text input[type='text']")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", prompt)
-    before = _pixels(_overlay(browser))
+    before = _settled(browser)
+    assert prompt.get_attribute("value") == "orange triangle"
     prompt.send_keys(Keys.CONTROL, "a")
-    prompt.send_keys("orange triangle", Keys.ENTER)
-    view = _wait_changed(browser, before, "typing the prompt 'orange triangle'")
+    prompt.send_keys("purple star", Keys.ENTER)  # in world_0.png: ranked masks with scores in the title
+    view = _wait_changed(browser, before, "typing the prompt 'purple star'")
     browser.save_screenshot(str(SHOTS / "explorer_jupyterlab.png"))
 
     handle = _slider(browser, "alpha")
@@ -205,8 +221,8 @@ def test_explorer_in_jupyterlab_reacts_to_the_slider_and_the_prompt(lab, browser
     browser.save_screenshot(str(SHOTS / "explorer_alpha_0.png"))
 
     prompt.send_keys(Keys.CONTROL, "a")
-    prompt.send_keys("green ring", Keys.ENTER)
-    _wait_changed(browser, after_alpha, "changing the prompt to 'green ring'")
+    prompt.send_keys("orange triangle", Keys.ENTER)
+    _wait_changed(browser, after_alpha, "changing the prompt to 'orange triangle'")
     status = browser.find_element(By.CSS_SELECTOR, ".widget-html").text
     assert "error" not in status, status
     browser.save_screenshot(str(SHOTS / "explorer_after_actions.png"))
