@@ -380,8 +380,6 @@ def _recover(out: Path, tmp_root: Path, trash_root: Path) -> list[str]:
     ``trash_root`` is put back when its place is empty (the kill came between the two renames of :func:`_swap_in`),
     else its files that ovseg did not write are moved into the new one, as :func:`_swap_in` would have. Returns one
     line per repaired folder."""
-    from .io import listed_outputs
-
     lines = []
     if tmp_root.is_dir() and not tmp_root.is_symlink():
         for entry in sorted(tmp_root.iterdir()):
@@ -398,10 +396,7 @@ def _recover(out: Path, tmp_root: Path, trash_root: Path) -> list[str]:
                 lines.append(f"restored {target.name}/, moved aside by a killed run")
                 continue
             if target.is_dir() and not target.is_symlink():
-                ours = listed_outputs(entry / "result.json")
-                for item in entry.iterdir():
-                    if item.name not in ours and not (target / item.name).exists() and not (target / item.name).is_symlink():
-                        os.replace(item, target / item.name)
+                _move_user_files(entry, target)
                 lines.append(f"moved your files of {target.name}/ back from a folder a killed run left aside")
             shutil.rmtree(entry, ignore_errors=True)
     return lines
@@ -411,7 +406,6 @@ def _swap_in(tmp: Path, target: Path, trash_root: Path) -> None:
     """Put the complete folder ``tmp`` at ``target`` by renames: an earlier ``target`` is moved aside, ``tmp`` renamed
     into place, and the files of the earlier folder that ovseg did not write (not listed by its ``result.json``, not
     in ``tmp``) are moved into the new one before the old one is deleted."""
-    from .io import listed_outputs
 
     if not target.exists():
         os.replace(tmp, target)
@@ -421,11 +415,19 @@ def _swap_in(tmp: Path, target: Path, trash_root: Path) -> None:
     old.rmdir()
     os.replace(target, old)
     os.replace(tmp, target)
+    _move_user_files(old, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_user_files(old: Path, target: Path) -> None:
+    """Move the entries of the earlier folder ``old`` that ovseg did not write (not listed by its ``result.json``)
+    into ``target``, unless ``target`` has an entry (or a link) of that name."""
+    from .io import listed_outputs
+
     ours = listed_outputs(old / "result.json")
     for entry in old.iterdir():
         if entry.name not in ours and not (target / entry.name).exists() and not (target / entry.name).is_symlink():
             os.replace(entry, target / entry.name)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_batch(args: Any, inputs: BatchInputs, config: Any, out: Path, classes: list[str] | None) -> int:
