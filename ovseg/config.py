@@ -9,8 +9,9 @@ steps with guidance 7.5, mask blur 8 px and dilation 5 px.
 configs; ``"mini"`` (the default) runs the small embedded models trained on the mini world and
 pins the model-identity fields (see :data:`PROFILE_PINNED_FIELDS`) to the registry's mini
 entries (``inpainting.model`` only while it keeps its default: set to a local diffusers directory, e.g. a
-training run's export, it is loaded in the mini profile too). Everything else (thresholds, alpha,
-steps, ...) applies to both profiles.
+training run's export, it is loaded in the mini profile too; likewise ``clip.extract_layers`` and
+``clip.layer_weights``: set away from the ViT-L/14 default, they choose the mini CLIP's blocks, the layer
+ablation). Everything else (thresholds, alpha, steps, ...) applies to both profiles.
 
 Configs round-trip through YAML (:meth:`PipelineConfig.to_yaml`, :meth:`PipelineConfig.from_yaml`);
 unknown keys, wrong types and out-of-range values raise :class:`~ovseg.errors.ConfigError`
@@ -130,7 +131,8 @@ class CLIPConfig:
     pretrained: str = "openai"
     # Square input resolution of one CLIP window, pixels.
     image_size: int = field(default=336, metadata=_range(32, 2048))
-    # 1-indexed transformer blocks whose patch tokens are read (thesis: 6, 12, 18, 24 of ViT-L's 24).
+    # 1-indexed transformer blocks whose patch tokens are read (thesis: 6, 12, 18, 24 of ViT-L's 24). Mini
+    # profile: while it keeps this default, the mini CLIP's own blocks (its config.json); set otherwise, these.
     extract_layers: list[int] = field(default_factory=lambda: [6, 12, 18, 24])
     # Fusion weights for extract_layers (same length); None = equal weights.
     layer_weights: list[float] | None = None
@@ -452,6 +454,8 @@ MINI_INPAINTING_SETTINGS: dict[str, Any] = {"negative_prompt": "", "mask_dilatio
 def _preset(name: str, profile: str, changes: dict[str, Any]) -> PipelineConfig:
     cfg = PipelineConfig(profile=profile, name=name)
     for dotted, value in changes.items():
+        if profile == "mini" and dotted == "clip.extract_layers":
+            continue  # ViT-L/14 block numbers; a mini CLIP reads the blocks its config.json names
         section, key = dotted.split(".")
         setattr(getattr(cfg, section), key, value)
     if profile == "mini":

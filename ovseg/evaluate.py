@@ -191,18 +191,12 @@ def _prompts(dataset: "SegDataset", protocol: EvalProtocol) -> tuple[list[str], 
 
 def _dense_clip_for(pipe: "OpenVocabSegmentationPipeline", method: str) -> Any:
     """The pipeline's CLIP read through a baseline's last-block attention (shares the weights)."""
-    from .features import DenseCLIP
-
     c = pipe.clip
     if method == "dense":
         return c
     cache = pipe.__dict__.setdefault("_baseline_clips", {})
     if method not in cache:
-        cache[method] = DenseCLIP(c.model, c.tokenizer, c.mean.flatten().tolist(), c.std.flatten().tolist(),
-                                  extract_layers=[c.depth], dense_path=method, templates=c.templates,
-                                  image_size=c.image_size, window_stride=c.stride / c.image_size,
-                                  sliding_window=c.sliding_window, max_windows_per_side=c.max_windows_per_side,
-                                  device=c.device)
+        cache[method] = c.with_settings(extract_layers=[c.depth], dense_path=method)
     return cache[method]
 
 

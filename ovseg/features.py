@@ -184,6 +184,23 @@ class DenseCLIP:
         self.context_length = int(getattr(model, "context_length", 77))
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
 
+    def with_settings(self, extract_layers: Sequence[int] | None = None, dense_path: str | None = None,
+                      layer_weights: Sequence[float] | None = None) -> "DenseCLIP":
+        """A DenseCLIP on the same model, tokenizer, preprocessing, templates and windows that reads other blocks
+        (``extract_layers``, 1-indexed; default: this one's) through another path (``dense_path``; default: this
+        one's), fused with ``layer_weights`` (None = equal). The weights are shared, not copied: a layer ablation or
+        a training-free baseline on a loaded CLIP costs no second load.
+
+        Raises:
+            InputError: a layer outside ``[1, depth]`` (the message names the model's depth).
+        """
+        return DenseCLIP(self.model, self.tokenizer, self.mean.flatten().tolist(), self.std.flatten().tolist(),
+                         extract_layers=list(self.extract_layers if extract_layers is None else extract_layers),
+                         dense_path=self.dense_path if dense_path is None else dense_path, templates=self.templates,
+                         image_size=self.image_size, window_stride=self.stride / self.image_size,
+                         sliding_window=self.sliding_window, max_windows_per_side=self.max_windows_per_side,
+                         layer_weights=layer_weights, device=self.device)
+
     # ---- text ------------------------------------------------------------------------------
     def _warn_truncation(self, texts: list[str]) -> None:
         encode = getattr(self.tokenizer, "encode", None)

@@ -275,7 +275,8 @@ def _model_name(cfg_value: str, profile: str, stage: str) -> str:
     default): an inpainting model is self-contained (a diffusers directory with its own scheduler and tokenizer),
     so a training run's export is evaluated with the mini segmenter instead of being silently replaced. A
     ``clip.model`` naming another mini-profile CLIP entry of the registry (e.g. a contrastively trained mini CLIP)
-    is loaded too; its inference settings come with it, like the default's."""
+    is loaded too; its inference settings come with it, like the default's (:func:`_mini_clip_layers` for the
+    one exception)."""
     if profile != "mini":
         return cfg_value
     if stage == "inpainting" and cfg_value != W.default_model("full", stage):
@@ -284,6 +285,19 @@ def _model_name(cfg_value: str, profile: str, stage: str) -> str:
     if stage == "clip" and entry is not None and (entry.profile, entry.stage) == ("mini", "clip"):
         return cfg_value
     return W.default_model("mini", stage)
+
+
+def _mini_clip_layers(config: PipelineConfig, meta: dict[str, Any]) -> tuple[list[int], list[float] | None]:
+    """The blocks a mini CLIP reads and their fusion weights: its ``config.json``'s ``extract_layers`` (equal
+    weights) while ``clip.extract_layers`` keeps the full profile's default (6 / 12 / 18 / 24 of ViT-L/14, which a
+    mini CLIP does not have), else the configured ``clip.extract_layers`` and ``clip.layer_weights`` -- the layer
+    ablation (e.g. ``--set clip.extract_layers=[8]``: the last block alone) runs in the mini profile too."""
+    from .config import CLIPConfig
+
+    if list(config.clip.extract_layers) == list(CLIPConfig().extract_layers):
+        return list(meta["extract_layers"]), None
+    return list(config.clip.extract_layers), (None if config.clip.layer_weights is None
+                                              else list(config.clip.layer_weights))
 
 
 def effective_config(config: PipelineConfig) -> dict[str, Any]:
@@ -303,9 +317,10 @@ def effective_config(config: PipelineConfig) -> dict[str, Any]:
     meta = REPO_ROOT / entry.local_dir / "config.json" if entry is not None and entry.local_dir else None
     if meta is not None and meta.is_file():
         m = json.loads(meta.read_text(encoding="utf-8"))
+        layers, weights = _mini_clip_layers(config, m)
         d["clip"].update(pretrained=f"{entry.local_dir}/{entry.files[0]}", image_size=m["image_size"],
-                         extract_layers=list(m["extract_layers"]), dense_path=m["dense_path"],
-                         templates=list(m["templates"]), layer_weights=None)
+                         extract_layers=layers, dense_path=m["dense_path"], templates=list(m["templates"]),
+                         layer_weights=weights)
     return d
 
 
@@ -351,10 +366,11 @@ def load_dense_clip(config: PipelineConfig, device: str = "cpu") -> "DenseCLIP":
         from .mini_clip import load_mini_clip
 
         model, tokenizer, m = load_mini_clip(W.resolve(name, "clip").path, device)
-        return DenseCLIP(model, tokenizer, m["mean"], m["std"], extract_layers=m["extract_layers"],
+        layers, weights = _mini_clip_layers(config, m)
+        return DenseCLIP(model, tokenizer, m["mean"], m["std"], extract_layers=layers,
                          dense_path=m["dense_path"], templates=m["templates"], image_size=m["image_size"],
                          window_stride=c.window_stride, sliding_window=c.sliding_window,
-                         max_windows_per_side=c.max_windows_per_side, device=device)
+                         max_windows_per_side=c.max_windows_per_side, layer_weights=weights, device=device)
     if entry is not None:
         path, arch, pre = W.resolve(name, "clip").path, entry.arch, entry.preprocess
     else:

@@ -217,3 +217,80 @@ def test_summary_rows_carry_intervals_model_labels_and_say_when_a_difference_is_
     assert E.noise_sentence(rows[1]).endswith("novel lower")
     full = E.summary_rows({"maskclip": r}, get_balanced_config(profile="full"))[0]["model"]
     assert full == "ViT-L-14-336 openai"
+
+
+def test_method_model_grid_rows_blocks_and_one_sam2_run_per_image(tmp_path):
+    """The method x model table of issue #22 on the shipped mini CLIPs: which rows, which blocks each reads, the
+    default CLIP's rows keep the base config (so they share evaluate_methods' stores), SAM 2 runs once per image
+    for all ovseg rows, and the left-out ("dense", "last") row of the value-path CLIP is the MaskCLIP row."""
+    import torch
+
+    from ovseg.config import get_balanced_config
+    from ovseg.datasets import load_dataset
+    from ovseg.errors import InputError
+    from ovseg.evaluate import _prompts, predict_labels
+
+    base = get_balanced_config("mini")
+    grid = E.method_model_grid(["mini-clip", "mini-clip-contrastive"])
+    assert [e.key for e in grid] == [
+        "mini-clip|ovseg|own", "mini-clip|ovseg|last", "mini-clip|dense|own", "mini-clip|dense|last",
+        "mini-clip|maskclip|last", "mini-clip|sclip|last", "mini-clip|clearclip|last",
+        "mini-clip-contrastive|ovseg|own", "mini-clip-contrastive|ovseg|last", "mini-clip-contrastive|dense|own",
+        "mini-clip-contrastive|maskclip|last", "mini-clip-contrastive|sclip|last", "mini-clip-contrastive|clearclip|last"]
+    by = {e.key: e for e in grid}
+    assert by["mini-clip|ovseg|own"].pipe.config.to_dict() == base.to_dict()  # the stores of evaluate_methods
+    blocks = {k: (e.pipe.clip.dense_path, e.pipe.clip.extract_layers) for k, e in by.items()}
+    assert blocks["mini-clip|ovseg|own"] == ("tokens", [5, 6]) and blocks["mini-clip|ovseg|last"] == ("tokens", [6])
+    assert blocks["mini-clip-contrastive|ovseg|own"] == ("maskclip", [2, 4, 6, 8])
+    assert blocks["mini-clip-contrastive|ovseg|last"] == ("maskclip", [8])
+    assert by["mini-clip-contrastive|ovseg|last"].pipe.config.clip.extract_layers == [8]  # the store key says so
+    assert E.features_label(by["mini-clip-contrastive|ovseg|own"].pipe.clip, "ovseg") == \
+        "value path, blocks 2+4+6+8 of 8 fused"
+    assert E.features_label(by["mini-clip|sclip|last"].pipe.clip, "sclip") == "SCLIP attention, block 6 of 6"
+    assert by["mini-clip|ovseg|own"].pipe.clip.model is by["mini-clip|ovseg|last"].pipe.clip.model  # shared weights
+
+    ds = load_dataset("mini", split="dev")
+    shared = grid[0].pipe.mask_generator
+    calls = []
+    real = shared._generator.generate
+    shared._generator.generate = lambda image: calls.append(1) or real(image)
+    ovseg_rows = [e for e in grid if e.method == "ovseg"]
+    res = E.evaluate_grid(ds, ovseg_rows, 2, tmp_path / "eval")
+    assert len(calls) == 2 and shared.hits == 6  # 4 ovseg rows x 2 images, SAM 2 ran for 2
+    assert len({r["protocol_hash"] for r in res.values()}) == 4  # four distinct stores / protocols
+    assert len(list((tmp_path / "eval").iterdir())) == 4
+
+    # the row left out: MaskCLIP on the contrastive CLIP (its baseline clip) and the value path at block 8 alone
+    # (the pipeline config's layer override) predict the same labels
+    prompts, owner = _prompts(ds, EvalProtocol())
+    sample = ds[0]
+    with torch.inference_mode():
+        a = predict_labels(by["mini-clip-contrastive|maskclip|last"].pipe, sample.image, prompts, owner,
+                           EvalProtocol(method="maskclip"), ds.background_index)
+        b = predict_labels(by["mini-clip-contrastive|ovseg|last"].pipe, sample.image, prompts, owner,
+                           EvalProtocol(method="dense"), ds.background_index)
+    assert np.array_equal(a, b)
+
+    with pytest.raises(InputError, match="every model must be a mini CLIP of the weights registry; got "
+                                         r"\['ViT-B-16'\]; fix: use one of: mini-clip"):
+        E.method_model_grid(["ViT-B-16"])
+    with pytest.raises(InputError, match=r"methods must be among ovseg, dense, maskclip, sclip, clearclip; got \['x'\]"):
+        E.method_model_grid(["mini-clip"], methods=["x"])
+
+
+def test_grid_pivot_and_figure_from_constructed_rows():
+    from matplotlib.figure import Figure
+
+    def row(method, clip, v, ci, layers="own"):
+        return {"method": method, "clip": clip, "mIoU": v, "mIoU_ci95": ci, "mIoU_base": v, "base_ci95": ci,
+                "mIoU_novel": None, "novel_ci95": None, "layers": layers, "images": 200, "split": "test"}
+
+    rows = [row("ovseg, blocks fused", "a", 81.0, "[78.2, 82.6]"), row("MaskCLIP", "a", 23.1, "[21.2, 24.0]"),
+            row("ovseg, blocks fused", "b", 2.5, "[1.0, 4.2]")]
+    assert E.grid_pivot(rows) == [{"method": "ovseg, blocks fused", "a": "81.0 [78.2, 82.6]", "b": "2.5 [1.0, 4.2]"},
+                                  {"method": "MaskCLIP", "a": "23.1 [21.2, 24.0]", "b": "-"}]
+    assert E.grid_pivot(rows, "mIoU_novel")[0] == {"method": "ovseg, blocks fused", "a": "-", "b": "-"}
+    fig = E.grid_figure(rows)
+    assert isinstance(fig, Figure)
+    heights = sorted(round(p.get_height(), 1) for p in fig.axes[0].patches if np.isfinite(p.get_height()))
+    assert heights == [2.5, 23.1, 81.0]

@@ -231,7 +231,14 @@ def test_another_mini_clip_entry_is_selectable_by_clip_model(run, monkeypatch):
         ("mini-clip-test", "maskclip", [1, 2, 3, 4], ["a {}."])
     clip = load_dense_clip(cfg)
     assert clip.dense_path == "maskclip" and clip.extract_layers == [1, 2, 3, 4] and clip.depth == 4
-    assert model_label(cfg, "ovseg").startswith("mini-clip-test (contrastive, read through its maskclip path")
+    assert model_label(cfg, "ovseg").startswith("mini-clip-test (contrastive like real CLIP, read through the full "
+                                                "profile's maskclip path")
+    # the layer ablation: clip.extract_layers set away from the ViT-L/14 default chooses the mini CLIP's blocks
+    last = apply_overrides(cfg, ["clip.extract_layers=[4]"])
+    assert effective_config(last)["clip"]["extract_layers"] == [4] and load_dense_clip(last).extract_layers == [4]
+    with pytest.raises(InputError, match=r"clip.extract_layers must be block numbers in \[1, 4\] for this model; "
+                                         r"got \[9\]"):
+        load_dense_clip(apply_overrides(cfg, ["clip.extract_layers=[9]"]))
     assert "designed for" in model_label(cfg, "maskclip")
     assert model_label(get_balanced_config("mini"), "maskclip").startswith("mini-clip (dense-trained")
 

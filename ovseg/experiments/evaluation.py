@@ -8,7 +8,10 @@ resumable results store, and turns the ``metrics.json`` results into table rows 
 * :func:`per_class_rows` and :func:`per_class_figure` -- per-class IoU, base vs novel;
 * :func:`method_figure` -- mIoU per method, base vs novel;
 * :func:`benchmark_datasets` / :func:`benchmark_rows` -- the full-profile VOC / COCO-Stuff / ADE20K
-  tables with the thesis's reported numbers beside the measured ones.
+  tables with the thesis's reported numbers beside the measured ones;
+* :func:`method_model_grid` / :func:`evaluate_grid` / :func:`grid_rows` / :func:`grid_pivot` -- the method x
+  model table (issue #22): every method on every CLIP named, the thesis method and its dense ablation both with
+  the CLIP's own blocks fused and with its last block alone, one SAM 2 run per image shared by all rows.
 
 Stores are keyed by everything that determines a prediction -- dataset, number of images,
 protocol, pipeline configuration and a fingerprint of the model weights -- so rerunning a notebook
@@ -35,15 +38,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..evaluate import EvalProtocol
     from ..pipeline import OpenVocabSegmentationPipeline
 
-__all__ = ["METHOD_LABELS", "BENCHMARKS", "model_fingerprint", "store_dir", "evaluate_methods", "summary_rows", "summary_lines",
-           "per_class_rows", "per_class_figure", "method_figure", "benchmark_datasets", "benchmark_rows", "model_label",
-           "noise_sentence"]
+__all__ = ["METHOD_LABELS", "BENCHMARKS", "GRID_VARIANTS", "GridEntry", "model_fingerprint", "store_dir",
+           "evaluate_methods", "summary_rows", "summary_lines", "per_class_rows", "per_class_figure", "method_figure",
+           "benchmark_datasets", "benchmark_rows", "model_label", "noise_sentence", "method_model_grid",
+           "evaluate_grid", "grid_rows", "grid_pivot", "grid_figure", "features_label"]
 
 #: Human-readable names of the methods of :data:`ovseg.evaluate.METHODS`.
 METHOD_LABELS = {"ovseg": "ovseg (SAM 2 masks + alignment)", "dense": "dense (per-pixel, multi-layer)",
                  "maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP"}
 #: The public benchmarks of Chapter 5 (full profile; the datasets are not shipped).
 BENCHMARKS = ("voc", "coco-stuff", "ade20k")
+#: Rows of the method x model table per CLIP, as (method, layers): the thesis method (``ovseg``) and its dense
+#: per-pixel ablation with the CLIP's ``own`` inference blocks fused (mini: its config.json; full: 6 / 12 / 18 / 24)
+#: and with its ``last`` block alone, then the training-free baselines, which read the last block by definition.
+#: ``("dense", "last")`` is left out for a CLIP read through the MaskCLIP value path: it *is* the MaskCLIP row.
+GRID_VARIANTS = (("ovseg", "own"), ("ovseg", "last"), ("dense", "own"), ("dense", "last"),
+                 ("maskclip", "last"), ("sclip", "last"), ("clearclip", "last"))
 
 
 def model_fingerprint(config: Any) -> str:
@@ -140,8 +150,8 @@ def _other_mini_clip_label(name: str, own: bool) -> str:
     if (m.get("training") or {}).get("recipe") != "contrastive":
         return name
     if own:
-        return f"{name} (contrastive, read through its {m.get('dense_path')} path at blocks {m.get('extract_layers')})"
-    return f"{name} (contrastive, the model family the method was designed for)"
+        return f"{name} (contrastive like real CLIP, read through the full profile's {m.get('dense_path')} path)"
+    return f"{name} (contrastive: the model family the method was designed for)"
 
 
 def _ci(r: dict[str, Any], key: str) -> str | None:
@@ -329,3 +339,221 @@ def benchmark_rows(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     from ..evaluate import table_rows
 
     return table_rows(list(results), reported=True)
+
+
+# ---- the method x model table (issue #22) ---------------------------------------------------------------------
+
+class _SharedMasks:
+    """A SAM 2 :class:`~ovseg.masks.MaskGenerator` shared by the pipelines of a grid, remembering each image's masks
+    per settings. The rows of a method x model table differ only in how CLIP is read, so SAM 2 runs once per image
+    instead of once per ``ovseg`` row (whose cost is almost all SAM 2). Memory: the masks of every image evaluated
+    (mini: about ten 128 x 128 bool masks per image). Everything but :meth:`generate` is the wrapped generator's."""
+
+    def __init__(self, generator: Any):
+        self._generator = generator
+        self._memo: dict[tuple[str, str], Any] = {}
+        self.hits = 0  # generate() calls answered from memory
+
+    def __getattr__(self, name: str) -> Any:  # model, config, encoder_calls, update_config, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._generator, name)
+
+    def generate(self, image: np.ndarray) -> Any:
+        from ..masks import _array_key
+
+        key = (_array_key(np.asarray(image)), json.dumps(asdict(self._generator.config), sort_keys=True, default=str))
+        if key in self._memo:
+            self.hits += 1
+        else:
+            self._memo[key] = self._generator.generate(image)
+        return self._memo[key]
+
+
+class GridEntry:
+    """One row of the method x model table: ``method`` (:data:`ovseg.evaluate.METHODS`) with ``layers`` ``"own"``
+    (the CLIP's inference blocks, fused) or ``"last"`` (its last block alone) on the CLIP ``model``, run through
+    ``pipe`` (whose config says exactly that: ``clip.model``, and ``clip.extract_layers`` for ``"last"``)."""
+
+    def __init__(self, method: str, layers: str, model: str, pipe: "OpenVocabSegmentationPipeline"):
+        self.method, self.layers, self.model, self.pipe = method, layers, model, pipe
+
+    @property
+    def key(self) -> str:
+        """``"<model>|<method>|<layers>"``, unique in a grid."""
+        return f"{self.model}|{self.method}|{self.layers}"
+
+    def __repr__(self) -> str:
+        return f"GridEntry({self.key})"
+
+
+def method_model_grid(models: Sequence[str], methods: Sequence[str] | None = None, profile: str = "mini",
+                      device: str = "cpu", config: Any = None) -> list[GridEntry]:
+    """The rows of the method x model table: :data:`GRID_VARIANTS` whose method is in ``methods`` (default: all of
+    :data:`ovseg.evaluate.METHODS`), for every CLIP in ``models``, in that order.
+
+    Args:
+        models: ``clip.model`` values; in the mini profile registry names of mini CLIPs (``ovseg weights list``:
+            ``mini-clip``, ``mini-clip-contrastive``), in the full profile open_clip names or registry entries.
+        config: the base pipeline config (default: the profile's balanced preset); each row changes only
+            ``clip.model`` (not for the config's own CLIP, so its stores and test-log lines stay those of
+            :func:`evaluate_methods`) and, for ``"last"``, ``clip.extract_layers``.
+
+    Every pipeline shares one SAM 2 generator that remembers masks (:class:`_SharedMasks`) and every row of one
+    CLIP shares its weights (:meth:`ovseg.features.DenseCLIP.with_settings`). A ``"last"`` row is left out when the
+    CLIP's own blocks are already its last block alone, and ``("dense", "last")`` when the CLIP is read through the
+    MaskCLIP value path and ``maskclip`` is among the methods (the same predictions by construction).
+
+    Raises:
+        InputError: an unknown method, no model, or (mini profile) a model that is not a mini CLIP of the registry
+            (the mini profile would silently load its default CLIP instead).
+    """
+    from .. import weights as W
+    from ..config import get_balanced_config
+    from ..errors import InputError
+    from ..evaluate import METHODS
+    from ..pipeline import OpenVocabSegmentationPipeline, _model_name, load_mask_generator
+
+    methods = list(METHODS if methods is None else methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise InputError("methods must be among " + ", ".join(METHODS), bad, "drop or fix those names")
+    if not models:
+        raise InputError("the method x model table needs at least one CLIP", list(models),
+                         f"pass e.g. models=[{W.default_model(profile, 'clip')!r}]")
+    base = config if config is not None else get_balanced_config(profile)
+    if profile == "mini":
+        minis = W.list_models(profile="mini", stage="clip")
+        unknown = [m for m in models if m not in minis]
+        if unknown:
+            raise InputError("in the mini profile every model must be a mini CLIP of the weights registry", unknown,
+                             "use one of: " + ", ".join(minis))
+    shared = _SharedMasks(load_mask_generator(base, device))
+    grid: list[GridEntry] = []
+    for model in models:
+        same = _model_name(base.clip.model, base.profile, "clip") == model
+        cfg = base if same else base.replace(**{"clip.model": model})
+        own = OpenVocabSegmentationPipeline(cfg, device=device, mask_generator=shared)
+        clip = own.clip
+        last_cfg = cfg.replace(**{"clip.extract_layers": [clip.depth], "clip.layer_weights": None})
+        last = OpenVocabSegmentationPipeline(last_cfg, device=device, mask_generator=shared,
+                                             clip=clip.with_settings(extract_layers=[clip.depth]))
+        for method, layers in GRID_VARIANTS:
+            if method not in methods:
+                continue
+            if layers == "last" and method in ("ovseg", "dense"):
+                if list(clip.extract_layers) == [clip.depth]:
+                    continue
+                if method == "dense" and clip.dense_path == "maskclip" and "maskclip" in methods:
+                    continue
+                grid.append(GridEntry(method, layers, model, last))
+            else:
+                grid.append(GridEntry(method, layers, model, own))
+    return grid
+
+
+def evaluate_grid(dataset: "SegDataset", grid: Sequence[GridEntry], n_images: int | None, root: str | Path,
+                  protocol: "EvalProtocol | None" = None, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Evaluate every row of ``grid`` (:func:`method_model_grid`) like :func:`evaluate_methods`: each in its own
+    resumable store under ``root`` (keyed by its pipeline config, so a row with other blocks or another CLIP never
+    reuses another's results), each test-split run logged (:mod:`ovseg.testlog`).
+
+    Returns:
+        :attr:`GridEntry.key` -> the result dict of :func:`ovseg.evaluate.run_evaluation`.
+    """
+    from ..evaluate import EvalProtocol, run_evaluation
+
+    base = protocol or EvalProtocol()
+    out = {}
+    for e in grid:
+        p = replace(base, method=e.method, max_images=n_images).validate()
+        out[e.key] = run_evaluation(dataset, e.pipe, p, store_dir(root, dataset, p, e.pipe.config), progress=progress)
+    return out
+
+
+_PATH_NAMES = {"maskclip": "value path", "tokens": "tokens path", "sclip": "SCLIP attention",
+               "clearclip": "ClearCLIP attention"}
+
+
+def features_label(clip: Any, method: str) -> str:
+    """How a method reads ``clip`` (a :class:`~ovseg.features.DenseCLIP`): the path and the blocks, e.g.
+    ``"value path, blocks 2+4+6+8 of 8 fused"`` (the thesis method on a contrastive CLIP, the full profile's code
+    path), ``"tokens path, block 6 of 6"``, ``"SCLIP attention, block 8 of 8"`` (a baseline: its last block)."""
+    if method in ("ovseg", "dense"):
+        path, layers = clip.dense_path, list(clip.extract_layers)
+    else:
+        path, layers = method, [clip.depth]
+    blocks = f"block {layers[0]}" if len(layers) == 1 else "blocks " + "+".join(str(x) for x in layers)
+    return f"{_PATH_NAMES.get(path, path)}, {blocks} of {clip.depth}" + (" fused" if len(layers) > 1 else "")
+
+
+def _variant_label(method: str, layers: str) -> str:
+    """A grid row's method name: the thesis method and the dense ablation say which blocks they fused."""
+    if method == "ovseg":
+        return "ovseg (SAM 2 masks + alignment)" + (", last block only" if layers == "last" else ", blocks fused")
+    if method == "dense":
+        return "dense per-pixel" + (", last block only" if layers == "last" else ", blocks fused")
+    return METHOD_LABELS.get(method, method)
+
+
+def grid_rows(results: dict[str, dict[str, Any]], grid: Sequence[GridEntry]) -> list[dict[str, Any]]:
+    """:func:`summary_rows` of every grid row, in grid order, with ``model`` (:func:`model_label`), ``features``
+    (:func:`features_label`), ``layers`` (``"own"`` / ``"last"``) and ``clip`` (the model name) per row; ``method``
+    names the variant (the thesis method and the dense ablation say which blocks they fused)."""
+    rows = []
+    for e in grid:
+        if e.key not in results:
+            continue
+        row = summary_rows({e.method: results[e.key]}, e.pipe.config)[0]
+        row["features"] = features_label(e.pipe.clip, e.method)
+        row["layers"] = e.layers
+        row["clip"] = e.model
+        row["method"] = _variant_label(e.method, e.layers)
+        rows.append(row)
+    return rows
+
+
+def grid_pivot(rows: Sequence[dict[str, Any]], key: str = "mIoU") -> list[dict[str, Any]]:
+    """The method x model view of :func:`grid_rows`: one row per method variant (``method``), one column per CLIP
+    holding ``"<value> <interval>"`` of ``key`` (``mIoU``, ``mIoU_base`` or
+    ``mIoU_novel``, percent; ``-`` where that variant was not run on that CLIP)."""
+    ci = {"mIoU": "mIoU_ci95", "mIoU_base": "base_ci95", "mIoU_novel": "novel_ci95"}[key]
+    models = list(dict.fromkeys(r["clip"] for r in rows))
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        cell = "-" if r[key] is None else f"{r[key]:.1f} {r.get(ci) or ''}".strip()
+        out.setdefault(r["method"], {"method": r["method"], **{m: "-" for m in models}})[r["clip"]] = cell
+    return list(out.values())
+
+
+def grid_figure(rows: Sequence[dict[str, Any]]) -> "Figure":
+    """Grouped bars: mIoU (%) with its 95% interval per method (x) and CLIP (bar colour), from :func:`grid_rows`."""
+    from matplotlib.figure import Figure
+
+    from ..stats import parse_interval
+
+    models = list(dict.fromkeys(r["clip"] for r in rows))
+    labels = list(dict.fromkeys(r["method"] for r in rows))
+    fig = Figure(figsize=(max(6.4, 1.1 * len(labels) + 1.5), 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(models))
+    for j, model in enumerate(models):
+        vals, err = [], []
+        for label in labels:
+            r = next((r for r in rows if r["clip"] == model and r["method"] == label), None)
+            v = np.nan if r is None or r["mIoU"] is None else r["mIoU"]
+            lo, hi = parse_interval(r["mIoU_ci95"]) if r is not None and r.get("mIoU_ci95") else (np.nan, np.nan)
+            vals.append(v)
+            err.append([max(0.0, v - lo), max(0.0, hi - v)] if np.isfinite(lo) else [np.nan, np.nan])
+        xs = np.arange(len(labels)) + (j - (len(models) - 1) / 2) * width
+        bars = ax.bar(xs, vals, width, label=model, yerr=np.array(err).T, error_kw={"lw": 0.8, "capsize": 2})
+        ax.bar_label(bars, fmt="%.1f", fontsize=6, padding=1)
+    import textwrap
+
+    ax.set_xticks(np.arange(len(labels)), [textwrap.fill(t, 16) for t in labels], fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("mIoU (%)")
+    n, split = rows[0]["images"], rows[0].get("split")
+    ax.set_title(f"Method x CLIP ({split or ''} split, {n} images; bars: 95% intervals over images)", fontsize=9)
+    ax.legend(fontsize=7, title="CLIP", title_fontsize=7, loc="upper right")
+    return fig
