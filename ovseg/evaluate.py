@@ -466,8 +466,13 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
               "ci95": {k: iv.to_dict() for k, iv in semantic_intervals(cms, dataset.splits).items()}}
     write_json_atomic(out / "metrics.json", result)
     write_tables(table_rows([result]), out, "table")
-    if is_shipped_test_split(dataset):  # the thesis method is "semantic", a baseline "semantic:<method>"
+    if is_shipped_test_split(dataset):  # the thesis method is "semantic", a baseline "semantic:<method>", "@blocks8" a layer ablation
         task = "semantic" if protocol.method == "ovseg" else f"semantic:{protocol.method}"
+        from .config import CLIPConfig
+
+        layers = list(pipe.config.clip.extract_layers)
+        if layers != list(CLIPConfig().extract_layers):  # a layer ablation (mini: not the CLIP's own blocks)
+            task += "@blocks" + "+".join(str(x) for x in layers)
         record(task, models_identity(pipe.config), protocol_hash, n,
                {k: v for k, v in result["ci95"].items()}, split="scenes/test", method=protocol.method)
     return result

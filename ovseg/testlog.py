@@ -192,7 +192,7 @@ def _quoted(entry: dict[str, Any], keys: Sequence[tuple[str, str, float]]) -> li
 
 #: Where each embedded model's card quotes the log: the tasks whose numbers it reports.
 CARD_TASKS: dict[str, tuple[str, ...]] = {"mini-sam2": ("masks",), "mini-clip": ("semantic", "referring"),
-                                          "mini-inpainting": ("edits",)}
+                                          "mini-inpainting": ("edits",), "mini-clip-contrastive": ("semantic",)}
 CARD_HEADING = "## Test split (data/mini_world/test, logged in data/mini_world/TEST_LOG.jsonl)"
 
 

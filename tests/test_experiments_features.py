@@ -120,3 +120,68 @@ def test_similarity_maps_heatmap_and_contrast():
 def test_sample_scene_matches_shipped_png():
     scene = F.sample_scene(2)
     assert scene.image.shape == (192, 256, 3) and len(scene.objects) >= 2
+
+
+def test_block_settings_list_every_block_then_the_fusions():
+    clip = SimpleNamespace(depth=4, extract_layers=[1, 2, 3, 4])
+    assert F.block_settings(clip, [2, 4]) == [("block 1", [1]), ("block 2", [2]), ("block 3", [3]), ("block 4", [4]),
+                                              ("fused 2+4", [2, 4]), ("fused 1-4", [1, 2, 3, 4])]
+    assert F.block_settings(clip, [1, 2, 3, 4])[-1] == ("fused 1+2+3+4", [1, 2, 3, 4])  # no duplicate "all" row
+    from ovseg.errors import InputError
+
+    with pytest.raises(InputError, match=r"needs a CLIP that extracts every block; got \[2, 4\]; fix: pass "
+                                         r"clip.with_settings\(extract_layers=range\(1, 5\)\)"):
+        F.block_settings(SimpleNamespace(depth=4, extract_layers=[2, 4]), [2, 4])
+    with pytest.raises(InputError, match=r"the fused blocks must be among 1..4; got \[5\]"):
+        F.block_settings(clip, [5])
+
+
+def test_global_path_check_counts_retrievals_and_zero_shot_hits(tmp_path):
+    """A fake CLIP whose image embedding is one-hot on the image's red value and whose text embedding is one-hot on
+    a hand-made table: the retrieval and zero-shot rates are counted by hand."""
+    import json
+
+    import torch
+    from PIL import Image
+
+    from ovseg.world import CLASS_NAMES
+
+    a, b, c = CLASS_NAMES[0], CLASS_NAMES[1], CLASS_NAMES[2]
+    scenes = [([a], f"a {a}."), ([b], f"a {b}."), ([a, c], f"a {a} and a {c}."), ([c], f"a {c}.")]
+    (tmp_path / "images").mkdir()
+    index = []
+    for k, (objs, cap) in enumerate(scenes):
+        Image.fromarray(np.full((32, 32, 3), k, np.uint8)).save(tmp_path / "images" / f"s{k}.png")
+        index.append({"stem": f"s{k}", "caption": cap, "objects": [{"class_name": o} for o in objs]})
+    (tmp_path / "index.json").write_text(json.dumps({"images": index}))
+    # image k -> axis k; caption of scene 0 -> axis 0 and scene 2's -> axis 0 too (so image 2 retrieves scene 0's
+    # caption: wrong objects), scene 1 -> axis 1, scene 3 -> axis 3; class a -> axis 0, b -> axis 2 (image 1 misses),
+    # c -> axis 3
+    axis = {scenes[0][1]: 0, scenes[1][1]: 1, scenes[2][1]: 0, scenes[3][1]: 3, a: 0, b: 2, c: 3}
+    for name in CLASS_NAMES:
+        axis.setdefault(name, 7)
+
+    class Fake:
+        def global_image_embedding(self, image):
+            return torch.eye(8)[int(image[0, 0, 0])]
+
+        def encode_text(self, prompts, templates=None):
+            return torch.eye(8)[[axis[p] for p in prompts]] * (1.0 if templates == ["{}"] else 0.9)
+
+    r = F.global_path_check(Fake(), tmp_path)
+    assert r["n_images"] == 4 and r["retrieval"].value == 0.75 and r["retrieval"].n == 4  # image 2 retrieves scene 0
+    assert r["zero_shot"].n == 3 and r["zero_shot"].value == pytest.approx(2 / 3)  # a and c right, b wrong
+    assert r["chance_zero_shot"] == pytest.approx(1 / len(CLASS_NAMES))
+    assert F.global_path_check(Fake(), tmp_path, n_images=2)["retrieval"].value == 1.0
+
+
+def test_block_figure_plots_every_block_and_each_fusion():
+    rows = [{"layers": f"block {k}", "mIoU": 0.1 * k, "mIoU_ci95": f"[{0.1 * k - 0.05:.3f}, {0.1 * k + 0.05:.3f}]",
+             "mIoU_novel": 0.05 * k, "mIoU_novel_ci95": None, "images": 10} for k in (1, 2, 3)]
+    rows += [{"layers": "fused 1+3", "mIoU": 0.25, "mIoU_ci95": "[0.2, 0.3]", "mIoU_novel": 0.1, "images": 10}]
+    fig = F.block_figure(rows)
+    ax = fig.axes[0]
+    blue = ax.lines[0].get_ydata()
+    assert list(np.round(blue, 3)) == [0.1, 0.2, 0.3] and [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
+    assert any(list(ln.get_ydata()) == [0.25, 0.25] for ln in ax.lines)  # the fused setting's line
+    assert ax.get_ylim()[1] >= 0.35  # the top of the widest error bar is inside the axes

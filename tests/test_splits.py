@@ -200,6 +200,26 @@ def test_an_evaluation_on_the_test_split_is_logged_once(tmp_path, monkeypatch):
     assert len(testlog.entries(log)) == 1
 
 
+def test_a_layer_ablation_on_the_test_split_is_logged_under_a_task_of_its_own(tmp_path, monkeypatch):
+    """A run reading other blocks than the CLIP's own (clip.extract_layers set) is not the model's headline: its line
+    says which blocks, so the model card (which quotes "semantic") never quotes an ablation."""
+    from ovseg import OpenVocabSegmentationPipeline, testlog
+    from ovseg.config import apply_overrides, get_balanced_config
+    from ovseg.datasets import load_dataset
+    from ovseg.evaluate import EvalProtocol, run_evaluation
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))
+    ds = load_dataset("mini", split="test")
+    last = apply_overrides(get_balanced_config("mini"), ["clip.extract_layers=[6]"])
+    for k, cfg in enumerate((last, get_balanced_config("mini"))):
+        run_evaluation(ds, OpenVocabSegmentationPipeline(cfg), EvalProtocol(method="dense", max_images=1),
+                       tmp_path / str(k))
+    a, b = testlog.entries(log)
+    assert (a["task"], b["task"]) == ("semantic:dense@blocks6", "semantic:dense")
+    assert a["models"] == b["models"] and a["protocol"] != b["protocol"]
+
+
 def test_the_readme_quotes_the_logged_test_numbers():
     """README's table of test numbers is exactly what `python -m ovseg.testlog` prints from the committed log for the
     shipped models: every reported test number (value, interval, n) is a logged one."""

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["layer_settings", "template_settings", "sample_scene", "similarity_maps", "heatmap_figure",
            "object_contrast", "pixel_predictions", "dense_eval", "text_separation", "nearest_other_cosine",
-           "ensemble_figure", "log_test", "WORLD_SAMPLE_CONFIG"]
+           "ensemble_figure", "log_test", "WORLD_SAMPLE_CONFIG", "block_settings", "global_path_check",
+           "block_figure", "log_global_check"]
 
 #: The SceneConfig keyword arguments ``data/make_samples.py`` draws ``data/samples/world_<k>.png`` with
 #: (seed ``EVAL_SEED_OFFSET + 500_000 + k``).
@@ -288,4 +289,111 @@ def log_test(rows: Sequence[dict[str, Any]], config: Any, split: str, n_images: 
                 for r in rows if "mIoU_lo" in r and np.isfinite(r["mIoU_lo"])}
     return record_experiment("dense_features", config, rows[0]["images"] if rows else 0, headline,
                              {"settings": [[r["layers"], r["templates"]] for r in rows], "n_images": n_images},
+                             f"scenes/{split}", ("clip",))
+
+
+# ---- one CLIP block by block (issue #22: the contrastive mini CLIP through the thesis's value path) ----------------
+
+def block_settings(clip: "DenseCLIP", own: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """(label, layers) pairs for a block-by-block comparison: every block 1..depth alone, then ``own`` fused (the
+    model's inference blocks, e.g. 2 / 4 / 6 / 8 of 8 where ViT-L/14's 6 / 12 / 18 / 24 sit), then all blocks fused.
+    ``clip`` must extract every block (:meth:`ovseg.features.DenseCLIP.with_settings` with ``range(1, depth + 1)``).
+
+    Raises:
+        InputError: ``clip`` does not extract every block, or ``own`` names a block it does not have.
+    """
+    from ..errors import InputError
+
+    every = list(range(1, clip.depth + 1))
+    if list(clip.extract_layers) != every:
+        raise InputError("a block-by-block comparison needs a CLIP that extracts every block", list(clip.extract_layers),
+                         f"pass clip.with_settings(extract_layers=range(1, {clip.depth + 1}))")
+    if not own or any(b not in every for b in own):
+        raise InputError(f"the fused blocks must be among 1..{clip.depth}", list(own), "pass the model's extract_layers")
+    out = [(f"block {b}", [b]) for b in every]
+    out.append(("fused " + "+".join(str(b) for b in own), list(own)))
+    if list(own) != every:
+        out.append((f"fused 1-{clip.depth}", every))
+    return out
+
+
+def global_path_check(clip: "DenseCLIP", split_dir: Any, n_images: int | None = None) -> dict[str, Any]:
+    """What a CLIP's *global* path (class token, the path CLIP's contrastive loss trains) knows about mini-world
+    scenes: image -> caption top-1 retrieval among the split's world captions (correct when the retrieved caption
+    names the same set of objects) and single-object zero-shot top-1 over the 48 class names (``"a {}."``), each a
+    seeded 95% bootstrap interval over images (:class:`ovseg.stats.Interval`). Selects nothing, logs nothing.
+
+    Args:
+        clip: a :class:`~ovseg.features.DenseCLIP` (its :meth:`global_image_embedding` resizes to its input size).
+        split_dir: a mini-world split folder (``index.json``, ``images/``), e.g. ``data/mini_world/dev``.
+        n_images: the first N images (None: all).
+
+    Returns:
+        ``{"retrieval": Interval, "zero_shot": Interval, "chance_zero_shot": float, "n_images": int}``.
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ..io import load_image
+    from ..stats import bootstrap_rate
+    from ..world import CLASS_NAMES
+
+    root = Path(split_dir)
+    idx = json.loads((root / "index.json").read_text(encoding="utf-8"))["images"][:n_images]
+    fi = torch.stack([clip.global_image_embedding(load_image(root / "images" / f"{e['stem']}.png")) for e in idx])
+    ft = clip.encode_text([e["caption"] for e in idx], templates=["{}"])  # (N, E): the captions as written
+    fc = clip.encode_text(list(CLASS_NAMES), templates=["a {}."])  # (C, E)
+    keys = [tuple(sorted(o["class_name"] for o in e["objects"])) for e in idx]
+    top = (fi @ ft.T).argmax(1).tolist()  # (N,) best caption per image
+    single = [i for i, e in enumerate(idx) if len(e["objects"]) == 1]
+    pred = (fi[single] @ fc.T).argmax(1).tolist() if single else []
+    retrieval = np.array([keys[i] == keys[j] for i, j in enumerate(top)], dtype=float)
+    zero_shot = np.array([CLASS_NAMES[p] == idx[i]["objects"][0]["class_name"] for p, i in zip(pred, single)], float)
+    return {"retrieval": bootstrap_rate(retrieval), "zero_shot": bootstrap_rate(zero_shot),
+            "chance_zero_shot": 1 / len(CLASS_NAMES), "n_images": len(idx)}
+
+
+def block_figure(rows: Sequence[dict[str, Any]], title: str = "") -> "Figure":
+    """mIoU (and novel mIoU) per single block with 95% intervals, the fused settings as horizontal lines, from
+    :func:`dense_eval` rows of :func:`block_settings` (labels ``"block k"`` and ``"fused ..."``)."""
+    from matplotlib.figure import Figure
+
+    from ..stats import error_ends
+
+    single = [r for r in rows if r["layers"].startswith("block ")]
+    fused = [r for r in rows if not r["layers"].startswith("block ")]
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    xs = np.array([int(r["layers"].split()[1]) for r in single])
+    for key, colour, dx in (("mIoU", "tab:blue", -0.12), ("mIoU_novel", "tab:orange", 0.12)):
+        vals = np.array([r[key] for r in single], float)
+        err = np.array([error_ends(r.get(f"{key}_ci95"), r[key]) for r in single]).T  # (2, n): 95% interval
+        ax.errorbar(xs + dx, vals, yerr=err, fmt="o-", color=colour, ms=4, lw=1, capsize=2,
+                    label=f"{key.replace('_', ' ')}, one block")
+    for r, style in zip(fused, ("--", ":", "-.")):
+        ax.axhline(r["mIoU"], color="0.3", ls=style, lw=1, label=f"mIoU, {r['layers']} {r.get('mIoU_ci95') or ''}")
+    ax.set_xticks(xs)
+    ax.set_xlabel("block read through the value path")
+    ax.set_ylabel("dense mIoU")
+    tops = [r["mIoU"] for r in rows] + [r.get("mIoU_novel") or 0 for r in rows]
+    tops += [error_ends(r.get(f"{k}_ci95"), r[k])[1] + r[k] for r in single for k in ("mIoU", "mIoU_novel")]
+    ax.set_ylim(0, max(0.1, 1.1 * max(t for t in tops if np.isfinite(t))))
+    n = rows[0]["images"] if rows else 0
+    import textwrap
+
+    ax.set_title(textwrap.fill(title or f"dense per-pixel mIoU per block ({n} images, 95% intervals)", 60), fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def log_global_check(result: dict[str, Any], config: Any, split: str) -> bool:
+    """Log a :func:`global_path_check` on the mini world's test split (:func:`ovseg.testlog.record_experiment`, task
+    ``global_path``, the CLIP only). Does nothing for ``dev`` or the full profile."""
+    from ..testlog import interval, record_experiment
+
+    headline = {k: interval(iv.value, iv.lo, iv.hi, iv.n, "images") for k, iv in
+                (("retrieval", result["retrieval"]), ("zero_shot", result["zero_shot"])) if iv.n}
+    return record_experiment("global_path", config, result["n_images"], headline, {"n_images": result["n_images"]},
                              f"scenes/{split}", ("clip",))
