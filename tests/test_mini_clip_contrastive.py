@@ -157,6 +157,16 @@ def test_the_export_loads_and_reads_dense_features_through_the_value_path(run, m
     assert sums == {f: sha256_file(folder / f) for f in ("model.safetensors", "config.json")}
     card = (folder / "MODEL_CARD.md").read_text()
     assert "contrastive" in card and "dev split" in card and "miou_base" in card and "no conv stem" in card
+    from ovseg.experiments.features import global_path_check
+    from ovseg.paths import DATA_DIR
+
+    g = global_path_check(DenseCLIP(model, tok, conf["mean"], conf["std"], extract_layers=conf["extract_layers"],
+                                    templates=conf["templates"]), DATA_DIR / "mini_world" / "dev")
+    r = g["retrieval"]  # the card quotes the global path of exactly the exported (fp16) weights
+    assert f"dev captions (same set of objects): {r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}], n = 200" in card
+    from ovseg.testlog import CARD_HEADING
+
+    assert card.count(CARD_HEADING) == 1 and "not evaluated on the test split with these weights" in card
     pins = json.loads((REPO_ROOT / "ovseg" / "pins.json").read_text())
     assert "mini-clip-contrastive" not in pins or pins["mini-clip-contrastive"] != sums  # a tmp export pins nothing
 

@@ -746,15 +746,39 @@ def _export_contrastive(trainer: _Trainer, folder: Path, metrics: dict[str, Any]
     ]
     if metrics:
         lines += [f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in metrics.items()]
+        lines += ["", "## Global path (class token, the path the loss trains; dev split, seeded 95% bootstrap)", ""]
+        lines += _global_lines(folder)
     else:
         lines.append("- not evaluated")
-    lines += ["", "## Test split", "",
-              "- not evaluated: this model was trained, selected and evaluated on the dev split only", ""]
-    write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines))
+    write_text_atomic(folder / "MODEL_CARD.md", "\n".join(lines) + "\n")
     name = REGISTRY_NAMES[cfg.recipe]
     if not (name in REGISTRY and pin_if_embedded(folder, name)):  # SHA256SUMS beside the weights in any case
         files = ("model.safetensors", "config.json")
         write_text_atomic(folder / "SHA256SUMS", "".join(f"{sha256_file(folder / f)}  {f}\n" for f in files))
+    from ..testlog import write_card_section
+
+    write_card_section(name, folder)  # what the test-set log holds for exactly these weights
+
+
+def _global_lines(folder: Path) -> list[str]:
+    """The model card's lines on the global path of the exported weights in ``folder`` (fp16, as shipped):
+    :func:`ovseg.experiments.features.global_path_check` on the dev split (image -> caption retrieval, one-object
+    zero-shot), each with its interval and n -- what ``scripts/mini_clip_global_check.py FOLDER`` prints."""
+    from ..experiments.features import global_path_check
+    from ..features import DenseCLIP
+    from ..mini_clip import load_mini_clip
+    from ..paths import DATA_DIR
+
+    model, tok, m = load_mini_clip(folder)
+    clip = DenseCLIP(model, tok, m["mean"], m["std"], extract_layers=m["extract_layers"], dense_path=m["dense_path"],
+                     templates=m["templates"], image_size=m["image_size"])
+    r = global_path_check(clip, DATA_DIR / "mini_world" / "dev")
+    ret, zs = r["retrieval"], r["zero_shot"]
+    return [f"- image -> caption top-1 among the {r['n_images']} dev captions (same set of objects): {ret.value:.3f} "
+            f"[{ret.lo:.3f}, {ret.hi:.3f}], n = {ret.n}",
+            f"- one-object zero-shot top-1 over 48 classes (\"a {{}}.\"): {zs.value:.3f} [{zs.lo:.3f}, {zs.hi:.3f}], "
+            f"n = {zs.n} (chance {r['chance_zero_shot']:.3f})",
+            "- `python scripts/mini_clip_global_check.py FOLDER` recomputes them"]
 
 
 # ---- loop --------------------------------------------------------------------------------------------------
