@@ -466,7 +466,8 @@ def run_evaluation(dataset: "SegDataset", pipe: "OpenVocabSegmentationPipeline",
               "ci95": {k: iv.to_dict() for k, iv in semantic_intervals(cms, dataset.splits).items()}}
     write_json_atomic(out / "metrics.json", result)
     write_tables(table_rows([result]), out, "table")
-    if is_shipped_test_split(dataset):  # the thesis method is "semantic", a baseline "semantic:<method>", "@blocks8" a layer ablation
+    # the thesis method is "semantic", a baseline "semantic:<method>"; "@blocks8" marks a layer ablation
+    if is_shipped_test_split(dataset):
         task = "semantic" if protocol.method == "ovseg" else f"semantic:{protocol.method}"
         from .config import CLIPConfig
 
