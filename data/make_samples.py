@@ -6,6 +6,9 @@
   ``ovseg.world.EVAL_SPLITS``, task "scenes"), 128 x 128 px scenes (about half of them with at least one novel
   composition) in the "folder" layout with instances and index.json: dev, 200 scenes (until issue #18 the only
   evaluation set, data/mini_world/eval, used to select settings); test, TEST_SIZE scenes, consulted only to report.
+* ``data/mini_world/video_test``: the video test set (``ovseg.world_video``, the first seeds of the "video" test range),
+  VIDEO_TEST_CLIPS clips of VIDEO_TEST_CONFIG.n_frames frames in the DAVIS-like layout of ``write_clips``; consulted
+  only to report. ``python data/make_samples.py --video`` regenerates it alone.
 """
 
 from __future__ import annotations
@@ -21,11 +24,16 @@ sys.path.insert(0, str(HERE.parent))
 
 from ovseg.io import save_image_atomic  # noqa: E402
 from ovseg.world import EVAL_SEED_OFFSET, SceneConfig, render_scene, seed_range, write_dataset  # noqa: E402
+from ovseg.world_video import ClipConfig, write_clips  # noqa: E402
 
 DEV_SIZE = 200
 #: Scenes in the test split: enough for a 95% interval of about +-3 points on the mini profile's semantic mIoU
 #: (measured on dev: 79.3 [75.7, 81.3] with 200 scenes; the half-width shrinks about as 1 / sqrt(n)).
 TEST_SIZE = 400
+#: Clips in the video test set and how they are drawn: 9 clips of 32 frames (2-4 objects at frame 0, 0-2 entering
+#: mid-clip) keep the folder under 8 MB (7.0 MB, most of it the frames' PNGs: their sensor noise does not compress).
+VIDEO_TEST_CLIPS = 9
+VIDEO_TEST_CONFIG = ClipConfig(n_frames=32, n_objects=(2, 4), split="all")
 
 
 def shapes() -> Image.Image:
@@ -51,8 +59,20 @@ def main() -> None:
     for split, size in (("dev", DEV_SIZE), ("test", TEST_SIZE)):
         seeds = list(seed_range("scenes", split).seeds[:size])
         write_dataset(HERE / "mini_world" / split, seeds, scenes)
-    print("wrote", samples, "and", HERE / "mini_world" / "dev", "and", HERE / "mini_world" / "test")
+    video_test()
+    print("wrote", samples, "and", HERE / "mini_world" / "dev", "and", HERE / "mini_world" / "test", "and",
+          HERE / "mini_world" / "video_test")
+
+
+def video_test(root: Path | None = None) -> Path:
+    """Write the video test set (default ``data/mini_world/video_test``): the first VIDEO_TEST_CLIPS seeds of the
+    "video" test range of ``ovseg.world.EVAL_SPLITS``, drawn with VIDEO_TEST_CONFIG."""
+    seeds = list(seed_range("video", "test").seeds[:VIDEO_TEST_CLIPS])
+    return write_clips(HERE / "mini_world" / "video_test" if root is None else root, seeds, VIDEO_TEST_CONFIG)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--video"]:
+        print("wrote", video_test())
+    else:
+        main()

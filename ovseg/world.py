@@ -55,7 +55,7 @@ EVAL_SEED_OFFSET = 1_000_000_000
 class SeedRange:
     """One evaluation set of the mini world: scene seeds ``EVAL_SEED_OFFSET + start + k`` for ``0 <= k < size``."""
 
-    task: str  # "scenes" (semantic, referring, masks), "edits", "edit-settings", "limitations", "samples"
+    task: str  # "scenes" (semantic, referring, masks), "edits", "edit-settings", "limitations", "samples", "video" (clips)
     split: str  # "dev": may be used to select anything; "test": consulted only to report; "illustration"
     start: int  # first seed, as an offset from EVAL_SEED_OFFSET
     size: int  # seeds reserved: [start, start + size)
@@ -89,6 +89,11 @@ EVAL_SPLITS: tuple[SeedRange, ...] = (
               "`ovseg evaluate --task edits --split test`: reported edit rates only"),
     SeedRange("limitations", "test", 13_000_000, 1_000_000,
               "reported 5.3 numbers and 3.2.4's mask sweep only (same layout as dev)"),
+    SeedRange("video", "dev", 5_000_000, 1_000_000,
+              "video clips (ovseg.world_video.render_clip): anything that selects (tracking / propagation settings, "
+              "thresholds, recipes, notebook examples)"),
+    SeedRange("video", "test", 14_000_000, 1_000_000,
+              "data/mini_world/video_test: reported video numbers only"),
 )
 #: Splits of a measured task.
 SPLITS = ("dev", "test")

@@ -80,8 +80,9 @@ def test_seeds_are_pinned_and_disjoint_from_every_other_scene_set():
     ours = set().union(*sets)
     # ... and none of them is a scene of another set, read from where those sets are defined / stored:
     assert min(ours) >= EVAL_SEED_OFFSET  # training scenes (the trainers draw seeds below the offset)
-    indexes = sorted((DATA_DIR / "mini_world").glob("*/index.json"))  # every shipped scene set (200 scenes each)
-    shipped = {r["seed"] for p in indexes for r in json.loads(p.read_text())["images"]}
+    indexes = sorted((DATA_DIR / "mini_world").glob("*/index.json"))  # every shipped scene / clip set
+    docs = [json.loads(p.read_text()) for p in indexes]
+    shipped = {r["seed"] for d in docs for r in d.get("images", []) + d.get("clips", [])}
     assert len(shipped) >= 200 and not ours & shipped
     edits = {c.seed for c in build_edit_set(30)}  # the reported edit set
     assert not ours & edits
