@@ -65,6 +65,8 @@ def build_sam2_model(
     checkpoint: str | Path | None = None,
     device: str = "cpu",
     overrides: Sequence[str] = (),
+    *,
+    model_class: type | None = None,
 ) -> "SAM2Base":
     """Build a SAM 2 model (``sam2.modeling.sam2_base.SAM2Base``) in eval mode on ``device``.
 
@@ -79,6 +81,10 @@ def build_sam2_model(
         overrides: hydra overrides applied to the config, e.g. ``["++model.image_size=512"]``.
             As in ``sam2.build_sam.build_sam2(apply_postprocessing=True)``, the dynamic-multimask
             overrides are appended after them.
+        model_class: build this subclass of ``SAM2Base`` instead of the config's top-level ``_target_``
+            (e.g. ``sam2.sam2_video_predictor.SAM2VideoPredictor``, as ``sam2.build_sam.build_sam2_video_predictor``
+            does with an override). It is a class object chosen by the caller's code, never a YAML string, so a
+            local YAML's own targets stay limited to ``sam2.modeling.*``; None keeps the config's target.
 
     Raises:
         ConfigError: ``config`` is neither a known sam2 config nor an existing YAML file.
@@ -93,17 +99,21 @@ def build_sam2_model(
         if not isinstance(item, str) or ("=" not in item and not item.startswith("~")):
             raise ConfigError("sam2 overrides must be hydra override strings", repr(item),
                               "write e.g. '++model.image_size=512'")
+    chosen = _class_target(model_class)
     local = _local_yaml(config)
     try:
         if local is not None:
-            model = _instantiate_local_config(local, overrides + list(_SAM2_POSTPROCESSING_OVERRIDES))
+            model = _instantiate_local_config(local, overrides + list(_SAM2_POSTPROCESSING_OVERRIDES),
+                                              model_class=model_class)
         else:
             from sam2.build_sam import build_sam2
 
             # Built on CPU without weights, then loaded here: sam2's _load_checkpoint only raises a
-            # bare RuntimeError and cannot read .safetensors.
+            # bare RuntimeError and cannot read .safetensors. A model_class is one more override (first, as in
+            # sam2's build_sam2_video_predictor); package configs are sam2's own files, not user YAML.
+            extra = [f"++model._target_={chosen}"] if chosen is not None else []
             model = build_sam2(_package_config_name(config), ckpt_path=None, device="cpu", mode="eval",
-                               hydra_overrides_extra=overrides, apply_postprocessing=True)
+                               hydra_overrides_extra=extra + overrides, apply_postprocessing=True)
     except (HydraException, OmegaConfBaseException) as err:  # bad override syntax/key, failed instantiate
         # the whole reason, on one line (hydra splits it over several)
         reason = " ".join(ln.strip() for ln in str(err).strip().splitlines() if ln.strip()) or type(err).__name__
@@ -138,8 +148,23 @@ def _package_config_name(config: str) -> str:
                       "YAML file", repr(config), "use e.g. 'sam2.1_hiera_l' or a path to a local model YAML")
 
 
-def _instantiate_local_config(path: Path, overrides: list[str]) -> Any:
-    """Instantiate ``model`` of a local YAML as sam2's build_sam2 does: overrides, resolve, instantiate."""
+def _class_target(model_class: type | None) -> str | None:
+    """The hydra ``_target_`` (dotted path) of ``model_class``, a ``SAM2Base`` subclass; None for None."""
+    if model_class is None:
+        return None
+    from sam2.modeling.sam2_base import SAM2Base
+
+    if not (isinstance(model_class, type) and issubclass(model_class, SAM2Base)):
+        raise ConfigError("model_class must be SAM2Base or a subclass of it", repr(model_class),
+                          "pass e.g. sam2.sam2_video_predictor.SAM2VideoPredictor")
+    return f"{model_class.__module__}.{model_class.__qualname__}"
+
+
+def _instantiate_local_config(path: Path, overrides: list[str], model_class: type | None = None) -> Any:
+    """Instantiate ``model`` of a local YAML as sam2's build_sam2 does: overrides, resolve, instantiate.
+
+    ``model_class`` (a class object from the caller's code, see :func:`build_sam2_model`) replaces the top-level
+    ``_target_`` after the YAML's own targets passed the ``sam2.modeling.*`` check."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -174,6 +199,9 @@ def _instantiate_local_config(path: Path, overrides: list[str]) -> Any:
             raise ConfigError(f"a local sam2 model YAML may only instantiate {_ALLOWED_TARGET_PREFIX}* classes "
                               "(hydra builds whatever _target_ names: a YAML could otherwise run code)",
                               f"{path}: _target_ {target!r}", "use the _target_ entries of sam2's own model configs")
+    chosen = _class_target(model_class)
+    if chosen is not None:  # set after the check: the class comes from ovseg's code, not from the file
+        cfg.model._target_ = chosen
     return instantiate(cfg.model, _recursive_=True)
 
 

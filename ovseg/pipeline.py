@@ -838,3 +838,11 @@ class OpenVocabSegmentationPipeline:
         if result.edited_image is not None:
             figs["edit"] = viz.edit_figure(result)
         return figs
+
+    def segment_video(self, frames: Any, text_prompt: str, keyframe_every: int = 8, **kwargs: Any) -> Any:
+        """Segment and track ``text_prompt`` through a video with this pipeline on keyframes and SAM 2's video
+        predictor in between: :func:`ovseg.video.segment_video` (its arguments and its
+        :class:`~ovseg.video.VideoSegmentationResult`)."""
+        from .video import segment_video
+
+        return segment_video(self, frames, text_prompt, keyframe_every, **kwargs)
