@@ -82,7 +82,8 @@ def test_the_contrastive_recipe_computes_only_clips_image_caption_loss(monkeypat
 def test_contrastive_config_is_a_plain_vit_that_computes_nothing_else():
     cfg = MC.contrastive_config()
     assert cfg.recipe == "contrastive" and "stem" not in cfg.arch
-    assert cfg.arch["vision"] | {"layers": 6} == MC.default_arch()["vision"]  # 128 px, patch 8, width 128
+    assert cfg.arch["vision"] | {"layers": 6, "image_size": 128} == MC.default_arch()["vision"]  # patch 8, width 128
+    assert cfg.arch["vision"]["image_size"] == 96 and cfg.batch_size == 64  # the shipped run's recipe
     assert cfg.arch["vision"]["layers"] == 8 and cfg.layers() == [2, 4, 6, 8]  # ViT-L/14's 6/12/18/24 of 24
     assert cfg.arch["text"] == MC.default_arch()["text"] and cfg.gray_fraction == 0
     assert [cfg.w_dense, cfg.w_colour, cfg.w_shape, cfg.w_gray, cfg.w_layers, cfg.w_mask, cfg.w_compose] == [0] * 7
