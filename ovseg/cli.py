@@ -8,6 +8,7 @@ thesis ``main.py``            ovseg
 ``--mode segment``            ``ovseg segment IMAGE --prompt TEXT``
 (semantic label map)          ``ovseg segment IMAGE --classes "a, b, c"``
 (batch)                       ``ovseg segment FOLDER|"GLOB"|LIST.txt --prompt TEXT`` (see ovseg.batch)
+(video)                       ``ovseg segment CLIP.mp4 --prompt TEXT`` or ``ovseg segment FRAMES/ --video ...``
 ``--mode remove``             ``ovseg remove IMAGE --prompt TEXT``
 ``--mode replace --edit E``   ``ovseg replace IMAGE --prompt TEXT --edit E``
 ``--mode style --edit E``     ``ovseg style IMAGE --prompt TEXT --edit E``
@@ -20,6 +21,12 @@ Every input (image, prompt, config, ``--set`` overrides, output folder) is valid
 loaded; a user error prints one line ``ovseg: error: <rule>; got <value>; fix: <fix>`` and exits 2 (3 for
 missing weights). Outputs are written atomically by :meth:`ovseg.pipeline.SegmentationResult.save`. ovseg's
 own warnings print as ``ovseg: warning: <message>``; other libraries' warnings keep Python's format.
+
+A video (a file whose suffix is one of :data:`VIDEO_SUFFIXES`, or any file or frame folder with ``--video``) is
+segmented and tracked by :func:`ovseg.video.segment_video`: ``OUT/masks/00000.png ...`` (palette id maps),
+``OUT/overlay.mp4`` and ``OUT/result.json`` (:meth:`ovseg.video.VideoSegmentationResult.save`). A prompt that matches
+nothing in any keyframe writes nothing and exits :data:`EXIT_NO_MATCH`. ``remove`` / ``replace`` / ``style`` refuse
+videos (video editing is a later step).
 """
 
 from __future__ import annotations
@@ -35,7 +42,13 @@ from typing import Any
 
 from .errors import InputError, OvsegError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "VIDEO_SUFFIXES", "EXIT_NO_MATCH"]
+
+#: File suffixes (lower case) read as a video by ``segment`` without ``--video``.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+#: Exit status of a video ``segment`` whose prompt matched no object in any keyframe (nothing is written). The image
+#: ``segment`` writes its (empty) result and exits 0; a video result without objects cannot be saved.
+EXIT_NO_MATCH = 1
 
 
 #: ``--help`` epilog of the commands that take a config: the common ``--set`` keys.
@@ -73,7 +86,9 @@ class _RefuseEdit(argparse.Action):
 _INPUT_HELP = ("input image (PNG, JPEG, ...), or for a batch: a folder of images, a quoted glob (\"photos/*.jpg\") "
                "or a .txt list of paths (one a line); a batch writes OUT/<image stem>/ per image, OUT/results.jsonl "
                "and OUT/summary.csv (default OUT: ovseg-out/<folder or list name>-<command>, ovseg-out/batch-<command> "
-               "for a glob), and a rerun resumes")
+               "for a glob), and a rerun resumes; or a video: a file (" + " ".join(VIDEO_SUFFIXES) + "), or a folder "
+               "of frames with --video (segment only: writes OUT/masks/00000.png ..., OUT/overlay.mp4, "
+               "OUT/result.json)")
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
@@ -91,6 +106,22 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                        help="what to paint instead" if command == "replace" else "the new look of the object")
     if command == "remove":
         p.add_argument("--edit", action=_RefuseEdit, help=argparse.SUPPRESS)
+    if command == "segment":
+        from .video import DEFAULT_MAX_FRAMES, VideoTrackConfig
+
+        p.add_argument("--video", action="store_true",
+                       help="INPUT is one video: a video file of any suffix, or a folder of frames (DAVIS "
+                            "JPEGImages/480p/<clip>, a mini-world <clip>/frames); without it a folder is a batch of "
+                            "independent images")
+        p.add_argument("--keyframe-every", type=int, default=VideoTrackConfig.keyframe_every, metavar="K",
+                       help="video: detect the prompt on frame 0 and every K-th frame, track in between "
+                            f"(default {VideoTrackConfig.keyframe_every})")
+        p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, metavar="N",
+                       help=f"video: refuse clips longer than N frames (default {DEFAULT_MAX_FRAMES}; every frame is "
+                            "held in memory)")
+    else:
+        p.add_argument("--video", action="store_true",
+                       help="INPUT is a video (file or frame folder): refused, video editing is not available yet")
     if command in ("remove", "replace", "style"):
         p.add_argument("--seed", type=int, default=None, help="diffusion seed (default: config inpainting.seed)")
         p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: config, 50)")
@@ -271,10 +302,117 @@ def _cmd_semantic(args: argparse.Namespace, image: Any, config: Any, progress: b
     return 0
 
 
+def _is_video_input(args: argparse.Namespace) -> bool:
+    """INPUT is one video: ``--video`` (a file of any suffix, or a frame folder), or a file named like a video
+    (:data:`VIDEO_SUFFIXES`; a folder so named is still a batch folder without ``--video``)."""
+    if getattr(args, "video", False):
+        return True
+    path = Path(args.image)
+    return path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir()
+
+
+def _refuse_video_edit(args: argparse.Namespace) -> None:
+    raise InputError(f"video editing is not available yet in this version ({args.command} takes an image, a folder, "
+                     "a glob or a .txt list of images)", str(args.image),
+                     "ovseg segment CLIP --prompt P --out DIR works on videos (id masks, overlay.mp4, result.json); "
+                     f"to {args.command} single frames, pass their images")
+
+
+def _video_source(spec: str) -> Path:
+    """The file or frame folder ``segment --video`` reads: a clip folder holding ``frames/`` (the mini world's
+    ``<clip>/``) means its ``frames/``."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".txt" and path.is_file() or (not path.exists() and any(c in spec for c in "*?[")):
+        raise InputError("a video INPUT is one video file or one folder of frames (not a list or a glob)", spec,
+                         "pass e.g. clip.mp4 or DAVIS/JPEGImages/480p/bear --video; for a batch of images drop --video")
+    if path.is_dir() and (path / "frames").is_dir():
+        from .video import IMAGE_SUFFIXES
+
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in path.iterdir()):
+            return path / "frames"
+    return path
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    """``segment CLIP --prompt P``: text-prompted video segmentation (:func:`ovseg.video.segment_video`)."""
+    from .config import apply_overrides, load_config
+    from .errors import NoMatchWarning
+    from .features import check_prompts
+    from .io import check_output_dir
+    from .utils import check_device
+    from .video import read_video
+
+    # 1. every setting, the output folder and the clip, before any model loads
+    if getattr(args, "classes", None) is not None:
+        raise InputError("--classes labels single images; a video is segmented for one --prompt", repr(args.classes),
+                         'pass --prompt "..." (one object description)')
+    config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
+    prompt = check_prompts(args.prompt)[0]
+    if args.top_k < 1:
+        raise InputError("--top-k must be a positive integer", args.top_k, "pass e.g. --top-k 5")
+    if args.keyframe_every < 1:
+        raise InputError("--keyframe-every must be a positive integer (1 = detect on every frame)",
+                         args.keyframe_every, "pass e.g. --keyframe-every 8")
+    if args.max_frames < 1:
+        raise InputError("--max-frames must be a positive integer", args.max_frames, "pass e.g. --max-frames 2000")
+    source = _video_source(args.image)
+    if args.out:
+        out = Path(args.out)
+    else:
+        name = source.parent.name if source.name == "frames" and source.parent.name else source.stem
+        out = Path("ovseg-out") / f"{name or 'video'}-segment"
+    check_output_dir(out, "--out")
+    try:
+        frames, info = read_video(source, max_frames=args.max_frames)
+    except InputError as err:
+        limit = getattr(err, "max_frames", None)
+        if limit is None:
+            raise
+        raise InputError(f"a clip may have at most --max-frames {limit} frames (every frame is held in memory)",
+                         err.value, f"pass --max-frames N with N at least the clip's length, or cut the clip (e.g. "
+                         f"ffmpeg -i IN -frames:v {limit} OUT.mp4)") from None
+    args.device = check_device(args.device)  # imports torch
+    # 2. keyframe detection + tracking
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=bool(args.progress))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoMatchWarning)  # said below, on one line
+        result = pipe.segment_video(frames, prompt, args.keyframe_every, top_k=args.top_k,
+                                    max_frames=args.max_frames, progress=args.progress is not False)
+    result.source, result.fps = info.source, info.fps
+    n = result.id_maps.shape[0]
+    if result.empty:
+        c = result.counts
+        print(f"ovseg: no match: {prompt!r} matched no object in any of the {len(result.keyframes)} keyframe(s) of "
+              f"{n} frames ({c.get('detections', 0)} detection(s), profile {result.profile}); nothing was written to "
+              f"{out}; try another wording, a smaller --keyframe-every, or a lower --set "
+              "alignment.similarity_threshold=...", file=sys.stderr)
+        return EXIT_NO_MATCH
+    # 3. the files
+    files = result.save(out)
+    if args.json:
+        print(json.dumps(json.loads(files[-1].read_text(encoding="utf-8")), indent=2))
+        return 0
+    ids = [o.id for o in result.objects]
+    shown = ", ".join(map(str, ids))
+    on = sum(1 for t in range(n) if result.scores[t])
+    print(f"{len(ids)} object(s) (id{'s' * (len(ids) != 1)} {shown}) for {prompt!r} in {n} frames ({on} with an "
+          f"object; {len(result.keyframes)} keyframe(s), every {args.keyframe_every}; profile {result.profile}) "
+          f"-> {out}")
+    print(f"  masks/00000.png ... masks/{n - 1:05d}.png (palette ids, 0 = background), overlay.mp4, result.json "
+          f"in {out}")
+    return 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from .batch import is_batch_input
     from .pipeline import OpenVocabSegmentationPipeline
 
+    if _is_video_input(args):
+        if args.command != "segment":
+            _refuse_video_edit(args)
+        return _cmd_video(args)
     if is_batch_input(args.image):
         return _cmd_batch(args)
     image, config = _validate(args)

@@ -93,10 +93,12 @@ def _check_max_frames(max_frames: Any) -> int:
 
 
 def _too_long(what: str, n: int | str, max_frames: int) -> InputError:
-    return InputError(f"a clip may have at most max_frames={max_frames} frames (memory: every frame is decoded)",
-                      f"{what}: {n} frames",
-                      f"pass max_frames=N (read_video / segment_video) to lift the limit, or cut the clip "
-                      f"(e.g. ffmpeg -i IN -frames:v {max_frames} OUT.mp4)")
+    err = InputError(f"a clip may have at most max_frames={max_frames} frames (memory: every frame is decoded)",
+                     f"{what}: {n} frames",
+                     f"pass max_frames=N (read_video / segment_video) to lift the limit, or cut the clip "
+                     f"(e.g. ffmpeg -i IN -frames:v {max_frames} OUT.mp4)")
+    err.max_frames = max_frames  # type: ignore[attr-defined]  # marks the clip-length error (the CLI names its flag)
+    return err
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -900,6 +902,11 @@ class VideoSegmentationResult:
     source: str | None = None  # the file / folder read, when frames came from a path
     counts: dict[str, int] = field(default_factory=dict)  # detections, new objects, matched, ignored (small / full)
     timings: dict[str, float] = field(default_factory=dict)  # seconds: detect, track, total
+    # what ran the keyframes, as the image results record it (SegmentationResult.profile / models / config); None / {}
+    # when the pipeline's results do not say. The video predictor is built from the same SAM 2 entry as "sam2".
+    profile: str | None = None
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    config: dict[str, Any] | None = None
 
     @property
     def empty(self) -> bool:
@@ -922,6 +929,7 @@ class VideoSegmentationResult:
                                if i in set(self.keyframes) else {})} for i in range(t)],
                 "counts": self.counts, "settings": self.settings,
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+                "profile": self.profile, "models": self.models, "config": self.config,
                 "mask_encoding": "masks/NNNNN.png: palette PNG (DAVIS palette), value k = object id k, 0 = background"}
 
     def save(self, out_dir: str | os.PathLike, fps: float | None = None) -> list[Path]:
@@ -1051,6 +1059,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     missing: dict[int, int] = {}  # id -> consecutive empty frames
     counts = {"detections": 0, "new_objects": 0, "matched": 0, "too_small": 0, "over_max_objects": 0}
     state: dict[str, Any] | None = None
+    provenance: Any = None
     next_id = 1
     t_detect = t_track = 0.0
     bar = _bar(n, progress, "ovseg video")
@@ -1068,7 +1077,9 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
             if t % cfg.keyframe_every == 0:
                 keyframes.append(t)
                 t0 = time.perf_counter()
-                found = pipe.segment(frames[t], prompt, top_k=cfg.top_k).segmentation_masks
+                detected = pipe.segment(frames[t], prompt, top_k=cfg.top_k)
+                found = detected.segmentation_masks
+                provenance = detected  # the last keyframe's result names every model loaded so far
                 t_detect += time.perf_counter() - t0
                 accepted: list[np.ndarray] = [m > 0 for m in masks.values()]
                 owners: list[int | None] = list(masks)
@@ -1143,7 +1154,10 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     result = VideoSegmentationResult(prompt, id_maps, [objects[k] for k in sorted(objects)], scores, text_scores,
                                      keyframes, asdict(cfg) | {"max_frames": max_frames},
                                      frames if keep_frames else None, fps, source, counts,
-                                     {"detect": t_detect, "track": t_track, "total": total})
+                                     {"detect": t_detect, "track": t_track, "total": total},
+                                     getattr(provenance, "profile", None),
+                                     dict(getattr(provenance, "models", None) or {}),
+                                     getattr(provenance, "config", None))
     if result.empty:
         warnings.warn(f"segment_video: {prompt!r} matched no object in any of the {len(keyframes)} keyframes "
                       f"({counts['detections']} detections): the result is empty and save() writes nothing; try "
