@@ -44,6 +44,8 @@ from .errors import InputError, OvsegError
 
 __all__ = ["main", "build_parser", "VIDEO_SUFFIXES", "EXIT_NO_MATCH"]
 
+#: ``evaluate --dataset`` values that are video datasets (``--task video``, :mod:`ovseg.video_eval`).
+VIDEO_DATASETS = ("mini-video", "davis", "ref-youtube-vos")
 #: File suffixes (lower case) read as a video by ``segment`` without ``--video``.
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 #: Exit status of a video ``segment`` whose prompt matched no object in any keyframe (nothing is written). The image
@@ -171,21 +173,31 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print a JSON object as the last line")
 
     e = sub.add_parser("evaluate", help="Chapter 5 evaluation of a dataset (resumable, torchrun-aware)", **fmt)
-    e.add_argument("--dataset", required=True, choices=("voc", "coco-stuff", "ade20k", "mini", "folder"))
+    e.add_argument("--dataset", required=True, choices=("voc", "coco-stuff", "ade20k", "mini", "folder", *VIDEO_DATASETS),
+                   help="image datasets, or video ones for --task video: mini-video (the mini world's clips), davis "
+                        "(DAVIS-2017, --root), ref-youtube-vos (Ref-YouTube-VOS or Ref-DAVIS, --root)")
     e.add_argument("--root", default=None, help="dataset folder (default for mini: data/mini_world/<split>)")
     e.add_argument("--split", default=None,
-                   help="dataset split (default val; mini: dev or test, default test: the reported numbers, each "
-                        "test evaluation is logged in data/mini_world/TEST_LOG.jsonl; select settings on dev)")
+                   help="dataset split (default val; mini and mini-video: dev or test, default test: the reported "
+                        "numbers, each test evaluation is logged in data/mini_world/TEST_LOG.jsonl; select settings on "
+                        "dev)")
     e.add_argument("--config", default=None, help="evaluation YAML: protocol keys and an optional pipeline: section")
     _add_config_options(e)  # applies to the pipeline config
     e.add_argument("--method", choices=("ovseg", "dense", "maskclip", "sclip", "clearclip"), default=None,
                    help="override the protocol's method")
-    e.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    e.add_argument("--max-images", type=int, default=None,
+                   help="evaluate only the first N images (--task video: the first N clips)")
+    e.add_argument("--keyframe-every", type=int, default=None, metavar="K",
+                   help="--task video: detect the prompt on frame 0 and every K-th frame (default 8); a late object "
+                        "counts as found when its id appears on it within K frames of it covering 1%% of the frame")
     e.add_argument("--profile", choices=("mini", "full"), default=None)
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
     e.add_argument("--out", required=True, help="output folder (results store, metrics.json, tables)")
-    e.add_argument("--task", choices=("semantic", "referring", "masks", "edits"), default="semantic",
-                   help="semantic: label every pixel (Chapter 5 tables); referring: segment(image, class name), "
+    e.add_argument("--task", choices=("semantic", "referring", "masks", "edits", "video"), default=None,
+                   help="semantic (default for image datasets): label every pixel (Chapter 5 tables); video (the "
+                        "video datasets' only task): each clip's classes (or expressions) as prompts of segment_video, "
+                        "J&F, late objects found and id switches (OUT/results.jsonl, OUT/video.json); "
+                        "referring: segment(image, class name), "
                         "top-1 mask IoU against that class (OUT/referring.json); masks: object recall of the SAM 2 "
                         "masks at IoU >= 0.5 (OUT/masks.json); edits: edit quality of remove / replace / style on "
                         "mini-world scenes of the split's edit range, --max-images edits (default 60; OUT/edits.json)")
@@ -578,6 +590,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     protocol, config = load_protocol(args.config, profile=args.profile)
     config = apply_overrides(config, args.overrides)
+    if args.task is None:
+        args.task = "video" if args.dataset in VIDEO_DATASETS else "semantic"
+    if (args.task == "video") != (args.dataset in VIDEO_DATASETS):
+        raise InputError("--task video takes a video dataset (" + ", ".join(VIDEO_DATASETS) + ") and a video dataset "
+                         "takes --task video", f"--dataset {args.dataset} --task {args.task}",
+                         "e.g. --dataset mini-video --task video, or an image dataset with another task")
+    if args.task == "video":
+        return _cmd_evaluate_video(args, config)
+    if args.keyframe_every is not None:
+        raise InputError("--keyframe-every applies to --task video only", args.keyframe_every, "drop it")
     changes = {k: v for k, v in (("method", args.method), ("max_images", args.max_images)) if v is not None}
     protocol = dataclasses.replace(protocol, **changes).validate()
     split = args.split if args.split is not None else ("test" if args.dataset == "mini" else "val")
@@ -647,6 +669,60 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{row['method']:34} {row['dataset']:11} {row['split']:6} mIoU {miou:>5} {row['mIoU_ci95'] or '':>14}"
                   f"  n={row['images']}  {row['source']}")
         print(f"-> {args.out}/metrics.json")
+    return 0
+
+
+def _cmd_evaluate_video(args: argparse.Namespace, config: Any) -> int:
+    """``evaluate --task video``: :func:`ovseg.video_eval.evaluate_video` on mini-video, DAVIS-2017 or
+    Ref-YouTube-VOS / Ref-DAVIS; a mini-video test run is logged (task ``video``)."""
+    from . import video_eval as VE
+
+    # 1. every setting and the clip list before any model loads
+    if args.method is not None:
+        raise InputError("--method applies to the image tasks; --task video runs the thesis pipeline with SAM 2's "
+                         "video predictor", args.method, "drop --method")
+    if args.max_images is not None and args.max_images < 1:
+        raise InputError("--max-images must be a positive integer (clips, for --task video)", args.max_images,
+                         "pass e.g. --max-images 5")
+    keyframe_every = 8 if args.keyframe_every is None else args.keyframe_every
+    if keyframe_every < 1:
+        raise InputError("--keyframe-every must be a positive integer (1 = detect on every frame)", keyframe_every,
+                         "pass e.g. --keyframe-every 8")
+    if args.dataset == "mini-video":
+        if args.root is not None:
+            raise InputError("mini-video clips come from the video dev seed range (dev) or data/mini_world/video_test "
+                             "(test), not a folder", f"--root {args.root}", "drop --root")
+        split = "test" if args.split is None else args.split
+        clips = VE.mini_video_clips(split, args.max_images)
+    else:
+        if args.root is None:
+            raise InputError(f"--dataset {args.dataset} needs --root (the dataset folder)", None,
+                             "pass --root DIR (see ovseg/video_eval.py for the expected layout)")
+        split = args.split or "val"
+        clips = (VE.davis_clips(args.root, split, args.max_images, require_names=True) if args.dataset == "davis"
+                 else VE.referring_clips(args.root, args.max_images))
+    _writable_folder(args.out)
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    from .utils import check_device
+
+    device = check_device(device)
+    # 2. evaluate (resumable) and report
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    pipe = OpenVocabSegmentationPipeline(config, device=device)
+    logged = args.dataset == "mini-video" and split == "test"
+    summary = VE.evaluate_video(pipe, clips, VE.default_targets, keyframe_every, args.out, dataset=args.dataset,
+                                split=split, test_log="video/test" if logged else None, progress=True)
+    ci = summary["ci95"]
+    print(f"J&F {_interval_text(ci['jf'], 1, 3)}, J {_interval_text(ci['j'], 1, 3)}, F {_interval_text(ci['f'], 1, 3)}")
+    print(f"late objects found within {summary['late_within']} frames {_interval_text(ci['late_found'], 1, 3)}; id "
+          f"switches per 10 clips {_interval_text(ci['id_switches_per_10_clips'], 1, 2)} ({summary['n_clips']} clips, "
+          f"{summary['n_targets']} prompts, {args.dataset}/{split}, keyframe every {keyframe_every})")
+    print(f"-> {args.out}/video.json")
     return 0
 
 
