@@ -97,6 +97,9 @@ def browser():
         opts.add_argument(arg)
     drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
     drv.set_script_timeout(RUN_TIMEOUT)
+    # selenium's HTTP client gives up on a command after 120 s, before a slow notebook run (a loaded machine: the
+    # explorer took about 2 minutes while a training job shared the cores) reaches the script timeout above
+    drv.command_executor.client_config.timeout = RUN_TIMEOUT + 60
     yield drv
     drv.quit()
 
