@@ -219,3 +219,14 @@ def test_bad_config_values_raise_input_error(field, value):
 def test_all_zero_loss_weights_are_refused():
     with pytest.raises(InputError, match="positive loss weight"):
         V.VideoTrainConfig(focal_weight=0.0, dice_weight=0.0, obj_score_weight=0.0).validate()
+
+
+def test_resume_drops_log_records_after_the_checkpoint(tmp_path):
+    from ovseg.train.mini_sam2_video import trim_log
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (0, 10, 20, 30)))
+    assert trim_log(log, 20) == 1
+    assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [0, 10, 20]
+    assert trim_log(log, 20) == 0
+    assert trim_log(tmp_path / "missing.jsonl", 5) == 0

@@ -627,6 +627,21 @@ def _model_card(trainer: VideoTrainer, metrics: dict[str, Any] | None, recent: d
 
 # ---- CLI ---------------------------------------------------------------------------------------------------
 
+def trim_log(log_path: Path, step: int) -> int:
+    """Drop the records of ``log_path`` (JSON lines) whose ``step`` is after ``step`` (a run killed between two
+    checkpoints logged steps that its resumption repeats); rewrites the file atomically. Returns the number dropped."""
+    from ..io import write_atomic
+
+    if not log_path.is_file():
+        return 0
+    lines = log_path.read_text().splitlines()
+    kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    dropped = sum(1 for ln in lines if ln.strip()) - len(kept)
+    if dropped:
+        write_atomic(log_path, lambda fh: fh.write(("\n".join(kept) + "\n").encode()))
+    return dropped
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -680,6 +695,10 @@ def main(argv: list[str] | None = None) -> int:
     if resumed:
         trainer = VideoTrainer.load(state_path)
         print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)", flush=True)
+        dropped = trim_log(log_path, trainer.step)
+        if dropped:
+            print(f"dropped {dropped} log record(s) after step {trainer.step} (written after the last checkpoint; "
+                  "the resumed run repeats those steps bit-exactly)", flush=True)
     else:
         trainer = VideoTrainer(VideoTrainConfig(seed=args.seed))
     if args.steps is not None:
