@@ -25,8 +25,10 @@ own warnings print as ``ovseg: warning: <message>``; other libraries' warnings k
 A video (a file whose suffix is one of :data:`VIDEO_SUFFIXES`, or any file or frame folder with ``--video``) is
 segmented and tracked by :func:`ovseg.video.segment_video`: ``OUT/masks/00000.png ...`` (palette id maps),
 ``OUT/overlay.mp4`` and ``OUT/result.json`` (:meth:`ovseg.video.VideoSegmentationResult.save`). A prompt that matches
-nothing in any keyframe writes nothing and exits :data:`EXIT_NO_MATCH`. ``remove`` / ``replace`` / ``style`` refuse
-videos (video editing is a later step).
+nothing in any keyframe writes nothing and exits :data:`EXIT_NO_MATCH`. ``remove`` / ``replace`` / ``style`` on a
+video track the prompt the same way and edit every frame (:func:`ovseg.video_edit.edit_video`): ``OUT/edited.mp4``,
+``OUT/masks/00000.png ...`` (the edited objects' ids) and ``OUT/result.json``; a prompt matching nothing exits
+:data:`EXIT_NO_MATCH` and writes nothing.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ _INPUT_HELP = ("input image (PNG, JPEG, ...), or for a batch: a folder of images
                "or a .txt list of paths (one a line); a batch writes OUT/<image stem>/ per image, OUT/results.jsonl "
                "and OUT/summary.csv (default OUT: ovseg-out/<folder or list name>-<command>, ovseg-out/batch-<command> "
                "for a glob), and a rerun resumes; or a video: a file (" + " ".join(VIDEO_SUFFIXES) + "), or a folder "
-               "of frames with --video (segment only: writes OUT/masks/00000.png ..., OUT/overlay.mp4, "
-               "OUT/result.json)")
+               "of frames with --video (segment writes OUT/masks/00000.png ..., OUT/overlay.mp4, OUT/result.json; "
+               "remove / replace / style write OUT/edited.mp4, OUT/masks/..., OUT/result.json)")
 
 
 def _add_common(p: argparse.ArgumentParser, command: str) -> None:
@@ -122,8 +124,22 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
                        help=f"video: refuse clips longer than N frames (default {DEFAULT_MAX_FRAMES}; every frame is "
                             "held in memory)")
     else:
+        from .video import DEFAULT_MAX_FRAMES, VideoTrackConfig
+        from .video_edit import DEFAULT_STRATEGY, STRATEGIES
+
         p.add_argument("--video", action="store_true",
-                       help="INPUT is a video (file or frame folder): refused, video editing is not available yet")
+                       help="INPUT is one video: a video file of any suffix, or a folder of frames; every frame is "
+                            "edited (writes OUT/edited.mp4, OUT/masks/00000.png ..., OUT/result.json)")
+        p.add_argument("--keyframe-every", type=int, default=VideoTrackConfig.keyframe_every, metavar="K",
+                       help="video: detect the prompt on frame 0 and every K-th frame, track in between "
+                            f"(default {VideoTrackConfig.keyframe_every})")
+        p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, metavar="N",
+                       help=f"video: refuse clips longer than N frames (default {DEFAULT_MAX_FRAMES}; every frame is "
+                            "held in memory)")
+        p.add_argument("--strategy", choices=STRATEGIES, default=None,
+                       help="video: against flicker, independent (a fresh seed per frame), fixed-noise (the same seed "
+                            "every frame) or reuse (remove only: real background from nearby frames and the previous "
+                            f"fill where the background is static) (default: {DEFAULT_STRATEGY[command]})")
     if command in ("remove", "replace", "style"):
         p.add_argument("--seed", type=int, default=None, help="diffusion seed (default: config inpainting.seed)")
         p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: config, 50)")
@@ -323,11 +339,79 @@ def _is_video_input(args: argparse.Namespace) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir()
 
 
-def _refuse_video_edit(args: argparse.Namespace) -> None:
-    raise InputError(f"video editing is not available yet in this version ({args.command} takes an image, a folder, "
-                     "a glob or a .txt list of images)", str(args.image),
-                     "ovseg segment CLIP --prompt P --out DIR works on videos (id masks, overlay.mp4, result.json); "
-                     f"to {args.command} single frames, pass their images")
+def _cmd_video_edit(args: argparse.Namespace) -> int:
+    """``remove|replace|style CLIP --prompt P [--edit E]``: track the prompt and edit every frame
+    (:func:`ovseg.video_edit.edit_video`), streamed into ``OUT/edited.mp4``; ``OUT/masks/``, ``OUT/result.json``."""
+    from .config import apply_overrides, load_config
+    from .features import check_prompts
+    from .inpaint import check_seed
+    from .io import check_output_dir
+    from .utils import check_device
+    from .video_edit import NoObjectError, VideoEditConfig, edit_video
+
+    # 1. every setting, the output folder and the clip, before any model loads
+    config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
+    prompt = check_prompts(args.prompt)[0]
+    if args.top_k < 1:
+        raise InputError("--top-k must be a positive integer", args.top_k, "pass e.g. --top-k 5")
+    if args.keyframe_every < 1:
+        raise InputError("--keyframe-every must be a positive integer (1 = detect on every frame)",
+                         args.keyframe_every, "pass e.g. --keyframe-every 8")
+    if args.max_frames < 1:
+        raise InputError("--max-frames must be a positive integer", args.max_frames, "pass e.g. --max-frames 2000")
+    edit = getattr(args, "edit", None)
+    if args.command in ("replace", "style") and (edit is None or not edit.strip()):
+        raise InputError(f"{args.command} needs --edit describing the new content", repr(edit),
+                         'add --edit "..." (e.g. --edit "blue square")')
+    check_seed(args.seed)
+    if args.steps is not None:
+        config = config.replace(**{"inpainting.num_inference_steps": args.steps})
+    if getattr(args, "region", None) is not None:
+        config = config.replace(**{"inpainting.replace_region": args.region})
+    if args.strategy == "reuse" and args.command != "remove":
+        raise InputError("--strategy reuse (a static background plate) applies to remove only: replace and style "
+                         "paint something that moves with the object", f"{args.command} --strategy reuse",
+                         "use --strategy fixed-noise (the default for replace / style)")
+    VideoEditConfig(args.command, args.strategy, args.seed, None, "all", keyframe_every=args.keyframe_every,
+                    top_k=args.top_k, max_frames=args.max_frames).validate()
+    source = _video_source(args.image)
+    if args.out:
+        out = Path(args.out)
+    else:
+        name = source.parent.name if source.name == "frames" and source.parent.name else source.stem
+        out = Path("ovseg-out") / f"{name or 'video'}-{args.command}"
+    check_output_dir(out, "--out")
+    args.device = check_device(args.device)  # imports torch
+    # 2. read the clip (edit_video: before any model), track, then edit every frame into OUT/edited.mp4 (streamed:
+    #    the edited frames are not held)
+    from .pipeline import OpenVocabSegmentationPipeline
+
+    pipe = OpenVocabSegmentationPipeline(config, device=args.device, progress=False)
+    try:
+        result = edit_video(pipe, source, prompt, args.command, edit, strategy=args.strategy, seed=args.seed,
+                            keyframe_every=args.keyframe_every, top_k=args.top_k, max_frames=args.max_frames,
+                            progress=args.progress is not False, keep_frames=False, out_dir=out)
+    except NoObjectError as err:
+        print(f"ovseg: no match: {err}", file=sys.stderr)
+        return EXIT_NO_MATCH
+    except InputError as err:
+        limit = getattr(err, "max_frames", None)
+        if limit is None:
+            raise
+        raise InputError(f"a clip may have at most --max-frames {limit} frames (every frame is held in memory)",
+                         err.value, f"pass --max-frames N with N at least the clip's length, or cut the clip (e.g. "
+                         f"ffmpeg -i IN -frames:v {limit} OUT.mp4)") from None
+    if args.json:
+        print(json.dumps(json.loads((out / "result.json").read_text(encoding="utf-8")), indent=2))
+        return 0
+    n, c = len(result.per_frame), result.counts
+    what = _EDIT_VERBS[args.command].format(p=prompt, e=edit)
+    ids = ", ".join(map(str, result.ids))
+    print(f"{what} in {n} frames (object id{'s' * (len(result.ids) != 1)} {ids}; strategy {result.settings['strategy']}: "
+          f"{c['inpainted']} frame(s) inpainted, {c['reused']} reused, {c['unchanged']} without the object; profile "
+          f"{result.profile}) -> {out / 'edited.mp4'}")
+    print(f"  edited.mp4, masks/00000.png ... masks/{n - 1:05d}.png (edited ids), result.json in {out}")
+    return 0
 
 
 def _video_source(spec: str) -> Path:
@@ -423,7 +507,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     if _is_video_input(args):
         if args.command != "segment":
-            _refuse_video_edit(args)
+            return _cmd_video_edit(args)
         return _cmd_video(args)
     if is_batch_input(args.image):
         return _cmd_batch(args)
