@@ -230,3 +230,37 @@ def test_resume_drops_log_records_after_the_checkpoint(tmp_path):
     assert [json.loads(ln)["step"] for ln in log.read_text().splitlines()] == [0, 10, 20]
     assert trim_log(log, 20) == 0
     assert trim_log(tmp_path / "missing.jsonl", 5) == 0
+
+
+def test_train_decoder_trains_the_decoder_and_resumes(tmp_path):
+    torch.manual_seed(3)
+    trainer = V.VideoTrainer(_cfg())
+    trainer.train_step()  # a memory-only step, then the decoder joins (as a resumed run with --set train_decoder=true)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.enable_decoder_training()
+    trainer.enable_decoder_training()  # idempotent
+    assert trainer.cfg.train_decoder and trainer.decoder_names
+    assert all(n.startswith("sam_mask_decoder.") for n in trainer.decoder_names)
+    assert len(trainer.optimizer.param_groups) == 4
+    assert {g["lr_scale"] for g in trainer.optimizer.param_groups} == {1.0, trainer.cfg.decoder_lr_scale}
+    trainer.train_step()
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[n], after[n]) for n in trainer.decoder_names)
+    for n in trainer.frozen_names:
+        if n not in trainer.decoder_names:
+            assert torch.equal(before[n], after[n]), n
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert lrs[2] == pytest.approx(lrs[0] * trainer.cfg.decoder_lr_scale)
+    # save / load: the same groups, and the next step equals the uninterrupted one
+    path = trainer.save(tmp_path / "state.pt")
+    rng = torch.get_rng_state()
+    trainer.train_step()
+    straight = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    resumed = V.VideoTrainer.load(path)
+    torch.set_rng_state(rng)
+    assert resumed.decoder_names == trainer.decoder_names and len(resumed.optimizer.param_groups) == 4
+    resumed.train_step()
+    for k, v in resumed.model.state_dict().items():
+        assert torch.equal(straight[k], v), k
+    with pytest.raises(InputError, match="train_decoder must be True or False"):
+        _cfg(train_decoder="yes").validate()

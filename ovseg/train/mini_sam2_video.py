@@ -53,7 +53,7 @@ from . import load_state
 from .mini_sam2 import CONFIG_PATH
 from .mini_sam2 import MODEL_DIR as IMAGE_MODEL_DIR
 
-__all__ = ["EXPORT_DIR", "TRAINED", "FROZEN", "VideoTrainConfig", "VideoTrainer", "sample_clip", "evaluate_dev",
+__all__ = ["EXPORT_DIR", "TRAINED", "FROZEN", "DECODER", "VideoTrainConfig", "VideoTrainer", "sample_clip", "evaluate_dev",
            "export_model", "main"]
 
 #: Default export folder of the video-trained model (the image model's folder is never written).
@@ -81,6 +81,8 @@ TRAINED = ("memory_attention.", "memory_encoder.", "maskmem_tpos_enc", "no_obj_e
 #: Frozen: everything the image path reads (``SAM2ImagePredictor.set_image`` / ``_predict``). Note ``no_mem_embed``:
 #: the image predictor adds it to every image embedding, so it stays frozen although it is a "memory" parameter.
 FROZEN = ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
+#: Trained besides :data:`TRAINED` with ``VideoTrainConfig.train_decoder`` (at ``decoder_lr_scale`` x the lr).
+DECODER = ("sam_mask_decoder.",)
 #: Seed-stream tags (``np.random.default_rng([seed, step, tag])``): one independent stream per use.
 _DATA_TAG = 7717
 
@@ -132,6 +134,12 @@ class VideoTrainConfig:
     focal_gamma: float = 2.0
     # BCE of the object-score logit against "target visible in this frame" (every propagated frame).
     obj_score_weight: float = 1.0
+    # Also train the SAM mask decoder (``sam_mask_decoder.*``), at lr x decoder_lr_scale. Off, every parameter the
+    # image path reads stays frozen; on, the exported model's image path differs from the image model's (ovseg then
+    # uses it for tracking only: keyframe detections keep data/models/mini-sam2). A frozen decoder trained on point
+    # prompts must turn the memory-conditioned features of an unprompted frame into the tracked mask unaided.
+    train_decoder: bool = False
+    decoder_lr_scale: float = 0.2
     # Model YAML (sam2 schema) and the image weights a new run starts from.
     config_path: str = field(default_factory=lambda: str(CONFIG_PATH))
     init_weights: str = field(default_factory=lambda: str(IMAGE_WEIGHTS))
@@ -180,6 +188,10 @@ class VideoTrainConfig:
         for name in ("weight_decay", "grad_clip", "focal_weight", "dice_weight", "focal_gamma", "obj_score_weight"):
             number(name, 0.0)
         number("focal_alpha", 0.0, 1.0)
+        number("decoder_lr_scale", 0.0, open_lo=True)
+        if not isinstance(self.train_decoder, bool):
+            raise InputError("VideoTrainConfig.train_decoder must be True or False", repr(self.train_decoder),
+                             "use train_decoder=true")
         if self.focal_weight + self.dice_weight + self.obj_score_weight <= 0:
             raise InputError("VideoTrainConfig needs a positive loss weight", "focal, dice and obj_score weights all 0",
                              "use e.g. focal_weight=20.0")
@@ -332,18 +344,40 @@ class VideoTrainer:
         self.trained_names, self.frozen_names = split_parameters(self.model)
         set_train_mode(self.model)
         self.size = int(self.model.image_size)
-        named = dict(self.model.named_parameters())
-        params = [named[n] for n in self.trained_names]
-        # weight decay on weight matrices / kernels only (not on embeddings, biases, norms: raw nn.Parameters)
-        decay = [named[n] for n in self.trained_names if named[n].ndim >= 2 and "." in n]
-        ids = {id(p) for p in decay}
-        no_decay = [p for p in params if id(p) not in ids]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.cfg.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=self.cfg.lr)
+        self.optimizer = torch.optim.AdamW(self._groups(self.trained_names, 1.0), lr=self.cfg.lr)
+        self.decoder_names: list[str] = []
+        if self.cfg.train_decoder:
+            self.enable_decoder_training()
         self.step = 0
         self.elapsed = 0.0  # training seconds over all sessions
         self.evals: list[dict[str, Any]] = []  # {"step", "jf", ...} of every dev evaluation (baseline first)
         self._predictor: Any = None
+
+    def _groups(self, names: list[str], lr_scale: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups of ``names``: weight decay on weight matrices / kernels only (not on embeddings,
+        biases, norms: raw nn.Parameters); each group's lr is ``lr_scale`` x :meth:`lr_at`."""
+        named = dict(self.model.named_parameters())
+        decay = [named[n] for n in names if named[n].ndim >= 2 and "." in n]
+        ids = {id(p) for p in decay}
+        no_decay = [named[n] for n in names if id(named[n]) not in ids]
+        return [{"params": decay, "weight_decay": self.cfg.weight_decay, "lr_scale": lr_scale},
+                {"params": no_decay, "weight_decay": 0.0, "lr_scale": lr_scale}]
+
+    def enable_decoder_training(self) -> None:
+        """Train the mask decoder too (:data:`DECODER`, ``VideoTrainConfig.train_decoder``): its parameters get
+        gradients and two AdamW groups at ``decoder_lr_scale`` x the lr (fresh moments when a memory-only run turns
+        it on). Idempotent."""
+        if self.decoder_names:
+            return
+        names = [n for n, p in self.model.named_parameters()
+                 if any(n.startswith(d) for d in DECODER) and n not in self.trained_names]
+        named = dict(self.model.named_parameters())
+        for n in names:
+            named[n].requires_grad_(True)
+        for g in self._groups(names, float(self.cfg.decoder_lr_scale)):
+            self.optimizer.add_param_group(g)
+        self.decoder_names = names
+        self.cfg = dataclasses.replace(self.cfg, train_decoder=True)
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -422,7 +456,7 @@ class VideoTrainer:
         cfg = self.cfg
         samples = self.samples_at(self.step) if samples is None else samples
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
+            group["lr"] = self.lr_at(self.step) * group.get("lr_scale", 1.0)
         set_train_mode(self.model)
         losses, stats = [], []
         for s in samples:
@@ -436,7 +470,7 @@ class VideoTrainer:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
         self.optimizer.step()
         self.step += 1
-        out = {"loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"], "grad_norm": grad_norm}
+        out = {"loss": float(loss.detach()), "lr": self.lr_at(self.step - 1), "grad_norm": grad_norm}
         for k in stats[0]:
             vals = [m[k] for m in stats if not math.isnan(m[k])]
             out[k] = float(np.mean(vals)) if vals else float("nan")
@@ -581,18 +615,25 @@ def _model_card(trainer: VideoTrainer, metrics: dict[str, Any] | None, recent: d
     c = trainer.cfg
     m = trainer.model
     named = dict(m.named_parameters())
-    n_train = sum(named[n].numel() for n in trainer.trained_names)
+    n_train = sum(named[n].numel() for n in trainer.trained_names + trainer.decoder_names)
     n_all = sum(p.numel() for p in m.parameters())
     lines = [
         "# mini SAM 2, memory trained on clips (ovseg mini profile)", "",
         "The mini SAM 2 of `data/models/mini-sam2` with its video path (memory encoder, memory attention, object",
         "pointers, object-score head) trained on mini-world clips by `python -m ovseg.train.mini_sam2_video`, offline",
-        "on CPU. Architecture and `config.yaml` are unchanged; every parameter the image path reads is bit-identical",
-        "to the image model's, so automatic mask generation gives the same masks.", "",
+        "on CPU. Architecture and `config.yaml` are unchanged."
+        + ("" if c.train_decoder else " Every parameter the image path reads is bit-identical to the image model's, so"),
+        ("The SAM mask decoder was trained too (from the step in the log's `train_decoder` event, at "
+         f"{c.decoder_lr_scale:g} x the lr), so this model's image path differs from the image model's: ovseg uses it "
+         "for tracking only, keyframe detections keep `data/models/mini-sam2`." if c.train_decoder
+         else "automatic mask generation gives the same masks."), "",
         "## What was trained", "",
-        f"- trained ({n_train / 1e3:.0f} k of {n_all / 1e6:.2f} M parameters): " + ", ".join(f"`{p}`" for p in TRAINED),
-        "- frozen: " + ", ".join(f"`{p}`" for p in FROZEN) + " (the obj_score_token stays frozen; only the",
-        "  pred_obj_score_head reading it was trained: the image predictor discards object scores)",
+        f"- trained ({n_train / 1e3:.0f} k of {n_all / 1e6:.2f} M parameters): "
+        + ", ".join(f"`{p}`" for p in TRAINED + (DECODER if c.train_decoder else ())),
+        "- frozen: " + ", ".join(f"`{p}`" for p in FROZEN if not (c.train_decoder and p in DECODER))
+        + ("" if c.train_decoder else " (the obj_score_token stays frozen; only the"),
+        "" if c.train_decoder else "  pred_obj_score_head reading it was trained: the image predictor discards object "
+        "scores)",
         "- load: `ovseg.video.build_sam2_video_predictor_from('data/models/mini-sam2-video')`", "",
         "## Data and recipe", "",
         f"- `ovseg.world_video.render_clip(seed, ClipConfig(split='base'))`, seeds < EVAL_SEED_OFFSET; clips of "
@@ -692,23 +733,29 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError:
             raise InputError("--set values are JSON", repr(value), "write e.g. --set lr=3e-4 or --set speed=[0,2]") from None
         overrides[key] = tuple(val) if isinstance(val, list) else val
+    def log(rec: dict[str, Any]) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
     if resumed:
         trainer = VideoTrainer.load(state_path)
         print(f"resumed at step {trainer.step} ({trainer.elapsed / 60:.1f} min trained)", flush=True)
         dropped = trim_log(log_path, trainer.step)
         if dropped:
             print(f"dropped {dropped} log record(s) after step {trainer.step} (written after the last checkpoint; "
-                  "the resumed run repeats those steps bit-exactly)", flush=True)
+                  "the resumed run repeats those steps)", flush=True)
     else:
         trainer = VideoTrainer(VideoTrainConfig(seed=args.seed))
     if args.steps is not None:
         overrides["total_steps"] = args.steps
     if overrides:
         trainer.cfg = dataclasses.replace(trainer.cfg, **overrides).validate()
-
-    def log(rec: dict[str, Any]) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        if trainer.cfg.train_decoder and not trainer.decoder_names:
+            trainer.enable_decoder_training()
+            print(f"training the mask decoder too from step {trainer.step} ({len(trainer.decoder_names)} tensors, "
+                  f"lr x {trainer.cfg.decoder_lr_scale:g})", flush=True)
+            log({"step": trainer.step, "time": round(trainer.elapsed, 1), "event": "train_decoder",
+                 "decoder_lr_scale": trainer.cfg.decoder_lr_scale})
 
     window: list[dict[str, float]] = []
     last_rec: dict[str, float] = {}
