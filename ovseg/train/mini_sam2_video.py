@@ -5,7 +5,9 @@ and object pointers are still at their random initialisation, and its object-sco
 mask) was never trained, so sam2's ``SAM2VideoPredictor`` loses an object right after the prompted frame. This
 trainer continues from the image weights and trains only the modules the video path adds (:data:`TRAINED`); every
 parameter the image path reads (:data:`FROZEN`) keeps its exact value, so automatic mask generation and every image
-number stay bit-identical.
+number stay bit-identical. With ``--set train_decoder=true`` the SAM mask decoder is trained too (at a lower lr):
+a decoder trained on point prompts alone cannot turn the memory-conditioned features of an unprompted frame into the
+tracked mask; the exported model then serves tracking only (keyframe detections keep the image model).
 
 Recipe (SAM 2's idea: prompts on some frames, propagate, loss on all frames), per clip of T frames:
 
