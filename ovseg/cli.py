@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "mini-world scenes of the split's edit range, --max-images edits (default 60; OUT/edits.json)")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
-    t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-inpainting"))
+    t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-sam2-video", "mini-inpainting"))
     t.add_argument("args", nargs=argparse.REMAINDER, help="passed to the trainer, e.g. --out DIR --minutes 60 --resume")
 
     w = sub.add_parser("weights", help="list, download or verify model weights")
@@ -232,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     wv = wsub.add_parser("verify", help="check files against their sha256")
     wv.add_argument("name", nargs="?", default=None, help="registry entry (default: all present)")
     wp = wsub.add_parser("pin", help="record the sha256 of an embedded model's files (after training)")
-    wp.add_argument("name", choices=("mini-sam2", "mini-clip", "mini-clip-contrastive", "mini-inpainting"))
+    wp.add_argument("name", choices=("mini-sam2", "mini-sam2-video", "mini-clip", "mini-clip-contrastive",
+                                     "mini-inpainting"))
     return parser
 
 

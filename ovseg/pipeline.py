@@ -27,6 +27,7 @@ import os
 import re
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -443,6 +444,9 @@ class OpenVocabSegmentationPipeline:
         self._work: np.ndarray | None = None  # (h, w, 3) uint8, its working copy (sam2.max_image_side)
         self._masks: MaskSet | None = None
         self._features: DenseFeatures | None = None
+        # earlier images' (image, work, masks, features) while remember_images(n) is active: key -> state, LRU
+        self._recent: "OrderedDict[str, tuple[Any, Any, Any, Any]]" = OrderedDict()
+        self._keep = 1  # images whose masks and features are kept (1: the last one)
         self.timings: dict[str, float] = {}
         given = {"name": None, "sha256": None, "note": "component passed to the pipeline"}
         self._models: dict[str, dict[str, Any]] = {
@@ -502,9 +506,34 @@ class OpenVocabSegmentationPipeline:
         digest.update(np.ascontiguousarray(arr).data)  # no copy of a large image's bytes
         key = digest.hexdigest() + str(arr.shape) + str(work)
         if key != self._cache_key:
-            self._cache_key, self._image, self._masks, self._features = key, arr, None, None
-            self._work = downscale_image(arr, work)
+            hit = self._recent.pop(key, None)
+            if self._keep > 1 and self._cache_key is not None:  # remember_images: keep the outgoing image's stages
+                self._recent[self._cache_key] = (self._image, self._work, self._masks, self._features)
+                self._recent.move_to_end(self._cache_key)
+                while len(self._recent) > self._keep - 1:
+                    self._recent.popitem(last=False)
+            if hit is not None:
+                self._cache_key = key
+                self._image, self._work, self._masks, self._features = hit
+            else:
+                self._cache_key, self._image, self._masks, self._features = key, arr, None, None
+                self._work = downscale_image(arr, work)
         return arr
+
+    @contextmanager
+    def remember_images(self, n: int) -> Iterator[None]:
+        """Within the block, keep the masks and dense features of the last ``n`` images (not only the last one), so
+        that prompts revisiting an image (the keyframes of a clip, one prompt after another) reuse its SAM 2 and
+        CLIP passes. Results are the same; memory grows by ``n - 1`` images' masks and features, freed on exit."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError("remember_images takes a positive number of images", repr(n), "pass e.g. 8")
+        old = self._keep
+        self._keep = max(old, n)
+        try:
+            yield
+        finally:
+            self._keep = old
+            self._recent.clear()
 
     @staticmethod
     def _full_size(mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, list[int], int]:
@@ -522,6 +551,7 @@ class OpenVocabSegmentationPipeline:
         self.config = self.config.replace(**{f"sam2.{k}": v for k, v in changes.items()})
         self.mask_generator.update_config(self.config.sam2)
         self._masks = None
+        self._recent.clear()
         return None if self._image is None else self.generate_masks(self._image)
 
     def generate_masks(self, image: Any) -> MaskSet:

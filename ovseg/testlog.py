@@ -154,6 +154,8 @@ QUOTED: dict[str, list[tuple[str, str, float]]] = {
               ("success_replace_base", "edit success: replace, base class (%)", 100),
               ("success_replace_novel", "edit success: replace, novel class (%)", 100),
               ("success_style", "edit success: restyle (%)", 100)],
+    "video": [("jf", "text-prompted video J&F (mini-video)", 1), ("late_found", "late objects found within K frames", 1),
+              ("id_switches_per_10_clips", "id switches per 10 clips", 1)],
 }
 
 
@@ -192,7 +194,8 @@ def _quoted(entry: dict[str, Any], keys: Sequence[tuple[str, str, float]]) -> li
 
 #: Where each embedded model's card quotes the log: the tasks whose numbers it reports.
 CARD_TASKS: dict[str, tuple[str, ...]] = {"mini-sam2": ("masks",), "mini-clip": ("semantic", "referring"),
-                                          "mini-inpainting": ("edits",), "mini-clip-contrastive": ("semantic",)}
+                                          "mini-inpainting": ("edits",), "mini-clip-contrastive": ("semantic",),
+                                          "mini-sam2-video": ("video",)}
 CARD_HEADING = "## Test split (data/mini_world/test, logged in data/mini_world/TEST_LOG.jsonl)"
 
 
@@ -210,9 +213,10 @@ def card_section(name: str, folder: str | os.PathLike, path: str | os.PathLike |
         hits = [(e["n"], i, e) for i, e in enumerate(entries(path)) if e["task"] == task
                 and e["models"].get(name) == checksum]
         if not hits:
-            cmd = "--task edits --split test --max-images 1200" if task == "edits" else f"--task {task} --split test"
+            cmd = {"edits": "mini --task edits --split test --max-images 1200",
+                   "video": "mini-video --task video --split test"}.get(task, f"mini --task {task} --split test")
             lines.append(f"- {task}: not evaluated on the test split with these weights ({checksum}) yet: "
-                         f"`ovseg evaluate --dataset mini {cmd} --out OUT`")
+                         f"`ovseg evaluate --dataset {cmd} --out OUT`")
             continue
         e = max(hits, key=lambda h: h[:2])[2]
         for label, value, iv in _quoted(e, QUOTED[task]):
@@ -242,10 +246,12 @@ def shipped_models() -> dict[str, dict[str, str]]:
     """task -> the identity (:func:`ovseg.evaluate.models_identity`) of the mini models each task runs."""
     from .config import get_balanced_config
     from .evaluate import models_identity
+    from .video_eval import video_models_identity
 
     cfg = get_balanced_config()
     return {"semantic": models_identity(cfg), "referring": models_identity(cfg),
-            "masks": models_identity(cfg, ("sam2",)), "edits": models_identity(cfg, ("sam2", "clip", "inpainting"))}
+            "masks": models_identity(cfg, ("sam2",)), "edits": models_identity(cfg, ("sam2", "clip", "inpainting")),
+            "video": video_models_identity(cfg)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -561,8 +561,9 @@ def build_sam2_video_predictor_from(source: str | os.PathLike, checkpoint: str |
 
 def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
     """The video predictor of the SAM 2 model ``pipe``'s config names (the model its ``generate_masks`` loads:
-    the same registry entry and weights), on ``pipe.device``. Cached per pipeline object (while its config's
-    ``sam2.model`` and profile stay the same).
+    the same registry entry and weights, or that entry's :data:`VIDEO_WEIGHTS` companion: ``mini-sam2`` tracks with
+    ``mini-sam2-video``), on ``pipe.device``. Cached per pipeline object (while its config's ``sam2.model`` and
+    profile stay the same).
 
     A mask generator passed to the pipeline as a component is not inspected: pass ``predictor=`` to
     :func:`segment_video` to track with other weights.
@@ -572,6 +573,7 @@ def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
 
     config = pipe.config
     name = _model_name(config.sam2.model, config.profile, "sam2")
+    name = VIDEO_WEIGHTS.get(name, name)
     key = (name, config.profile, str(pipe.device))
     hit = _PREDICTORS.get(pipe)
     if hit is not None and hit[0] == key:
@@ -593,6 +595,11 @@ def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
     _PREDICTORS[pipe] = (key, predictor)
     return predictor
 
+
+#: Registry entry whose weights track for a SAM 2 entry whose own video path is untrained: the mini SAM 2 was
+#: trained on images only; ``mini-sam2-video`` continues it on clips (:mod:`ovseg.train.mini_sam2_video`). Keyframe
+#: detections keep the pipeline's own entry.
+VIDEO_WEIGHTS = {"mini-sam2": "mini-sam2-video"}
 
 #: pipeline -> ((model name, profile, device), predictor); entries go with their pipeline.
 _PREDICTORS: "weakref.WeakKeyDictionary[Any, tuple[tuple[str, str, str], Any]]" = weakref.WeakKeyDictionary()
@@ -846,6 +853,10 @@ class VideoTrackConfig:
     offload_video_to_cpu: bool = False
     # sam2: keep the per-frame outputs (mask logits, memory features) in CPU memory rather than on the GPU.
     offload_state_to_cpu: bool = False
+    # A keyframe detection matched to a tracked object (IoU >= iou_threshold) is given to the predictor as that
+    # object's mask on the keyframe (a correction prompt, sam2's add_new_mask), so tracking errors last at most
+    # keyframe_every frames; False: a match only records the text score and the memory alone tracks.
+    refresh: bool = True
 
     def validate(self) -> "VideoTrackConfig":
         def integer(name: str, lo: int) -> None:
@@ -862,7 +873,7 @@ class VideoTrackConfig:
         v = self.iou_threshold
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
             raise InputError("iou_threshold must be a number in (0, 1]", repr(v), "pass e.g. iou_threshold=0.3")
-        for name in ("offload_video_to_cpu", "offload_state_to_cpu"):
+        for name in ("offload_video_to_cpu", "offload_state_to_cpu", "refresh"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False", repr(getattr(self, name)), f"pass {name}=True")
         return self
@@ -985,8 +996,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int = 8, *, iou_threshold: float = 0.3,
                   lost_timeout: int = 15, max_objects: int = 10, top_k: int = 5, min_area: int = 16,
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                  max_frames: int = DEFAULT_MAX_FRAMES, predictor: Any = None, progress: bool = False,
-                  keep_frames: bool = True) -> VideoSegmentationResult:
+                  refresh: bool = True, max_frames: int = DEFAULT_MAX_FRAMES, predictor: Any = None,
+                  progress: bool = False, keep_frames: bool = True) -> VideoSegmentationResult:
     """Segment and track every object matching ``text_prompt`` through a video.
 
     1. On frame 0 and every ``keyframe_every``-th frame, ``pipe.segment(frame, text_prompt, top_k)`` (SAM 2 masks
@@ -994,7 +1005,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     2. A detection (best first; at least ``min_area`` px) whose IoU with every tracked object's mask on that frame and
        with every detection accepted before it is below ``iou_threshold`` gets the next id (1, 2, ...; at most
        ``max_objects`` at once, 255 in all) and is given to sam2's video predictor as a mask on that frame
-       (``add_new_mask``); a detection overlapping a tracked object only records its text score for that object.
+       (``add_new_mask``); a detection overlapping a tracked object records its text score for that object and, with
+       ``refresh``, is given to the predictor as that object's mask on this frame (a correction).
     3. Every frame, the predictor tracks all objects from its memory (``propagate_in_video`` over that frame). An
        object's mask is its positive logits; the id map gives each pixel to the object of the highest logit.
     4. An object whose mask stays empty for more than ``lost_timeout`` frames is removed from the predictor
@@ -1007,7 +1019,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
         frames: (T, H, W, 3) uint8 RGB, a list of (H, W, 3) uint8 frames, or a path for :func:`read_video`.
         text_prompt: what to segment, e.g. ``"red circle"``.
         keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area, offload_video_to_cpu,
-            offload_state_to_cpu: :class:`VideoTrackConfig`.
+            offload_state_to_cpu, refresh: :class:`VideoTrackConfig`.
         max_frames: the clip-length limit of :func:`read_video` (also applied to arrays).
         predictor: a ``SAM2VideoPredictor`` (or an object with its ``init_state`` / ``add_new_mask`` /
             ``propagate_in_video`` / ``remove_object`` / ``reset_state``); default :func:`video_predictor_for`
@@ -1035,7 +1047,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                          "run segment_video once per prompt")
     prompt = check_prompts(text_prompt)[0]
     cfg = VideoTrackConfig(keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area,
-                           offload_video_to_cpu, offload_state_to_cpu).validate()
+                           offload_video_to_cpu, offload_state_to_cpu, refresh).validate()
     max_frames = _check_max_frames(max_frames)
     source, fps = None, None
     if isinstance(frames, (str, os.PathLike)):
@@ -1057,7 +1069,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     objects: dict[int, VideoObject] = {}
     active: list[int] = []  # ids in the predictor
     missing: dict[int, int] = {}  # id -> consecutive empty frames
-    counts = {"detections": 0, "new_objects": 0, "matched": 0, "too_small": 0, "over_max_objects": 0}
+    counts = {"detections": 0, "new_objects": 0, "matched": 0, "refreshed": 0, "too_small": 0, "over_max_objects": 0}
     state: dict[str, Any] | None = None
     provenance: Any = None
     next_id = 1
@@ -1100,6 +1112,12 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                         if owner is not None and owner not in text_scores[t]:
                             text_scores[t][owner] = float(det.final_score)
                             counts["matched"] += 1
+                            if cfg.refresh and owner in active:  # the best-scored match corrects the track
+                                t0 = time.perf_counter()
+                                _, obj_ids, logits = predictor.add_new_mask(state, t, owner, torch.from_numpy(dm))
+                                masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                                t_track += time.perf_counter() - t0
+                                counts["refreshed"] += 1
                         continue
                     if len(active) >= cfg.max_objects or next_id > _MAX_IDS:
                         counts["over_max_objects"] += 1

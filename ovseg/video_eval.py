@@ -48,6 +48,7 @@ fsync'ed; a rerun skips the clips already there) and write the summary ``OUT/vid
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -67,7 +68,7 @@ __all__ = ["BOUND_TH", "MINI_DEV_CLIPS", "region_similarity", "boundary_map", "b
            "object_scores", "ObjectScore", "match_objects", "id_switches", "late_found_frame", "first_large_frame",
            "RemovalScores", "removal_metrics", "flicker", "removal_reference", "VideoTarget", "EvalClip", "ClipSource",
            "class_targets", "expression_targets", "default_targets", "evaluate_clip", "evaluate_video", "dev_clip_config",
-           "video_test_root", "mini_video_clips", "davis_clips", "referring_clips"]
+           "video_test_root", "mini_video_clips", "davis_clips", "referring_clips", "video_models_identity"]
 
 #: DAVIS's boundary tolerance: a fraction of the image diagonal (ceil'ed to pixels).
 BOUND_TH = 0.008
@@ -565,10 +566,17 @@ def _read_store(path: Path, protocol: str) -> tuple[dict[str, dict[str, Any]], l
 
 def _protocol_hash(pipe: Any, dataset: str, split: str, keyframe_every: int, late_within: int, bound_th: float,
                    targets: str) -> str:
+    from dataclasses import asdict
+
+    from .video import VideoTrackConfig
+
     cfg = getattr(pipe, "config", None)
     doc = {"format": _FORMAT, "dataset": dataset, "split": split, "keyframe_every": keyframe_every,
            "late_within": late_within, "bound_th": bound_th, "targets": targets,
            "pipeline": cfg.to_dict() if hasattr(cfg, "to_dict") else None}
+    if cfg is not None and hasattr(cfg, "sam2"):  # the tracking weights and the tracker's other settings
+        doc["video_models"] = video_models_identity(cfg)
+        doc["track"] = {k: v for k, v in asdict(VideoTrackConfig()).items() if k != "keyframe_every"}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -656,8 +664,12 @@ def evaluate_video(pipe: Any, clips: Iterable[EvalClip | ClipSource],
                 start = time.perf_counter()
                 clip = src.load()
                 targets = prompt_for(clip)
-                rec = evaluate_clip(lambda p, clip=clip: seg(pipe, clip.frames, p, keyframe_every), clip, targets,
-                                    within, bound_th)
+                # every prompt revisits the same keyframes: keep their SAM 2 masks and CLIP features meanwhile
+                n_key = -(-int(clip.frames.shape[0]) // keyframe_every)
+                keep = pipe.remember_images(n_key) if hasattr(pipe, "remember_images") else contextlib.nullcontext()
+                with keep:
+                    rec = evaluate_clip(lambda p, clip=clip: seg(pipe, clip.frames, p, keyframe_every), clip, targets,
+                                        within, bound_th)
                 rec["s"] = round(time.perf_counter() - start, 3)
                 rec["protocol"] = protocol
                 rec["sum"] = _checksum(rec)
@@ -695,12 +707,31 @@ def evaluate_video(pipe: Any, clips: Iterable[EvalClip | ClipSource],
 
         write_json_atomic(out / "video.json", summary)
     if test_log is not None:
-        from .evaluate import models_identity
         from .testlog import record
 
-        models = models_identity(cfg) if cfg is not None else {}
+        models = video_models_identity(cfg) if cfg is not None else {}
         record("video", models, protocol, len(objs), summary["ci95"], split=test_log)
     return summary
+
+
+def video_models_identity(config: Any) -> dict[str, str]:
+    """:func:`ovseg.evaluate.models_identity` of the image models a video run uses (SAM 2, CLIP: the keyframe
+    detections) plus the SAM 2 weights that track (:data:`ovseg.video.VIDEO_WEIGHTS`: ``mini-sam2-video`` for
+    ``mini-sam2``), hashed like them in the mini profile; what a video line of the test-set log names."""
+    from .evaluate import folder_identity, models_identity
+    from .paths import REPO_ROOT
+    from .pipeline import _model_name
+    from .video import VIDEO_WEIGHTS
+    from .weights import REGISTRY
+
+    out = models_identity(config)
+    name = _model_name(config.sam2.model, config.profile, "sam2")
+    video_name = VIDEO_WEIGHTS.get(name)
+    if video_name is not None:
+        entry = REGISTRY[video_name]
+        out[video_name] = (folder_identity(REPO_ROOT / entry.local_dir, entry.files) if config.profile == "mini"
+                           else "unhashed")
+    return out
 
 
 # ---- mini-world clips ------------------------------------------------------------------------------------------------

@@ -95,6 +95,10 @@ _REGISTRY_LIST = [
     # Embedded mini profile: trained by this project on the mini world (see data/models/*/MODEL_CARD.md).
     WeightEntry("mini-sam2", "mini", "sam2", "data/models/mini-sam2/config.yaml", local_dir="data/models/mini-sam2",
                 files=("model.safetensors", "config.yaml"), description="mini SAM 2 (small Hiera), trained on the mini world"),
+    WeightEntry("mini-sam2-video", "mini", "sam2", "data/models/mini-sam2-video/config.yaml",
+                local_dir="data/models/mini-sam2-video", files=("model.safetensors", "config.yaml"),
+                description="mini SAM 2 with its video memory trained on mini-world clips (issue #21): the video "
+                            "predictor of mini-sam2 (ovseg.video tracks with it; keyframe detections keep mini-sam2)"),
     WeightEntry("mini-clip", "mini", "clip", "data/models/mini-clip/config.json", local_dir="data/models/mini-clip",
                 files=("model.safetensors", "config.json"), description="mini CLIP (open_clip), trained on the mini world"),
     WeightEntry("mini-clip-contrastive", "mini", "clip", "data/models/mini-clip-contrastive/config.json",

@@ -246,7 +246,7 @@ def test_weights_list_has_header_sizes_and_total(capsys, monkeypatch, tmp_path):
     row = next(line for line in lines if " mini-sam2 " in line)
     assert f" {W.present_size('mini-sam2') / 1e6:.1f} MB  present (repository" in row
     total = sum(W.present_size(n) for n in W.list_models("mini"))
-    assert lines[-1] == f"total: {total / 1e6:.1f} MB present in 4 of 4 entries"
+    assert lines[-1] == f"total: {total / 1e6:.1f} MB present in 5 of 5 entries"
     rc, out, err = _run(["weights", "list", "--profile", "full"], capsys)
     rows = out.splitlines()
     assert "155.0 MB  missing" in next(r for r in rows if " sam2.1-hiera-tiny " in r)

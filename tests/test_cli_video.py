@@ -1,5 +1,5 @@
 """CLI on videos: ``ovseg segment CLIP --prompt P --out DIR`` (a video file, or a frame folder with --video) writes
-masks/NNNNN.png, overlay.mp4 and result.json; bad clips fail with one line; the edit commands refuse videos."""
+masks/NNNNN.png, overlay.mp4 and result.json; bad clips fail with one line (video editing: tests/test_video_edit.py)."""
 
 from __future__ import annotations
 
@@ -170,16 +170,3 @@ def test_bad_video_requests_fail_before_any_model(clip, tmp_path, capsys):
         assert rc == 2, (args, err)
         assert match in _one_error_line(err), (args, err)
     assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("command", ["remove", "replace", "style"])
-def test_edit_commands_refuse_videos(clip, tmp_path, capsys, command):
-    mp4, folder, prompt, _ = clip
-    edit = [] if command == "remove" else ["--edit", "blue square"]
-    for source in ([mp4], [folder, "--video"]):
-        rc, stdout, err = _run([command, *source, "--prompt", prompt, *edit, "--out", tmp_path / "out"], capsys)
-        assert rc == 2
-        line = _one_error_line(err)
-        assert "video editing is not available yet in this version" in line
-        assert "fix: ovseg segment CLIP --prompt P --out DIR works on videos" in line
-        assert not (tmp_path / "out").exists()

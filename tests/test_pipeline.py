@@ -70,6 +70,29 @@ def test_new_prompt_reuses_masks_and_features(pipe, scene):
     assert set(res.timings) == {"align"}
 
 
+def test_remember_images_reuses_earlier_images_and_forgets_on_exit(scene):
+    cfg = tiny_config()
+    p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    other = np.ascontiguousarray(scene[::-1])
+    first = p.segment(scene, "red circle")
+    p.segment(other, "red circle")
+    calls = p.mask_generator.encoder_calls
+    with p.remember_images(2):
+        p.segment(scene, "red circle")  # replaced before the block: computed again
+        assert p.mask_generator.encoder_calls == calls + 1
+        p.segment(other, "red circle")  # the current image at the block's start is kept
+        again = p.segment(scene, "blue square")  # kept: no SAM 2 / CLIP pass
+        p.segment(other, "blue square")
+        assert p.mask_generator.encoder_calls == calls + 1
+    assert not p._recent  # forgotten on exit: the last image (other) only
+    assert [m.mask.tolist() for m in p.segment(scene, "red circle").segmentation_masks] == \
+        [m.mask.tolist() for m in first.segmentation_masks]
+    assert again.num_candidates == first.num_candidates
+    with pytest.raises(InputError, match="remember_images takes a positive number"):
+        with p.remember_images(0):
+            pass
+
+
 def test_refilter_reuses_the_image_embedding(scene):
     cfg = tiny_config()
     p = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))

@@ -388,6 +388,39 @@ def test_segment_video_iou_threshold_and_max_objects():
     assert list(r.first_frames) == [1] and r.counts["over_max_objects"] > 0
 
 
+class _ForgetfulTracker(_OracleTracker):
+    """Tracks an object only on the frame it was last given a mask and the next 3 frames (a weak memory)."""
+
+    def add_new_mask(self, state, frame_idx, obj_id, mask):
+        state.setdefault("given", {})[obj_id] = frame_idx
+        self.masks_given = getattr(self, "masks_given", 0) + 1
+        return super().add_new_mask(state, frame_idx, obj_id, mask)
+
+    def _logits(self, state, t):
+        ids, logits = super()._logits(state, t)
+        for i, k in enumerate(ids):
+            if t - state.get("given", {}).get(k, t) > 3:
+                logits[i] = -10.0
+        return ids, logits
+
+
+def test_segment_video_refresh_corrects_tracks_on_keyframes():
+    frames, gt = _scene()
+    on = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, lost_timeout=20,
+                         predictor=_ForgetfulTracker(gt))
+    off = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, lost_timeout=20,
+                          refresh=False, predictor=_ForgetfulTracker(gt))
+    assert on.settings["refresh"] is True and off.settings["refresh"] is False
+    assert on.counts["refreshed"] == on.counts["matched"] > 0 and off.counts["refreshed"] == 0
+    # A is present on every frame: with refresh it is id 1 on all of them (each keyframe renews it, the tracker
+    # keeps it 3 frames); without, it is lost on frames 4 and 5, and found again as a new object at keyframe 6
+    assert all(np.all(on.id_maps[t][gt[t, 0]] == 1) for t in range(12)) and len(on.objects) == 3
+    assert np.all(off.id_maps[3][gt[3, 0]] == 1) and not off.id_maps[5][gt[5, 0]].any()
+    assert np.all(off.id_maps[6][gt[6, 0]] == 3) and len(off.objects) == 4  # A again, with a new id
+    with pytest.raises(InputError, match="refresh must be True or False"):
+        V.segment_video(_StubPipe(frames, gt), frames, "square", refresh="yes")
+
+
 def test_segment_video_no_match_writes_nothing(tmp_path):
     frames, gt = _scene()
     tracker = _OracleTracker(gt)

@@ -27,8 +27,10 @@ def _cache_file(cache, repo, filename, data=b"weights"):
 def test_registry_has_both_profiles():
     assert "sam2.1-hiera-large" in W.list_models("full", "sam2")
     assert W.default_model("full", "clip") == "ViT-L-14-336"
-    assert set(W.list_models("mini")) == {"mini-sam2", "mini-clip", "mini-clip-contrastive", "mini-inpainting"}
+    assert set(W.list_models("mini")) == {"mini-sam2", "mini-sam2-video", "mini-clip", "mini-clip-contrastive",
+                                          "mini-inpainting"}
     assert W.default_model("mini", "clip") == "mini-clip"  # the contrastive one is selected by clip.model only
+    assert W.default_model("mini", "sam2") == "mini-sam2"  # the video one tracks (ovseg.video.VIDEO_WEIGHTS) only
     e = W.get_entry("ViT-L-14-336")
     assert e.preprocess["image_size"] == 336 and e.preprocess["quick_gelu"] is True
     assert "withdrawn" in W.get_entry("sd2-inpainting").note

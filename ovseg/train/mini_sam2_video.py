@@ -597,6 +597,7 @@ def export_model(trainer: VideoTrainer, out_dir: str | Path = EXPORT_DIR, metric
     from safetensors.torch import save
 
     from ..io import write_bytes_atomic, write_text_atomic
+    from ..testlog import write_card_section
     from ..weights import sha256_file
 
     out = Path(out_dir)
@@ -610,6 +611,7 @@ def export_model(trainer: VideoTrainer, out_dir: str | Path = EXPORT_DIR, metric
     write_text_atomic(out / "MODEL_CARD.md", _model_card(trainer, metrics, recent or {}))
     sums = {f: sha256_file(out / f) for f in ("model.safetensors", "config.yaml")}
     write_text_atomic(out / "SHA256SUMS", "".join(f"{d}  {f}\n" for f, d in sums.items()))
+    write_card_section("mini-sam2-video", out)  # "not evaluated on the test split with these weights yet" + command
     return out / "model.safetensors"
 
 

@@ -1,0 +1,72 @@
+"""ovseg.experiments.video: the dev comparison's rows, the late-object finder and the strip figure (no models)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from ovseg.errors import InputError  # noqa: E402
+from ovseg.experiments import video as XV  # noqa: E402
+from ovseg.video_eval import ClipSource, EvalClip, evaluate_video  # noqa: E402
+
+
+def _clip(name: str, enter: int | None) -> EvalClip:
+    t, h, w = 12, 40, 40
+    gt = np.zeros((t, h, w), np.uint8)
+    gt[:, 5:15, 5:15] = 1  # object 1, there from frame 0
+    if enter is not None:
+        gt[enter:, 20:32, 20:32] = 2  # object 2 enters at `enter` (144 px = 9% of the frame)
+    frames = np.zeros((t, h, w, 3), np.uint8)
+    frames[gt == 1] = (255, 0, 0)
+    frames[gt == 2] = (0, 0, 255)
+    return EvalClip(name, frames, gt, {1: "red square", 2: "blue square"})
+
+
+def test_find_late_object_skips_objects_present_at_frame_0_and_entries_too_close_to_the_end():
+    sources = [ClipSource("a", lambda: _clip("a", None)), ClipSource("b", lambda: _clip("b", 10)),
+               ClipSource("c", lambda: _clip("c", 3))]
+    clip, prompt, k, large = XV.find_late_object(sources)  # b's entry at 10 is within 4 frames of the end (11)
+    assert (clip.name, prompt, k, large) == ("c", "blue square", 2, 3)
+    assert XV.find_late_object(sources[:2]) is None
+    assert XV.find_late_object(sources[:2], margin=1)[0].name == "b"
+
+
+def test_tracking_rows_from_an_evaluation_with_oracle_ids():
+    clip = _clip("c", 3)
+
+    def oracle(pipe, frames, prompt, k):  # ids that follow the ground truth, found at the first keyframe
+        want = [i for i, n in clip.names.items() if n == prompt]
+        out = np.where(np.isin(clip.gt, want), clip.gt, 0).astype(np.uint8)
+        out[:4] = np.where(out[:4] == 2, 0, out[:4])
+        return out
+
+    summary = evaluate_video(None, [clip], keyframe_every=4, segment=oracle)
+    rows = XV.tracking_rows([summary | {"label": "oracle", "seconds_per_frame": 0.01}])
+    assert rows[0]["setting"] == "oracle" and rows[0]["objects"] == 2 and rows[0]["late objects"] == 1
+    # object 2 is found one frame after it enters (J = F = 0 on that frame): J&F (1 + 11 / 12) / 2
+    assert rows[0]["J&F"].startswith("0.958") and rows[0]["late found"].startswith("1.00")
+    assert rows[0]["id switches / 10 clips"].startswith("0.0") and rows[0]["s / frame"] == 0.01
+
+
+def test_track_strip_figure_rows_titles_and_bad_input():
+    clip = _clip("c", 3)
+    fig = XV.track_strip_figure(clip.frames[2:], clip.gt[2:], every=3, gt=clip.gt[2:], title="t", first_frame=2)
+    axes = fig.axes
+    assert len(axes) == 2 * 4 and axes[0].get_title() == "frame 2" and axes[1].get_title() == "frame 5"
+    assert axes[0].get_ylabel() == "tracked" and axes[4].get_ylabel() == "ground truth"
+    with pytest.raises(InputError, match="one clip"):
+        XV.track_strip_figure(clip.frames, clip.gt[:5])
+    with pytest.raises(InputError, match="every must be a positive integer"):
+        XV.track_strip_figure(clip.frames, clip.gt, every=0)
+
+
+def test_compare_tracking_refuses_bad_arguments():
+    with pytest.raises(InputError, match="n_clips must be a positive integer"):
+        XV.compare_tracking(None, [XV.TrackSetting()], 0)
+    with pytest.raises(InputError, match="at least one setting"):
+        XV.compare_tracking(None, [], 2)
+    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.3"
