@@ -46,7 +46,18 @@ def _same_clip(a: Clip, b: Clip) -> None:
     assert np.array_equal(a.frames, b.frames) and a.frames.dtype == b.frames.dtype == np.uint8
     assert np.array_equal(a.instance_masks, b.instance_masks) and a.instance_masks.dtype == b.instance_masks.dtype == bool
     assert np.array_equal(a.label_maps, b.label_maps) and a.label_maps.dtype == b.label_maps.dtype == np.uint8
-    assert [o.to_dict() for o in a.objects] == [o.to_dict() for o in b.objects]
+    # trajectories: equal up to float rounding (numpy releases differ in the last ulp of pow / trig, e.g. 2.4.6 vs
+    # the release the test set was written with); the pixels above must be exact
+    da, db = [o.to_dict() for o in a.objects], [o.to_dict() for o in b.objects]
+    assert len(da) == len(db)
+    for x, y in zip(da, db):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], (list, float)) and x[k] and not isinstance(np.asarray(x[k]).flat[0], str):
+                assert np.allclose(np.asarray(x[k], float), np.asarray(y[k], float), rtol=1e-9, atol=1e-9,
+                                   equal_nan=True), k
+            else:
+                assert x[k] == y[k], k
     assert (a.caption, a.background_drift, a.background_velocity, a.seed, a.config) == \
         (b.caption, b.background_drift, b.background_velocity, b.seed, b.config)
 
