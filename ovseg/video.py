@@ -838,7 +838,8 @@ class VideoTrackConfig:
     # Run the image pipeline on frame 0 and every keyframe_every-th frame after it (1 = every frame).
     keyframe_every: int = 8
     # A keyframe detection whose IoU with every tracked object's mask (and every detection accepted before it on
-    # that frame) is below this starts a new object; otherwise it is the object it overlaps. In (0, 1].
+    # that frame) is below this starts a new object (unless contain_threshold makes it a part of one); otherwise it
+    # is the object it overlaps most. In (0, 1].
     iou_threshold: float = 0.3
     # Frames an object's mask may stay empty (occluded, out of frame, lost) before its id is dropped; 0 drops it on
     # its first empty frame. A dropped id is never reused: the object, found again, gets a new id.
@@ -857,6 +858,10 @@ class VideoTrackConfig:
     # object's mask on the keyframe (a correction prompt, sam2's add_new_mask), so tracking errors last at most
     # keyframe_every frames; False: a match only records the text score and the memory alone tracks.
     refresh: bool = True
+    # A detection with at least this fraction of its own area inside a tracked object's mask (or a detection accepted
+    # before it on that keyframe) is that object too (a part of it, e.g. SAM 2's subpart mask), whatever the IoU; in
+    # (0, 1], 1.0: only when wholly inside.
+    contain_threshold: float = 0.5
 
     def validate(self) -> "VideoTrackConfig":
         def integer(name: str, lo: int) -> None:
@@ -870,9 +875,10 @@ class VideoTrackConfig:
         integer("max_objects", 1)
         integer("top_k", 1)
         integer("min_area", 0)
-        v = self.iou_threshold
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
-            raise InputError("iou_threshold must be a number in (0, 1]", repr(v), "pass e.g. iou_threshold=0.3")
+        for name, eg in (("iou_threshold", 0.3), ("contain_threshold", 0.5)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
+                raise InputError(f"{name} must be a number in (0, 1]", repr(v), f"pass e.g. {name}={eg}")
         for name in ("offload_video_to_cpu", "offload_state_to_cpu", "refresh"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False", repr(getattr(self, name)), f"pass {name}=True")
@@ -996,7 +1002,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int = 8, *, iou_threshold: float = 0.3,
                   lost_timeout: int = 15, max_objects: int = 10, top_k: int = 5, min_area: int = 16,
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                  refresh: bool = True, max_frames: int = DEFAULT_MAX_FRAMES, predictor: Any = None,
+                  refresh: bool = True, contain_threshold: float = 0.5, max_frames: int = DEFAULT_MAX_FRAMES,
+                  predictor: Any = None,
                   progress: bool = False, keep_frames: bool = True) -> VideoSegmentationResult:
     """Segment and track every object matching ``text_prompt`` through a video.
 
@@ -1006,7 +1013,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
        with every detection accepted before it is below ``iou_threshold`` gets the next id (1, 2, ...; at most
        ``max_objects`` at once, 255 in all) and is given to sam2's video predictor as a mask on that frame
        (``add_new_mask``); a detection overlapping a tracked object records its text score for that object and, with
-       ``refresh``, is given to the predictor as that object's mask on this frame (a correction).
+       ``refresh``, is given to the predictor as that object's mask on this frame (a correction). A detection lying
+       mostly inside a known object (``contain_threshold`` of its area) is a part of it: no new id, no refresh.
     3. Every frame, the predictor tracks all objects from its memory (``propagate_in_video`` over that frame). An
        object's mask is its positive logits; the id map gives each pixel to the object of the highest logit.
     4. An object whose mask stays empty for more than ``lost_timeout`` frames is removed from the predictor
@@ -1019,7 +1027,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
         frames: (T, H, W, 3) uint8 RGB, a list of (H, W, 3) uint8 frames, or a path for :func:`read_video`.
         text_prompt: what to segment, e.g. ``"red circle"``.
         keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area, offload_video_to_cpu,
-            offload_state_to_cpu, refresh: :class:`VideoTrackConfig`.
+            offload_state_to_cpu, refresh, contain_threshold: :class:`VideoTrackConfig`.
         max_frames: the clip-length limit of :func:`read_video` (also applied to arrays).
         predictor: a ``SAM2VideoPredictor`` (or an object with its ``init_state`` / ``add_new_mask`` /
             ``propagate_in_video`` / ``remove_object`` / ``reset_state``); default :func:`video_predictor_for`
@@ -1047,7 +1055,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                          "run segment_video once per prompt")
     prompt = check_prompts(text_prompt)[0]
     cfg = VideoTrackConfig(keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area,
-                           offload_video_to_cpu, offload_state_to_cpu, refresh).validate()
+                           offload_video_to_cpu, offload_state_to_cpu, refresh, contain_threshold).validate()
     max_frames = _check_max_frames(max_frames)
     source, fps = None, None
     if isinstance(frames, (str, os.PathLike)):
@@ -1105,14 +1113,19 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                     if int(dm.sum()) < cfg.min_area:
                         counts["too_small"] += 1
                         continue
+                    area = int(dm.sum())
                     overlaps = [_iou(dm, m) for m in accepted]
+                    inside = [int(np.logical_and(dm, m).sum()) / area for m in accepted]
                     best = int(np.argmax(overlaps)) if overlaps else -1
-                    if best >= 0 and overlaps[best] >= cfg.iou_threshold:
+                    by_iou = best >= 0 and overlaps[best] >= cfg.iou_threshold
+                    if best >= 0 and not by_iou:  # a part of a known object, or a new one
+                        best = int(np.argmax(inside)) if max(inside) >= cfg.contain_threshold else -1
+                    if best >= 0:
                         owner = owners[best]
                         if owner is not None and owner not in text_scores[t]:
                             text_scores[t][owner] = float(det.final_score)
                             counts["matched"] += 1
-                            if cfg.refresh and owner in active:  # the best-scored match corrects the track
+                            if cfg.refresh and by_iou and owner in active:  # the best match corrects the track
                                 t0 = time.perf_counter()
                                 _, obj_ids, logits = predictor.add_new_mask(state, t, owner, torch.from_numpy(dm))
                                 masks = dict(zip(obj_ids, _to_numpy_logits(logits)))

@@ -2,7 +2,9 @@
 
 Run: ``python scripts/video_track_dev.py [--clips 6] [--model data/models/mini-sam2-video] [--only K:refresh ...]``
 
-Each setting (keyframe interval K, refresh on / off) runs :func:`ovseg.experiments.video.compare_tracking` on the
+Each setting (keyframe interval K, refresh on / off, the IoU above which a detection is a tracked object, the
+fraction of a detection inside a track that makes it a part of that track) runs
+:func:`ovseg.experiments.video.compare_tracking` on the
 first ``--clips`` dev clips (every visible class of a clip is a prompt) and prints J&F, late objects found and id
 switches with their 95% bootstrap intervals, and the seconds per frame of the whole text-prompted segmentation. The
 JSON lands in ``build/video_track_dev.json`` (merged over runs, so settings can run in separate processes).
@@ -22,14 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GRID = ("8:on", "8:off", "4:on", "4:off", "2:on")
+GRID = ("8:on", "4:on", "4:off", "2:on", "4:on:0.3:1.0", "4:on:0.1")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=6, help="dev clips (default 6)")
     ap.add_argument("--model", default=None, help="video SAM 2 folder (default: the registry's, via the pipeline)")
-    ap.add_argument("--only", nargs="*", default=list(GRID), help=f"settings K:on|off (default {' '.join(GRID)})")
+    ap.add_argument("--only", nargs="*", default=list(GRID),
+                    help=f"settings K:on|off[:IoU threshold[:part threshold]] (default {' '.join(GRID)})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "build" / "video_track_dev.json"))
     args = ap.parse_args()
@@ -48,8 +51,9 @@ def main() -> int:
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else {}
     for spec in args.only:
-        k, _, refresh = spec.partition(":")
-        setting = TrackSetting(int(k), refresh != "off")
+        k, refresh, *rest = spec.split(":")
+        setting = TrackSetting(int(k), refresh != "off", float(rest[0]) if rest else 0.3,
+                               float(rest[1]) if len(rest) > 1 else 0.5)
         summary = compare_tracking(pipe, [setting], args.clips, predictor=predictor)[0]
         summary.pop("per_clip", None)
         done[f"{setting.label} | {args.clips} clips | {args.model or 'registry'}"] = summary

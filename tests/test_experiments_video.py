@@ -69,4 +69,32 @@ def test_compare_tracking_refuses_bad_arguments():
         XV.compare_tracking(None, [XV.TrackSetting()], 0)
     with pytest.raises(InputError, match="at least one setting"):
         XV.compare_tracking(None, [], 2)
-    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.3"
+    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.3, parts 0.5"
+
+
+def test_removal_clips_take_static_test_clips_and_their_largest_object():
+    clips = XV.removal_clips("test", 2)
+    assert len(clips) == 2
+    for clip, k in clips:
+        assert clip.background_drift == 0
+        areas = clip.instance_masks.sum(axis=(0, 2, 3))
+        assert areas[k] == areas.max()
+    with pytest.raises(InputError, match="dev or test"):
+        XV.removal_clips("train", 1)
+
+
+def test_removal_rows_pair_flicker_with_the_baseline():
+    from ovseg.video_edit import StrategyMeasurement
+
+    base = StrategyMeasurement("independent", ["a", "b"], [20.0, 22.0], [True, True], [8.0, 6.0], [1.0, 1.0], [4, 4],
+                               [1.0, 1.0])
+    reuse = StrategyMeasurement("reuse", ["a", "b"], [21.0, 23.0], [True, False], [2.0, 3.0], [1.0, 1.0], [1, 2],
+                                [0.5, 0.5])
+    rows = XV.removal_rows({"independent": base, "reuse": reuse})
+    assert rows[0]["flicker reduction vs independent"] == "-" and rows[1]["outside exact"] == "1/2"
+    assert rows[1]["flicker reduction vs independent"].startswith("3.00")  # mean of 8/2 and 6/3
+    assert rows[1]["PSNR inside (dB)"].startswith("22.00") and rows[1]["model calls / clip"] == 1.5
+    with pytest.raises(InputError, match="strategies must be some of"):
+        XV.removal_comparison(None, [], ["magic"], 4)
+    with pytest.raises(InputError, match="n_frames must be an integer >= 2"):
+        XV.removal_comparison(None, [], ["reuse"], 1)

@@ -378,11 +378,11 @@ def test_segment_video_ids_entering_and_timeout(tmp_path):
 
 def test_segment_video_iou_threshold_and_max_objects():
     frames, gt = _scene()
-    # a tiny threshold merges nothing new: the duplicate of A and C are distinct -> still 3 objects;
-    # at IoU threshold 1.0 the near-duplicate of A becomes its own object
+    # at IoU threshold 1.0 the near-duplicate of A (A less its top row) is no longer A by IoU, but it lies wholly
+    # inside A: a part of A (contain_threshold), not a new object
     r = V.segment_video(_StubPipe(frames, gt), frames, "square", keyframe_every=3, iou_threshold=1.0,
                         predictor=_OracleTracker(gt))
-    assert r.first_frames[1] == 0 and len([o for o in r.objects if o.first_frame == 0]) == 3
+    assert r.first_frames[1] == 0 and len([o for o in r.objects if o.first_frame == 0]) == 2
     r = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, max_objects=1,
                         predictor=_OracleTracker(gt))
     assert list(r.first_frames) == [1] and r.counts["over_max_objects"] > 0
@@ -419,6 +419,32 @@ def test_segment_video_refresh_corrects_tracks_on_keyframes():
     assert np.all(off.id_maps[6][gt[6, 0]] == 3) and len(off.objects) == 4  # A again, with a new id
     with pytest.raises(InputError, match="refresh must be True or False"):
         V.segment_video(_StubPipe(frames, gt), frames, "square", refresh="yes")
+
+
+class _PartPipe(_StubPipe):
+    """A's mask, then a small patch 60% inside A (a SAM 2 subpart that spills over), scored lower."""
+
+    def segment(self, frame, prompt, top_k=5):
+        t = self.index[frame.tobytes()]
+        a = self.gt[t, 0]
+        ys, xs = np.nonzero(a)
+        part = np.zeros_like(a)
+        y0, x0 = ys.min(), xs.max() - 2  # 3 columns inside A, 2 outside
+        part[y0:y0 + 4, x0:x0 + 5] = True
+        return SimpleNamespace(segmentation_masks=[SimpleNamespace(mask=a, final_score=0.5),
+                                                   SimpleNamespace(mask=part, final_score=0.3)])
+
+
+def test_segment_video_parts_of_a_tracked_object_get_no_new_id():
+    frames, gt = _scene()
+    r = V.segment_video(_PartPipe(frames, gt), frames, "square", keyframe_every=3, min_area=4,
+                        predictor=_OracleTracker(gt))
+    assert [o.id for o in r.objects] == [1] and r.settings["contain_threshold"] == 0.5
+    r = V.segment_video(_PartPipe(frames, gt), frames, "square", keyframe_every=3, min_area=4, contain_threshold=1.0,
+                        predictor=_OracleTracker(gt))
+    assert len(r.objects) > 1  # the patch is only 60% inside A: a new object when parts must lie wholly inside
+    with pytest.raises(InputError, match=r"contain_threshold must be a number in \(0, 1\]"):
+        V.segment_video(_PartPipe(frames, gt), frames, "square", contain_threshold=0)
 
 
 def test_segment_video_no_match_writes_nothing(tmp_path):

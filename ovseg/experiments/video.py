@@ -3,7 +3,9 @@
 * :func:`compare_tracking` -- text-prompted J&F, late objects found, id switches and speed of several
   :class:`ovseg.video.VideoTrackConfig` settings on the **dev** clips (selection happens here, never on test);
 * :func:`tracking_rows` -- those summaries as table rows (value [95% interval], n);
-* :func:`track_strip_figure` -- frames of a clip with the tracked ids drawn over them (a strip).
+* :func:`track_strip_figure` -- frames of a clip with the tracked ids drawn over them (a strip);
+* :func:`removal_clips` / :func:`removal_comparison` / :func:`removal_rows` / :func:`removal_strip_figure` -- video
+  object removal against the exact object-free clip (:mod:`ovseg.video_edit` strategies, exact or tracked masks).
 
 The test split is evaluated once per model with ``ovseg evaluate --dataset mini-video --task video --split test``
 (:func:`ovseg.video_eval.evaluate_video`), which logs the consultation.
@@ -24,7 +26,8 @@ from ..errors import InputError
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["TrackSetting", "compare_tracking", "tracking_rows", "track_strip_figure", "find_late_object"]
+__all__ = ["TrackSetting", "compare_tracking", "tracking_rows", "track_strip_figure", "find_late_object",
+           "removal_clips", "removal_comparison", "removal_rows", "removal_strip_figure", "log_removal_test"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,12 @@ class TrackSetting:
     keyframe_every: int = 8  # run the image pipeline on every K-th frame
     refresh: bool = True  # matched keyframe detections correct the track
     iou_threshold: float = 0.3  # a detection overlapping a track this much is that track
+    contain_threshold: float = 0.5  # a detection this much inside a track is a part of it
 
     @property
     def label(self) -> str:
-        return f"K={self.keyframe_every}, refresh {'on' if self.refresh else 'off'}, IoU {self.iou_threshold:g}"
+        return (f"K={self.keyframe_every}, refresh {'on' if self.refresh else 'off'}, IoU {self.iou_threshold:g}, "
+                f"parts {self.contain_threshold:g}")
 
 
 def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int = 8, *, predictor: Any = None,
@@ -75,7 +80,7 @@ def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int =
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoMatchWarning)
                 r = video.segment_video(p, frames, prompt, k, refresh=s.refresh, iou_threshold=s.iou_threshold,
-                                        predictor=pred, keep_frames=False)
+                                        contain_threshold=s.contain_threshold, predictor=pred, keep_frames=False)
             spent["s"] += time.perf_counter() - t0
             spent["frames"] += int(frames.shape[0])
             return r.id_maps
@@ -83,7 +88,8 @@ def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int =
         summary = evaluate_video(pipe, clips, keyframe_every=s.keyframe_every, dataset="mini-video", split="dev",
                                  segment=seg, progress=progress)
         summary.update(setting={"keyframe_every": s.keyframe_every, "refresh": s.refresh,
-                                "iou_threshold": s.iou_threshold}, label=s.label,
+                                "iou_threshold": s.iou_threshold, "contain_threshold": s.contain_threshold},
+                       label=s.label,
                        seconds_per_frame=spent["s"] / max(spent["frames"], 1))
         out.append(summary)
     return out
@@ -169,6 +175,154 @@ def track_strip_figure(frames: np.ndarray, id_maps: np.ndarray, every: int = 4, 
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"frame {first_frame + t}", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---- removal across frames ---------------------------------------------------------------------------------------
+
+def removal_clips(split: str, n_clips: int) -> list[tuple[Any, int]]:
+    """Mini-world clips for removal: the first ``n_clips`` of ``split`` whose background is static (flicker is
+    measured there), each with the object to remove, the one with the largest visible area over the clip.
+    ``test``: the shipped clips (``data/mini_world/video_test``); ``dev``: :func:`ovseg.video_edit.dev_removal_clips`
+    at the test clips' length.
+
+    Returns:
+        ``[(clip, k)]``: :class:`ovseg.world_video.Clip` s (with seed and config, for the exact object-free clip).
+    """
+    from ..video_edit import dev_removal_clips
+    from ..video_eval import video_test_root
+    from ..world_video import load_clip, load_clip_index
+
+    if isinstance(n_clips, bool) or not isinstance(n_clips, int) or n_clips < 1:
+        raise InputError("n_clips must be a positive integer", repr(n_clips), "pass e.g. 2")
+    if split == "dev":
+        from ..video_eval import dev_clip_config
+
+        return dev_removal_clips(n_clips, int(dev_clip_config().n_frames))
+    if split != "test":
+        raise InputError("removal clips come from the dev or test split", repr(split), "pass split='dev' or 'test'")
+    root = video_test_root()
+    out = []
+    for entry in load_clip_index(root)["clips"]:
+        clip = load_clip(root, entry["name"])
+        if clip.background_drift != 0:
+            continue
+        out.append((clip, int(np.argmax(clip.instance_masks.sum(axis=(0, 2, 3))))))
+        if len(out) == n_clips:
+            break
+    return out
+
+
+def removal_comparison(pipe: Any, clips: Sequence[tuple[Any, int]], strategies: Sequence[str], n_frames: int,
+                       tracked: bool = True, seed: int = 0) -> dict[str, Any]:
+    """Remove each clip's object over its first ``n_frames`` frames with each strategy and score the result against
+    the exact object-free clip (:func:`ovseg.video_eval.removal_metrics` inside / outside the edit region, flicker).
+
+    1. With the clip's exact per-frame masks of the object (:func:`ovseg.video_edit.edit_video` ``masks=``): the
+       editing stage alone, one entry per strategy.
+    2. With ``tracked``: the whole text-prompted path (the object's class name tracked by :func:`ovseg.video.
+       segment_video`, the best-scoring track removed, ``objects="best"``) with the default strategy, entry
+       ``"<strategy>, tracked"``.
+
+    Returns:
+        {entry: :class:`ovseg.video_edit.StrategyMeasurement`}, the exact-mask entries first.
+    """
+    from ..video_edit import DEFAULT_STRATEGY, STRATEGIES, NoObjectError, StrategyMeasurement, edit_video
+    from ..video_eval import removal_metrics, removal_reference
+
+    if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 2:
+        raise InputError("n_frames must be an integer >= 2", repr(n_frames), "pass e.g. 16")
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise InputError(f"strategies must be some of {', '.join(STRATEGIES)}", repr(list(strategies)),
+                         "pass e.g. ['independent', 'reuse']")
+    names = list(strategies) + ([f"{DEFAULT_STRATEGY['remove']}, tracked"] if tracked else [])
+    out = {n: StrategyMeasurement(n, [], [], [], [], [], [], []) for n in names}
+    for clip, k in clips:
+        exact, obj = removal_reference(clip, k)  # (T, H, W, 3) uint8, (T, H, W) bool
+        frames, exact, obj = clip.frames[:n_frames], exact[:n_frames], obj[:n_frames]
+        prompt = clip.objects[k].class_name
+        runs = [(s, {"masks": obj, "strategy": s}) for s in strategies]
+        if tracked:
+            runs.append((names[-1], {"objects": "best"}))
+        for name, kw in runs:
+            try:
+                r = edit_video(pipe, frames, prompt, "remove", seed=seed, **kw)
+            except NoObjectError:  # tracking found nothing: the clip is unchanged, scored as such
+                r = None
+            edited = r.frames if r is not None else frames
+            region = (r.edit_masks > 0) if r is not None else obj
+            sc = removal_metrics(edited, exact, region | obj, clip.background_drift)
+            m = out[name]
+            m.clips.append(clip.name)
+            m.psnr_inside.append(sc.psnr_inside)
+            m.exact_outside.append(sc.exact_outside)
+            m.flicker.append(sc.flicker)
+            m.flicker_exact.append(sc.flicker_exact)
+            m.model_calls.append(r.counts.get("model_calls", 0) if r is not None else 0)
+            m.seconds.append(r.timings.get("total", 0.0) if r is not None else 0.0)
+    return out
+
+
+def removal_rows(measured: dict[str, Any], baseline: str = "independent") -> list[dict[str, Any]]:
+    """Table rows of :func:`removal_comparison`: PSNR inside (dB), outside exact (clips), flicker and the paired
+    flicker reduction against ``baseline`` (when measured), each ``value [95% interval]`` over clips."""
+    base = measured.get(baseline)
+    rows = []
+    for name, m in measured.items():
+        s = m.summary(base if base is not None and name != baseline else None)
+        red = s.get("flicker_reduction_vs_baseline")
+        rows.append({"strategy": name, "clips": s["n_clips"], "PSNR inside (dB)": _fmt(s["psnr_inside_db"], 2),
+                     "outside exact": f"{sum(m.exact_outside)}/{len(m.exact_outside)}",
+                     "flicker": _fmt(s["flicker"], 2) if s["flicker"]["value"] is not None else "n/a",
+                     "exact clip's flicker": (_fmt(s["flicker_exact"], 2) if s["flicker_exact"]["value"] is not None
+                                              else "n/a"),
+                     f"flicker reduction vs {baseline}": _fmt(red, 2) if red and red["value"] is not None else "-",
+                     "model calls / clip": s["model_calls_per_clip"]})
+    return rows
+
+
+def log_removal_test(measured: dict[str, Any], config: Any, n_frames: int, split: str) -> bool:
+    """Log a test-split removal comparison (task ``video_removal``; :func:`ovseg.testlog.record_experiment`, mini
+    profile only): per entry PSNR inside and, for the non-baseline ones, the flicker reduction. Returns whether a
+    line was written."""
+    base = measured.get("independent")
+    headline: dict[str, Any] = {}
+    for name, m in measured.items():
+        s = m.summary(base if base is not None and name != "independent" else None)
+        headline[f"psnr_inside[{name}]"] = s["psnr_inside_db"]
+        if "flicker_reduction_vs_baseline" in s:
+            headline[f"flicker_reduction[{name}]"] = s["flicker_reduction_vs_baseline"]
+    from ..testlog import record_experiment
+
+    n = len(next(iter(measured.values())).clips) if measured else 0
+    return record_experiment("video_removal", config, n, headline,
+                             {"n_frames": n_frames, "entries": list(measured)}, f"video/{split}",
+                             stages=("sam2", "clip", "inpainting"))
+
+
+def removal_strip_figure(frames: np.ndarray, edited: np.ndarray, exact: np.ndarray, every: int = 3,
+                         max_frames: int = 6, title: str | None = None) -> "Figure":
+    """Rows: the input frames, the edited ones, the exact object-free frames, at ``0, every, ...`` (all (T, H, W, 3)
+    uint8)."""
+    import matplotlib.pyplot as plt
+
+    idx = list(range(0, len(frames), every))[:max_frames]
+    rows = [("input", frames), ("removed", edited), ("exact", exact)]
+    fig, axes = plt.subplots(3, len(idx), figsize=(1.6 * len(idx), 5.2), squeeze=False)
+    for r, (name, arr) in enumerate(rows):
+        for c, t in enumerate(idx):
+            ax = axes[r][c]
+            ax.imshow(arr[t])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {t}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     if title:
