@@ -203,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the protocol's method")
     e.add_argument("--max-images", type=int, default=None,
                    help="evaluate only the first N images (--task video: the first N clips)")
+    from .video import DEFAULT_KEYFRAME_EVERY
+
     e.add_argument("--keyframe-every", type=int, default=None, metavar="K",
-                   help="--task video: detect the prompt on frame 0 and every K-th frame (default 8); a late object "
+                   help="--task video: detect the prompt on frame 0 and every K-th frame (default "
+                        f"{DEFAULT_KEYFRAME_EVERY}); a late object "
                         "counts as found when its id appears on it within K frames of it covering 1%% of the frame")
     e.add_argument("--profile", choices=("mini", "full"), default=None)
     e.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK under torchrun with GPUs, else cpu)")
@@ -769,7 +772,9 @@ def _cmd_evaluate_video(args: argparse.Namespace, config: Any) -> int:
     if args.max_images is not None and args.max_images < 1:
         raise InputError("--max-images must be a positive integer (clips, for --task video)", args.max_images,
                          "pass e.g. --max-images 5")
-    keyframe_every = 8 if args.keyframe_every is None else args.keyframe_every
+    from .video import DEFAULT_KEYFRAME_EVERY
+
+    keyframe_every = DEFAULT_KEYFRAME_EVERY if args.keyframe_every is None else args.keyframe_every
     if keyframe_every < 1:
         raise InputError("--keyframe-every must be a positive integer (1 = detect on every frame)", keyframe_every,
                          "pass e.g. --keyframe-every 8")

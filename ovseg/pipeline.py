@@ -869,10 +869,11 @@ class OpenVocabSegmentationPipeline:
             figs["edit"] = viz.edit_figure(result)
         return figs
 
-    def segment_video(self, frames: Any, text_prompt: str, keyframe_every: int = 8, **kwargs: Any) -> Any:
+    def segment_video(self, frames: Any, text_prompt: str, keyframe_every: int | None = None, **kwargs: Any) -> Any:
         """Segment and track ``text_prompt`` through a video with this pipeline on keyframes and SAM 2's video
         predictor in between: :func:`ovseg.video.segment_video` (its arguments and its
         :class:`~ovseg.video.VideoSegmentationResult`)."""
-        from .video import segment_video
+        from .video import DEFAULT_KEYFRAME_EVERY, segment_video
 
-        return segment_video(self, frames, text_prompt, keyframe_every, **kwargs)
+        k = DEFAULT_KEYFRAME_EVERY if keyframe_every is None else keyframe_every
+        return segment_video(self, frames, text_prompt, k, **kwargs)

@@ -596,6 +596,10 @@ def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
     return predictor
 
 
+#: Keyframe interval of text-prompted tracking (:class:`VideoTrackConfig`, the CLI's ``--keyframe-every``, editing and
+#: evaluation), chosen on the video dev clips (``scripts/video_track_dev.py``).
+DEFAULT_KEYFRAME_EVERY = 8
+
 #: Registry entry whose weights track for a SAM 2 entry whose own video path is untrained: the mini SAM 2 was
 #: trained on images only; ``mini-sam2-video`` continues it on clips (:mod:`ovseg.train.mini_sam2_video`). Keyframe
 #: detections keep the pipeline's own entry.
@@ -836,7 +840,7 @@ class VideoTrackConfig:
     """Settings of :func:`segment_video` (recorded in ``result.json``)."""
 
     # Run the image pipeline on frame 0 and every keyframe_every-th frame after it (1 = every frame).
-    keyframe_every: int = 8
+    keyframe_every: int = DEFAULT_KEYFRAME_EVERY
     # A keyframe detection whose IoU with every tracked object's mask (and every detection accepted before it on
     # that frame) is below this starts a new object (unless contain_threshold makes it a part of one); otherwise it
     # is the object it overlaps most. In (0, 1].
@@ -999,7 +1003,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return int(np.logical_and(a, b).sum()) / union if union else 0.0
 
 
-def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int = 8, *, iou_threshold: float = 0.3,
+def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int = DEFAULT_KEYFRAME_EVERY, *,
+                  iou_threshold: float = 0.3,
                   lost_timeout: int = 15, max_objects: int = 10, top_k: int = 5, min_area: int = 16,
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                   refresh: bool = True, contain_threshold: float = 0.5, max_frames: int = DEFAULT_MAX_FRAMES,

@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, NoMatchWarning
+from .video import DEFAULT_KEYFRAME_EVERY
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "VideoEditConfig", "VideoEditResult", "NoObjectError", "edit_video",
            "iter_edits", "select_regions", "measure_strategies", "StrategyMeasurement", "dev_removal_clips"]
@@ -108,7 +109,7 @@ class VideoEditConfig:
     # reuse: how many frames before and after a frame are searched for real background behind its object.
     window: int = 24
     # Tracking (ovseg.video.segment_video) when no masks are given: keyframe interval and detections per keyframe.
-    keyframe_every: int = 8
+    keyframe_every: int = DEFAULT_KEYFRAME_EVERY
     top_k: int = 5
     # Longest clip accepted, frames (ovseg.video.DEFAULT_MAX_FRAMES; every input frame is held in memory).
     max_frames: int = 2000
@@ -487,7 +488,7 @@ def _no_object(prompt: str, where: str) -> NoObjectError:
 
 def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remove", edit_prompt: str | None = None, *,
                strategy: str | None = None, seed: int | None = None, num_inference_steps: int | None = None,
-               objects: str | Sequence[int] = "all", masks: Any = None, keyframe_every: int = 8, top_k: int = 5,
+               objects: str | Sequence[int] = "all", masks: Any = None, keyframe_every: int | None = None, top_k: int = 5,
                ring: int = 4, static_threshold: float = 3.0, window: int = 24, max_frames: int | None = None,
                predictor: Any = None,
                progress: bool = False, keep_frames: bool = True, out_dir: str | os.PathLike | None = None,
@@ -536,7 +537,8 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
     max_frames = _check_max_frames(DEFAULT_MAX_FRAMES if max_frames is None else max_frames)
     cfg = VideoEditConfig(operation, strategy, check_seed(seed), num_inference_steps,
                           list(objects) if not isinstance(objects, str) else objects, ring, static_threshold, window,
-                          keyframe_every, top_k, max_frames).validate()
+                          DEFAULT_KEYFRAME_EVERY if keyframe_every is None else keyframe_every, top_k,
+                          max_frames).validate()
     if operation != "remove":
         if edit_prompt is None or not str(edit_prompt).strip():
             raise InputError(f"{operation} needs an edit prompt describing the new content", repr(edit_prompt),

@@ -591,7 +591,8 @@ def _segment(pipe: Any, frames: np.ndarray, prompt: str, keyframe_every: int) ->
 
 
 def evaluate_video(pipe: Any, clips: Iterable[EvalClip | ClipSource],
-                   prompt_for: Callable[[EvalClip], list[VideoTarget]] = default_targets, keyframe_every: int = 8,
+                   prompt_for: Callable[[EvalClip], list[VideoTarget]] = default_targets,
+                   keyframe_every: int | None = None,
                    out_dir: str | os.PathLike | None = None, *, late_within: int | None = None,
                    bound_th: float = BOUND_TH, dataset: str = "clips", split: str = "dev",
                    test_log: str | None = None, progress: bool = False,
@@ -617,7 +618,9 @@ def evaluate_video(pipe: Any, clips: Iterable[EvalClip | ClipSource],
         settings and ``per_clip``.
     """
     from .stats import bootstrap_mean, bootstrap_rate
+    from .video import DEFAULT_KEYFRAME_EVERY
 
+    keyframe_every = DEFAULT_KEYFRAME_EVERY if keyframe_every is None else keyframe_every
     if isinstance(keyframe_every, bool) or not isinstance(keyframe_every, int) or keyframe_every < 1:
         raise InputError("keyframe_every must be a positive integer", repr(keyframe_every), "pass e.g. 8")
     within = keyframe_every if late_within is None else late_within
