@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=6, help="dev clips (default 6)")
     ap.add_argument("--model", default=None, help="video SAM 2 folder (default: the registry's, via the pipeline)")
     ap.add_argument("--only", nargs="*", default=list(GRID),
-                    help=f"settings K:on|off[:IoU threshold[:part threshold]] (default {' '.join(GRID)})")
+                    help=f"settings K:on|off[:IoU threshold[:part threshold[:reid|noreid]]] (default {' '.join(GRID)})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "build" / "video_track_dev.json"))
     args = ap.parse_args()
@@ -52,8 +52,8 @@ def main() -> int:
     done = json.loads(out.read_text()) if out.is_file() else {}
     for spec in args.only:
         k, refresh, *rest = spec.split(":")
-        setting = TrackSetting(int(k), refresh != "off", float(rest[0]) if rest else 0.3,
-                               float(rest[1]) if len(rest) > 1 else 0.5)
+        setting = TrackSetting(int(k), refresh != "off", float(rest[0]) if rest else 0.3,  # the grid's base IoU
+                               float(rest[1]) if len(rest) > 1 else 0.5, len(rest) > 2 and rest[2] == "reid")
         summary = compare_tracking(pipe, [setting], args.clips, predictor=predictor)[0]
         summary.pop("per_clip", None)
         done[f"{setting.label} | {args.clips} clips | {args.model or 'registry'}"] = summary

@@ -77,7 +77,7 @@ def test_segment_mp4_writes_masks_overlay_and_result(clip, tmp_path, capsys):
     assert rc == 0, err
     doc = _check_outputs(out, N_FRAMES)
     assert doc["text_prompt"] == prompt and doc["source"] == str(mp4) and doc["fps"] == pytest.approx(10.0)
-    assert doc["keyframes"] == [0] and doc["settings"]["keyframe_every"] == 8  # segment_video's default
+    assert doc["keyframes"] == [0, 4] and doc["settings"]["keyframe_every"] == V.DEFAULT_KEYFRAME_EVERY == 4  # 8 frames
     assert doc["size"] == [frames.shape[2], frames.shape[1]]
     n = len(doc["objects"])
     lines = stdout.splitlines()
@@ -121,7 +121,7 @@ def test_prompt_matching_nothing_writes_nothing(clip, tmp_path, capsys):
                             "--set", "alignment.similarity_threshold=1"], capsys)
     assert rc == EXIT_NO_MATCH and rc != 0
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "matched no object in any of the 1 keyframe(s)" in lines[0], err
+    assert len(lines) == 1 and "matched no object in any of the 2 keyframe(s)" in lines[0], err
     assert "Traceback" not in err and stdout == ""
     assert not out.exists()
 

@@ -69,7 +69,7 @@ def test_compare_tracking_refuses_bad_arguments():
         XV.compare_tracking(None, [XV.TrackSetting()], 0)
     with pytest.raises(InputError, match="at least one setting"):
         XV.compare_tracking(None, [], 2)
-    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.3, parts 0.5"
+    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.1, parts 0.5"
 
 
 def test_removal_clips_take_static_test_clips_and_their_largest_object():

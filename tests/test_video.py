@@ -409,7 +409,7 @@ def test_segment_video_refresh_corrects_tracks_on_keyframes():
     on = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, lost_timeout=20,
                          predictor=_ForgetfulTracker(gt))
     off = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, lost_timeout=20,
-                          refresh=False, predictor=_ForgetfulTracker(gt))
+                          refresh=False, reidentify=False, predictor=_ForgetfulTracker(gt))
     assert on.settings["refresh"] is True and off.settings["refresh"] is False
     assert on.counts["refreshed"] == on.counts["matched"] > 0 and off.counts["refreshed"] == 0
     # A is present on every frame: with refresh it is id 1 on all of them (each keyframe renews it, the tracker
@@ -417,6 +417,11 @@ def test_segment_video_refresh_corrects_tracks_on_keyframes():
     assert all(np.all(on.id_maps[t][gt[t, 0]] == 1) for t in range(12)) and len(on.objects) == 3
     assert np.all(off.id_maps[3][gt[3, 0]] == 1) and not off.id_maps[5][gt[5, 0]].any()
     assert np.all(off.id_maps[6][gt[6, 0]] == 3) and len(off.objects) == 4  # A again, with a new id
+    # re-identification: A, empty on keyframe 6, overlaps its last mask (frame 3): it gets id 1 back
+    back = V.segment_video(_StubPipe(frames, gt, duplicate=False), frames, "square", keyframe_every=3, lost_timeout=20,
+                           refresh=False, reidentify=True, predictor=_ForgetfulTracker(gt))
+    assert back.counts["reidentified"] >= 1 and np.all(back.id_maps[6][gt[6, 0]] == 1)
+    assert [o.id for o in back.objects] == [1, 2, 3] and back.settings["reidentify"] is True
     with pytest.raises(InputError, match="refresh must be True or False"):
         V.segment_video(_StubPipe(frames, gt), frames, "square", refresh="yes")
 

@@ -34,15 +34,16 @@ __all__ = ["TrackSetting", "compare_tracking", "tracking_rows", "track_strip_fig
 class TrackSetting:
     """One tracking setting compared on dev (the :func:`ovseg.video.segment_video` arguments it changes)."""
 
-    keyframe_every: int = 8  # run the image pipeline on every K-th frame
+    keyframe_every: int = 4  # run the image pipeline on every K-th frame
     refresh: bool = True  # matched keyframe detections correct the track
-    iou_threshold: float = 0.3  # a detection overlapping a track this much is that track
+    iou_threshold: float = 0.1  # a detection overlapping a track this much is that track
     contain_threshold: float = 0.5  # a detection this much inside a track is a part of it
+    reidentify: bool = False  # a detection on a lost track's last mask gives it its id back
 
     @property
     def label(self) -> str:
         return (f"K={self.keyframe_every}, refresh {'on' if self.refresh else 'off'}, IoU {self.iou_threshold:g}, "
-                f"parts {self.contain_threshold:g}")
+                f"parts {self.contain_threshold:g}" + (", re-id" if self.reidentify else ""))
 
 
 def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int = 8, *, predictor: Any = None,
@@ -80,7 +81,8 @@ def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int =
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoMatchWarning)
                 r = video.segment_video(p, frames, prompt, k, refresh=s.refresh, iou_threshold=s.iou_threshold,
-                                        contain_threshold=s.contain_threshold, predictor=pred, keep_frames=False)
+                                        contain_threshold=s.contain_threshold, reidentify=s.reidentify,
+                                        predictor=pred, keep_frames=False)
             spent["s"] += time.perf_counter() - t0
             spent["frames"] += int(frames.shape[0])
             return r.id_maps
@@ -88,7 +90,8 @@ def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int =
         summary = evaluate_video(pipe, clips, keyframe_every=s.keyframe_every, dataset="mini-video", split="dev",
                                  segment=seg, progress=progress)
         summary.update(setting={"keyframe_every": s.keyframe_every, "refresh": s.refresh,
-                                "iou_threshold": s.iou_threshold, "contain_threshold": s.contain_threshold},
+                                "iou_threshold": s.iou_threshold, "contain_threshold": s.contain_threshold,
+                                "reidentify": s.reidentify},
                        label=s.label,
                        seconds_per_frame=spent["s"] / max(spent["frames"], 1))
         out.append(summary)
