@@ -343,17 +343,12 @@ def _is_video_input(args: argparse.Namespace) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES and not path.is_dir()
 
 
-def _cmd_video_edit(args: argparse.Namespace) -> int:
-    """``remove|replace|style CLIP --prompt P [--edit E]``: track the prompt and edit every frame
-    (:func:`ovseg.video_edit.edit_video`), streamed into ``OUT/edited.mp4``; ``OUT/masks/``, ``OUT/result.json``."""
+def _video_options(args: argparse.Namespace) -> tuple[Any, str]:
+    """The config (with ``--set`` overrides) and the prompt of a video command, after checking ``--top-k``,
+    ``--keyframe-every`` and ``--max-frames`` (shared by ``segment`` and the edit commands on videos)."""
     from .config import apply_overrides, load_config
     from .features import check_prompts
-    from .inpaint import check_seed
-    from .io import check_output_dir
-    from .utils import check_device
-    from .video_edit import NoObjectError, VideoEditConfig, edit_video
 
-    # 1. every setting, the output folder and the clip, before any model loads
     config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
     prompt = check_prompts(args.prompt)[0]
     if args.top_k < 1:
@@ -363,6 +358,19 @@ def _cmd_video_edit(args: argparse.Namespace) -> int:
                          args.keyframe_every, "pass e.g. --keyframe-every 8")
     if args.max_frames < 1:
         raise InputError("--max-frames must be a positive integer", args.max_frames, "pass e.g. --max-frames 2000")
+    return config, prompt
+
+
+def _cmd_video_edit(args: argparse.Namespace) -> int:
+    """``remove|replace|style CLIP --prompt P [--edit E]``: track the prompt and edit every frame
+    (:func:`ovseg.video_edit.edit_video`), streamed into ``OUT/edited.mp4``; ``OUT/masks/``, ``OUT/result.json``."""
+    from .inpaint import check_seed
+    from .io import check_output_dir
+    from .utils import check_device
+    from .video_edit import NoObjectError, VideoEditConfig, edit_video
+
+    # 1. every setting, the output folder and the clip, before any model loads
+    config, prompt = _video_options(args)
     edit = getattr(args, "edit", None)
     if args.command in ("replace", "style") and (edit is None or not edit.strip()):
         raise InputError(f"{args.command} needs --edit describing the new content", repr(edit),
@@ -435,9 +443,7 @@ def _video_source(spec: str) -> Path:
 
 def _cmd_video(args: argparse.Namespace) -> int:
     """``segment CLIP --prompt P``: text-prompted video segmentation (:func:`ovseg.video.segment_video`)."""
-    from .config import apply_overrides, load_config
     from .errors import NoMatchWarning
-    from .features import check_prompts
     from .io import check_output_dir
     from .utils import check_device
     from .video import read_video
@@ -446,15 +452,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     if getattr(args, "classes", None) is not None:
         raise InputError("--classes labels single images; a video is segmented for one --prompt", repr(args.classes),
                          'pass --prompt "..." (one object description)')
-    config = apply_overrides(load_config(args.config, profile=args.profile), args.overrides)
-    prompt = check_prompts(args.prompt)[0]
-    if args.top_k < 1:
-        raise InputError("--top-k must be a positive integer", args.top_k, "pass e.g. --top-k 5")
-    if args.keyframe_every < 1:
-        raise InputError("--keyframe-every must be a positive integer (1 = detect on every frame)",
-                         args.keyframe_every, "pass e.g. --keyframe-every 8")
-    if args.max_frames < 1:
-        raise InputError("--max-frames must be a positive integer", args.max_frames, "pass e.g. --max-frames 2000")
+    config, prompt = _video_options(args)
     source = _video_source(args.image)
     if args.out:
         out = Path(args.out)

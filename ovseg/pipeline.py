@@ -325,6 +325,25 @@ def effective_config(config: PipelineConfig) -> dict[str, Any]:
     return d
 
 
+def resolve_sam2(name: str) -> "W.ResolvedWeights":
+    """The SAM 2 weights ``name`` (registry entry or local checkpoint / folder) with their registry entry: a local
+    checkpoint is matched to its entry by its published file name (e.g. ``sam2.1_hiera_large.pt``), which tells the
+    sam2 config it needs. Shared by the image mask generator and the video predictor.
+
+    Raises:
+        InputError: a checkpoint whose name matches no entry.
+    """
+    found = W.resolve(name, "sam2")
+    if found.entry is None:  # a local checkpoint file: recognise it by its published file name
+        found.entry = next((W.REGISTRY[n] for n in W.list_models(stage="sam2")
+                            if found.path.name in W.REGISTRY[n].files), None)
+    if found.entry is None:
+        raise InputError("sam2.model must be a registry entry or a checkpoint with its published file name "
+                         "(the name tells which sam2 config it needs)", repr(name),
+                         "use one of: " + ", ".join(W.list_models(stage="sam2")) + ", or keep the file's original name")
+    return found
+
+
 def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: bool = False) -> "MaskGenerator":
     """SAM 2 mask generator for the config's profile (3.2.2).
 
@@ -334,15 +353,7 @@ def load_mask_generator(config: PipelineConfig, device: str = "cpu", progress: b
     """
     from .masks import MaskGenerator, build_sam2_model
 
-    name = _model_name(config.sam2.model, config.profile, "sam2")
-    found = W.resolve(name, "sam2")
-    if found.entry is None:  # a local checkpoint file: recognise it by its published file name
-        found.entry = next((W.REGISTRY[n] for n in W.list_models(stage="sam2")
-                            if found.path.name in W.REGISTRY[n].files), None)
-    if found.entry is None:
-        raise InputError("sam2.model must be a registry entry or a checkpoint with its published file name "
-                         "(the name tells which sam2 config it needs)", repr(name),
-                         "use one of: " + ", ".join(W.list_models(stage="sam2")) + ", or keep the file's original name")
+    found = resolve_sam2(_model_name(config.sam2.model, config.profile, "sam2"))
     arch, checkpoint = found.entry.arch, found.path
     if found.path.is_dir():  # embedded model folder: config + weights side by side
         arch, checkpoint = str(found.path / "config.yaml"), found.path / found.entry.files[0]

@@ -568,8 +568,7 @@ def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
     A mask generator passed to the pipeline as a component is not inspected: pass ``predictor=`` to
     :func:`segment_video` to track with other weights.
     """
-    from . import weights as W
-    from .pipeline import _model_name
+    from .pipeline import _model_name, resolve_sam2
 
     config = pipe.config
     name = _model_name(config.sam2.model, config.profile, "sam2")
@@ -578,15 +577,7 @@ def video_predictor_for(pipe: Any) -> "SAM2VideoPredictor":
     hit = _PREDICTORS.get(pipe)
     if hit is not None and hit[0] == key:
         return hit[1]
-    # as ovseg.pipeline.load_mask_generator resolves it
-    found = W.resolve(name, "sam2")
-    if found.entry is None:  # a local checkpoint file: recognised by its published file name
-        found.entry = next((W.REGISTRY[n] for n in W.list_models(stage="sam2")
-                            if found.path.name in W.REGISTRY[n].files), None)
-    if found.entry is None:
-        raise InputError("sam2.model must be a registry entry or a checkpoint with its published file name "
-                         "(the name tells which sam2 config it needs)", repr(name),
-                         "use one of: " + ", ".join(W.list_models(stage="sam2")) + ", or keep the file's original name")
+    found = resolve_sam2(name)  # as ovseg.pipeline.load_mask_generator resolves it
     if found.path.is_dir():
         predictor = build_sam2_video_predictor_from(found.path / "config.yaml", found.path / found.entry.files[0],
                                                     pipe.device)
@@ -993,13 +984,19 @@ class VideoSegmentationResult:
             written.append(write_json_atomic(out / "result.json", self.to_dict() | {"files": names}))
         except BaseException:
             if created:
-                for p in written:
-                    p.unlink(missing_ok=True)
-                for d in (out / "masks", out):
-                    with contextlib.suppress(OSError):
-                        d.rmdir()
+                remove_partial_folder(out, written)
             raise
         return written
+
+
+def remove_partial_folder(out: Path, written: Sequence[Path]) -> None:
+    """Undo a failed save into a folder the save created: delete the files it wrote, then ``out/masks`` and ``out``
+    if empty (a folder that existed before is never touched by the callers)."""
+    for p in written:
+        p.unlink(missing_ok=True)
+    for d in (out / "masks", out):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

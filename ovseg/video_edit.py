@@ -228,7 +228,7 @@ def _write_folder(out_dir: str | os.PathLike, result: VideoEditResult, frames: I
     """edited.mp4 (from ``frames``, consumed one by one), masks/, then ``before_json()`` (if given) and result.json;
     what this call wrote is removed again on failure when it created the folder."""
     from .io import check_output_dir, write_json_atomic
-    from .video import DEFAULT_FPS, _check_fps, _real_folder, write_id_masks, write_video
+    from .video import DEFAULT_FPS, _check_fps, _real_folder, remove_partial_folder, write_id_masks, write_video
 
     rate = _check_fps(fps) if fps is not None else (result.fps or DEFAULT_FPS)
     out = _real_folder(check_output_dir(out_dir), "an output folder")
@@ -243,11 +243,7 @@ def _write_folder(out_dir: str | os.PathLike, result: VideoEditResult, frames: I
         written.append(write_json_atomic(out / "result.json", result.to_dict()))
     except BaseException:
         if created:
-            for p in written:
-                p.unlink(missing_ok=True)
-            for d in (out / "masks", out):
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+            remove_partial_folder(out, written)
         raise
     return written
 
