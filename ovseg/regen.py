@@ -24,7 +24,9 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -46,9 +48,11 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BUILD_DIR = REPO_ROOT / "build" / "notebooks"
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
 
-#: Drift tolerance of ``check``: numeric table cells may differ by ``table_atol`` (absolute; the tables
-#: print 3-4 decimals, and thread scheduling can move float sums in the last bits); text cells must be
-#: equal. A PNG may differ by at most ``png_mean_abs`` grey levels on average and in at most
+#: Drift tolerance of ``check``: numeric table cells (a number, or an interval such as ``[0.41, 0.55]``) may
+#: differ by ``table_atol`` (absolute; thread scheduling and the CPU model move float sums in the last bits) or by
+#: one unit of their last printed decimal, whichever is larger (a value on a rounding boundary, e.g. 6.65 printed
+#: with one decimal, flips between 6.6 and 6.7 on float noise); other text cells must be equal.
+#: A PNG may differ by at most ``png_mean_abs`` grey levels on average and in at most
 #: ``png_frac_changed`` of its pixels by more than ``png_pixel_tol`` levels (antialiasing, not content).
 TOLERANCE = {"table_atol": 2e-3, "png_mean_abs": 1.0, "png_pixel_tol": 32, "png_frac_changed": 0.005}
 
@@ -383,8 +387,50 @@ def _num(s: str) -> float | None:
         return None
 
 
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
+_INTERVAL = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+
+
+def _numbers(s: str) -> list[tuple[float, float]] | None:
+    """(value, unit of its last printed decimal) of a numeric cell: a number or a ``[low, high]`` interval; None
+    for other text. ``"6.7"`` -> [(6.7, 0.1)]; ``"[0.41, 0.55]"`` -> [(0.41, 0.01), (0.55, 0.01)]; an integer such
+    as a count ``"200"`` -> [(200.0, 0.0)] (no rounding slack)."""
+    s = s.strip()
+    m = _INTERVAL.fullmatch(s)
+    parts = [m.group(1), m.group(2)] if m else [s]
+    out = []
+    for p in parts:
+        v = _num(p)
+        if v is None:
+            return None
+        mantissa = p.lower().split("e")[0]
+        if "." not in mantissa:  # an integer (a count such as n): no rounding slack
+            out.append((v, 0.0))
+            continue
+        exponent = int(p.lower().split("e")[1]) if "e" in p.lower() else 0
+        out.append((v, 10.0 ** (exponent - len(mantissa.split(".")[1]))))
+    return out
+
+
+def _close(u: str, v: str, atol: float) -> bool | None:
+    """Whether two numeric cells agree within the drift tolerance (see :data:`TOLERANCE`); None when either is
+    not numeric."""
+    nu, nv = _numbers(u), _numbers(v)
+    if nu is None or nv is None or len(nu) != len(nv):
+        return None
+    for (x, ux), (y, uy) in zip(nu, nv):
+        if math.isnan(x) or math.isnan(y) or math.isinf(x) or math.isinf(y):
+            if not (x == y or (math.isnan(x) and math.isnan(y))):
+                return False
+            continue
+        if abs(x - y) > max(atol, ux, uy) * (1 + 1e-9):
+            return False
+    return True
+
+
 def compare_tables(a: Path, b: Path, atol: float = TOLERANCE["table_atol"]) -> list[str]:
-    """Cell-by-cell differences between two CSV tables beyond ``atol`` (numbers) or at all (text)."""
+    """Cell-by-cell differences between two CSV tables beyond the tolerance of :data:`TOLERANCE` (numbers and
+    intervals: ``atol`` or one unit of the last printed decimal) or at all (other text)."""
     ra, rb = _read_csv(a), _read_csv(b)
     if len(ra) != len(rb):
         return [f"{a.name}: {len(ra)} rows vs {len(rb)}"]
@@ -394,9 +440,9 @@ def compare_tables(a: Path, b: Path, atol: float = TOLERANCE["table_atol"]) -> l
             out.append(f"{a.name} row {i}: {len(x)} cells vs {len(y)}")
             continue
         for j, (u, v) in enumerate(zip(x, y)):
-            nu, nv = _num(u), _num(v)
-            if nu is not None and nv is not None:
-                if abs(nu - nv) > atol:
+            close = _close(u, v, atol)
+            if close is not None:
+                if not close:
                     out.append(f"{a.name} row {i} col {j}: {u} vs {v}")
             elif u != v:
                 out.append(f"{a.name} row {i} col {j}: {u!r} vs {v!r}")

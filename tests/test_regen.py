@@ -34,6 +34,27 @@ def test_compare_outputs_within_and_beyond_tolerance(tmp_path):
     assert any(d.startswith("f.png") for d in drift)
 
 
+def _csv(path, rows):
+    path.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    return path
+
+
+def test_compare_tables_allows_a_rounding_flip_of_the_last_printed_digit_not_more(tmp_path):
+    # a value on a rounding boundary (6.65 printed with one decimal) flips on float noise: one unit is drift-free;
+    # two units, another count or other text are drift
+    ref = _csv(tmp_path / "a.csv", [["method", "P", "P_ci95", "n", "rate"], ["x", "6.7", '"[3.4, 4.3]"', "200", "0.500"]])
+    flip = _csv(tmp_path / "b.csv", [["method", "P", "P_ci95", "n", "rate"], ["x", "6.6", '"[3.5, 4.3]"', "200", "0.502"]])
+    assert regen.compare_tables(ref, flip) == []
+    for cells, col in ((["x", "6.5", '"[3.4, 4.3]"', "200", "0.500"], 1),  # two units off
+                       (["x", "6.7", '"[3.4, 4.5]"', "200", "0.500"], 2),  # an interval end two units off
+                       (["x", "6.7", '"[3.4, 4.3]"', "201", "0.500"], 3),  # a count: exact
+                       (["x", "6.7", '"[3.4, 4.3]"', "200", "0.503"], 4),  # beyond table_atol on a 3-decimal rate
+                       (["y", "6.7", '"[3.4, 4.3]"', "200", "0.500"], 0)):  # text
+        other = _csv(tmp_path / "c.csv", [["method", "P", "P_ci95", "n", "rate"], cells])
+        drift = regen.compare_tables(ref, other)
+        assert len(drift) == 1 and f"row 1 col {col}:" in drift[0], (cells, drift)
+
+
 def test_compare_reports_missing_and_new_outputs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _outputs(a, 0.5)
