@@ -278,3 +278,59 @@ def test_figures_are_built():
     assert len(L.inpainting_figure(d, "classical").axes) == 2
     img = np.zeros((8, 8, 3), np.uint8)
     assert len(L.examples_figure([("a", img), ("b", lambda: img)], ncols=1).axes) == 2
+
+
+# ---- the stored study (run_study / shipped_study) --------------------------------------------------------------------
+
+def _study_pipe(oracle, study):
+    from ovseg.config import get_balanced_config
+
+    oracle.config = L.study_pipeline_config(get_balanced_config(profile="mini"), study)
+    return oracle
+
+
+def test_study_stops_a_level_once_its_intervals_are_narrow_and_caps_the_others(oracle, monkeypatch, tmp_path):
+    study = L.StudyConfig(sizes=(40,), occlusions=(0.0,), styles=("filled",), conditions=(), min_rows=12,
+                          check_every=6, max_scenes=9)
+    pipe = _study_pipe(oracle, study)
+    real = pipe.segment
+    domain = set(L.scene_seeds("domain", 0, 1000, "dev"))
+
+    def segment(image, prompt, top_k=1):  # (c): every other scene is missed -> a detection rate near 0.5
+        scene = pipe.scenes[image.tobytes()]
+        if scene.seed in domain and scene.seed % 2:
+            return SimpleNamespace(segmentation_masks=[])
+        return real(image, prompt, top_k)
+
+    monkeypatch.setattr(pipe, "segment", segment)
+    doc = L.run_study(pipe, study, "dev", out=tmp_path / "s.json", log=lambda m: None)
+    small, dom = doc["levels"]["small_objects|40"], doc["levels"]["domain_shift|filled"]
+    # the oracle is always right: zero-width intervals, so (a) stops at the first check (>= 12 objects)
+    assert small["reached"] and small["half_width"] == 0.0 and 12 <= len(small["rows"]) < 12 + 4
+    # half of (c)'s scenes missed: wide intervals, so it runs to the cap and says it did not reach the target
+    assert dom["scenes"] == 9 and not dom["reached"] and dom["half_width"] > 0.05
+    assert doc["complete"] and [r["size_px"] for r in L.study_rows(doc, "small_objects")] == [40] * len(small["rows"])
+
+
+def test_study_resumes_stored_levels_and_the_stored_file_must_match(oracle, monkeypatch, tmp_path):
+    study = L.StudyConfig(sizes=(40,), occlusions=(0.0,), styles=("filled",), conditions=(), min_rows=6,
+                          check_every=3, max_scenes=5)
+    pipe = _study_pipe(oracle, study)
+    out = tmp_path / "s.json"
+    first = L.run_study(pipe, study, "dev", out=out, log=lambda m: None)
+
+    def boom(*a, **k):
+        raise AssertionError("a stored level was run again")
+
+    monkeypatch.setattr(L, "_small_level", boom)
+    lines = []
+    again = L.run_study(pipe, study, "dev", out=out, log=lines.append)
+    assert again["levels"] == first["levels"] and any("resuming" in m for m in lines)
+    doc, why = L.shipped_study(pipe.config, study, "dev", path=out)
+    assert doc is not None and doc["levels"] == first["levels"], why
+    doc, why = L.shipped_study(pipe.config, L.StudyConfig(sizes=(8,)), "dev", path=out)  # other sizes: stale
+    assert doc is None and "protocol" in why and "limitations_study.py" in why
+    doc, why = L.shipped_study(pipe.config, study, "test", path=out)
+    assert doc is None and "dev split" in why
+    doc, why = L.shipped_study(pipe.config, study, "dev", path=tmp_path / "missing.json")
+    assert doc is None and "missing" in why

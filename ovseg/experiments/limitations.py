@@ -29,13 +29,18 @@ them per knob level and the figure functions plot a summary.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from matplotlib.figure import Figure
 
     from ..pipeline import OpenVocabSegmentationPipeline
@@ -45,7 +50,8 @@ __all__ = ["HIT_IOU", "SEED_BASE", "mask_iou", "scene_seeds", "world_prompts", "
            "small_objects", "occlusion", "domain_shift", "resolve_inpaint_method", "inpainting_artifacts",
            "intended_prompts", "ambiguous_prompts", "summarize", "plot_metrics", "metric_figure", "inpainting_figure",
            "examples_figure", "example_panels", "remove_cases", "half_widths", "log_test", "PROMPT_KINDS",
-           "INPAINT_CONDITIONS"]
+           "INPAINT_CONDITIONS", "STUDY_EXPERIMENTS", "STUDY_VERSION", "StudyConfig", "study_identity",
+           "study_pipeline_config", "run_study", "study_rows", "shipped_study_path", "shipped_study"]
 
 #: IoU at which a mask counts as finding the object.
 HIT_IOU = 0.5
@@ -132,14 +138,22 @@ def small_objects(pipe: "OpenVocabSegmentationPipeline", sizes: Sequence[float] 
                   n_scenes: int = 2, split: str = "dev") -> list[dict[str, Any]]:
     """(a) Every object of ``n_scenes`` scenes per diameter (px, in 128 px scenes with 2-4 objects), scenes of the
     limitations split ``split`` (:func:`scene_seeds`). Rows: :func:`object_rows` with ``size_px`` (the knob)."""
+    return [r for k, size in enumerate(sizes) for rs in _take(_small_level(pipe, k, size, split), n_scenes) for r in rs]
+
+
+def _take(units: Iterator[list[dict[str, Any]]], n: int) -> list[list[dict[str, Any]]]:
+    """The first ``n`` units (scenes or edits, each a list of rows) of a level's generator."""
+    return list(itertools.islice(units, n))
+
+
+def _small_level(pipe: "OpenVocabSegmentationPipeline", k: int, size: float,
+                 split: str) -> Iterator[list[dict[str, Any]]]:
+    """(a) level ``k`` (diameter ``size``): the rows of each of its scenes, in seed order."""
     from ..world import SceneConfig, render_scene
 
-    rows = []
-    for k, size in enumerate(sizes):
-        cfg = SceneConfig(object_size_px=float(size), n_objects=(2, 4))
-        for seed in scene_seeds("small", k, n_scenes, split):
-            rows += object_rows(pipe, render_scene(seed, cfg), size_px=size)
-    return rows
+    cfg = SceneConfig(object_size_px=float(size), n_objects=(2, 4))
+    for seed in scene_seeds("small", k, 1000, split):
+        yield object_rows(pipe, render_scene(seed, cfg), size_px=size)
 
 
 def occlusion(pipe: "OpenVocabSegmentationPipeline", fractions: Sequence[float] = (0.0, 0.2, 0.4, 0.6, 0.8),
@@ -151,21 +165,23 @@ def occlusion(pipe: "OpenVocabSegmentationPipeline", fractions: Sequence[float] 
     are skipped, as are scenes where both objects share a class. Rows: :func:`object_rows` of object 0
     (IoU against its *visible* mask) with ``target_occlusion`` (the knob; ``occluded`` is achieved). Scenes of the
     limitations split ``split``."""
+    return [r for k, frac in enumerate(fractions)
+            for rs in _take(_occlusion_level(pipe, k, frac, split, tolerance), n_scenes) for r in rs]
+
+
+def _occlusion_level(pipe: "OpenVocabSegmentationPipeline", k: int, frac: float, split: str,
+                     tolerance: float = 0.1) -> Iterator[list[dict[str, Any]]]:
+    """(b) level ``k`` (hidden fraction ``frac``): the rows of each accepted scene, in seed order (the level's
+    1000-seed block; about half of them are accepted at 0.8)."""
     from ..world import SceneConfig, render_scene
 
-    rows = []
-    for k, frac in enumerate(fractions):
-        cfg = SceneConfig(force_occlusion=float(frac), n_objects=(2, 2), object_size=(0.3, 0.45))
-        seeds = iter(scene_seeds("occlusion", k, 1000, split))
-        got = 0
-        while got < n_scenes:
-            scene = render_scene(next(seeds), cfg)
-            if len(scene.objects) < 2 or scene.objects[0].class_name == scene.objects[1].class_name \
-                    or scene.objects[0].area == 0 or abs(scene.objects[0].occluded - frac) > tolerance:
-                continue
-            rows += object_rows(pipe, scene, objects=[0], target_occlusion=float(frac))
-            got += 1
-    return rows
+    cfg = SceneConfig(force_occlusion=float(frac), n_objects=(2, 2), object_size=(0.3, 0.45))
+    for seed in scene_seeds("occlusion", k, 1000, split):
+        scene = render_scene(seed, cfg)
+        if len(scene.objects) < 2 or scene.objects[0].class_name == scene.objects[1].class_name \
+                or scene.objects[0].area == 0 or abs(scene.objects[0].occluded - frac) > tolerance:
+            continue
+        yield object_rows(pipe, scene, objects=[0], target_occlusion=float(frac))
 
 
 def domain_shift(pipe: "OpenVocabSegmentationPipeline", styles: Sequence[str] = ("filled", "outline", "textured"),
@@ -174,14 +190,16 @@ def domain_shift(pipe: "OpenVocabSegmentationPipeline", styles: Sequence[str] = 
     (``textured_objects=0``). The seeds are the same for every style: filled and outline scenes have
     identical layouts and classes; texture patterns consume random draws, so textured scenes differ
     after their first object. Rows: :func:`object_rows` with ``style`` (the knob)."""
+    return [r for style in styles for rs in _take(_domain_level(pipe, style, split), n_scenes) for r in rs]
+
+
+def _domain_level(pipe: "OpenVocabSegmentationPipeline", style: str, split: str) -> Iterator[list[dict[str, Any]]]:
+    """(c) one style: the rows of each scene, in seed order (the same seeds for every style)."""
     from ..world import SceneConfig, render_scene
 
-    rows = []
-    for style in styles:
-        cfg = SceneConfig(styles=(style,), n_objects=(2, 3), textured_objects=0.0)
-        for seed in scene_seeds("domain", 0, n_scenes, split):
-            rows += object_rows(pipe, render_scene(seed, cfg))
-    return rows
+    cfg = SceneConfig(styles=(style,), n_objects=(2, 3), textured_objects=0.0)
+    for seed in scene_seeds("domain", 0, 1000, split):
+        yield object_rows(pipe, render_scene(seed, cfg))
 
 
 # ---- (d) inpainting artefacts -----------------------------------------------------------------------------------------
@@ -221,20 +239,21 @@ def remove_cases(surface: str, background: str, n: int, min_area: int = 300,
     """``n`` (scene, index of its largest object, ground-truth image without it) for a condition of (d).
     Scenes whose largest visible object is under ``min_area`` px are skipped; the seed list (of the limitations
     split ``split``) is the same for every condition."""
+    return list(itertools.islice(_remove_cases(surface, background, min_area, split), n))
+
+
+def _remove_cases(surface: str, background: str, min_area: int = 300,
+                  split: str = "dev") -> Iterator[tuple["Scene", int, np.ndarray]]:
     from ..world import render_scene
 
     cfg = _inpaint_config(surface, background)
-    out = []
     for s in scene_seeds("inpaint", 0, 1000, split):
-        if len(out) == n:
-            break
         scene = render_scene(s, cfg)
         areas = [o.area for o in scene.objects]
         if not areas or max(areas) < min_area:
             continue
         i = int(np.argmax(areas))
-        out.append((scene, i, render_scene(s, cfg, edit=(i, None)).image))
-    return out
+        yield scene, i, render_scene(s, cfg, edit=(i, None)).image
 
 
 def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 2,
@@ -252,31 +271,35 @@ def inpainting_artifacts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 
     (found == "background"). ``keep_images`` adds ``images``: (original, edited, ground truth) uint8.
     Scenes of the limitations split ``split`` (:func:`remove_cases`).
     """
+    return [r for surface, bg in conditions
+            for rs in _take(_inpaint_level(pipe, surface, bg, split, seed, keep_images), n_scenes) for r in rs]
+
+
+def _inpaint_level(pipe: "OpenVocabSegmentationPipeline", surface: str, bg: str, split: str, seed: int = 0,
+                   keep_images: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """(d) one condition: ``[row]`` of each remove edit, in seed order (:func:`inpainting_artifacts` rows)."""
     from ..edit_eval import classify_region, psnr_ssim_outside
     from ..world import CLASS_NAMES
     from .inpainting import psnr_inside
 
-    rows = []
-    for surface, bg in conditions:
-        for scene, i, truth in remove_cases(surface, bg, n_scenes, split=split):
-            obj = scene.objects[i]
-            res = pipe.inpainter.edit(scene.image, scene.instance_masks[i], "remove", object_prompt=obj.class_name,
-                                      seed=seed)
-            out = np.array(res.image)
-            m = np.asarray(res.mask)
-            inside = m > 0
-            psnr_out, ssim_out = psnr_ssim_outside(scene.image, out, m)
-            found = classify_region(pipe, out, scene.instance_masks[i], CLASS_NAMES)
-            row = {"condition": f"{surface} object\n{bg} bg", "object_surface": surface, "background": bg,
-                   "seed": scene.seed, "class": obj.class_name, "method": res.method,
-                   "psnr_inside_db": psnr_inside(out, truth, inside),
-                   "mae_inside": float(np.abs(out[inside].astype(np.float64) - truth[inside]).mean()),
-                   "psnr_outside_db": psnr_out, "ssim_outside": ssim_out, "found": found,
-                   "success": found == "background"}
-            if keep_images:
-                row["images"] = (scene.image, out, truth)
-            rows.append(row)
-    return rows
+    for scene, i, truth in _remove_cases(surface, bg, split=split):
+        obj = scene.objects[i]
+        res = pipe.inpainter.edit(scene.image, scene.instance_masks[i], "remove", object_prompt=obj.class_name,
+                                  seed=seed)
+        out = np.array(res.image)
+        m = np.asarray(res.mask)
+        inside = m > 0
+        psnr_out, ssim_out = psnr_ssim_outside(scene.image, out, m)
+        found = classify_region(pipe, out, scene.instance_masks[i], CLASS_NAMES)
+        row = {"condition": f"{surface} object\n{bg} bg", "object_surface": surface, "background": bg,
+               "seed": scene.seed, "class": obj.class_name, "method": res.method,
+               "psnr_inside_db": psnr_inside(out, truth, inside),
+               "mae_inside": float(np.abs(out[inside].astype(np.float64) - truth[inside]).mean()),
+               "psnr_outside_db": psnr_out, "ssim_outside": ssim_out, "found": found,
+               "success": found == "background"}
+        if keep_images:
+            row["images"] = (scene.image, out, truth)
+        yield [row]
 
 
 # ---- (e) ambiguous prompts -----------------------------------------------------------------------------------------
@@ -304,13 +327,18 @@ def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4,
     ``chance``, ``iou_intended`` (top-1 mask vs the intended object's visible mask), ``hit_intended``
     (>= :data:`HIT_IOU`), ``hit_any`` (top-1 is *some* object the prompt fits).
     """
+    return [r for rs in _take(_ambiguous_level(pipe, split), n_scenes) for r in rs]
+
+
+def _ambiguous_level(pipe: "OpenVocabSegmentationPipeline", split: str) -> Iterator[list[dict[str, Any]]]:
+    """(e) the prompt rows of each scene, in seed order (every prompt kind at once)."""
     from ..world import SceneConfig, render_scene
 
     cfg = SceneConfig(n_objects=(3, 4))
-    rows = []
-    for s in scene_seeds("ambiguous", 0, n_scenes, split):
+    for s in scene_seeds("ambiguous", 0, 1000, split):
         scene = render_scene(s, cfg)
         intended, prompts = intended_prompts(scene)
+        rows = []
         for p in prompts:
             res = pipe.segment(scene.image, p["prompt"], top_k=1)
             top = res.segmentation_masks[0].mask if res.segmentation_masks else np.zeros(scene.label_map.shape, bool)
@@ -319,7 +347,227 @@ def ambiguous_prompts(pipe: "OpenVocabSegmentationPipeline", n_scenes: int = 4,
             rows.append({"seed": s, "prompt": p["prompt"], "kind": p["kind"], "n_fitting": len(p["targets"]),
                          "chance": p["chance"], "iou_intended": iou, "hit_intended": iou >= HIT_IOU,
                          "hit_any": best_any >= HIT_IOU})
-    return rows
+        yield rows
+
+
+# ---- the stored study: every headline interval within +/- 5 points ----------------------------------------------
+
+#: Per experiment: (its knob column, the headline metrics the study sizes for, every metric its table shows, the
+#: unit a row counts). The headline metrics are those whose 95% interval half-width notebook 5.3 reports.
+STUDY_EXPERIMENTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str]] = {
+    "small_objects": ("size_px", ("referring_iou", "detected"), ("referring_iou", "semantic_iou", "detected"),
+                      "objects"),
+    "occlusion": ("target_occlusion", ("referring_iou", "detected"),
+                  ("occluded", "referring_iou", "semantic_iou", "detected"), "objects"),
+    "domain_shift": ("style", ("referring_iou", "detected"), ("referring_iou", "semantic_iou", "detected"), "objects"),
+    "inpainting": ("condition", ("success",), ("psnr_inside_db", "mae_inside", "success", "psnr_outside_db"), "edits"),
+    "ambiguous_prompts": ("kind", ("hit_intended",), ("hit_intended", "hit_any", "chance", "iou_intended"), "prompts"),
+}
+#: Bumped when a row's definition changes (makes stored studies stale).
+STUDY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """How large the stored 5.3 study is: each level grows, scene by scene, until every headline interval is
+    narrow enough (a fixed-width stopping rule: it looks at the interval widths only, never at the values)."""
+
+    sizes: tuple[float, ...] = (8, 12, 16, 24, 32, 48)  # (a) object diameters, px
+    occlusions: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # (b) hidden fractions
+    styles: tuple[str, ...] = ("filled", "outline", "textured")  # (c) rendering styles
+    conditions: tuple[tuple[str, str], ...] = INPAINT_CONDITIONS  # (d) (object surface, background)
+    inpaint_method: str = "diffusion"  # (d) "diffusion" (the profile's model) or "classical"
+    inpaint_steps: int = 50  # (d) diffusion steps (the thesis: 50)
+    target_half_width: float = 0.05  # stop a level once each headline 95% interval is at most this wide on each side
+    min_rows: int = 60  # rows of a level before the first check (0 failures in 60: 95% upper bound 5%, rule of three)
+    check_every: int = 30  # rows added between two checks
+    max_scenes: int = 1000  # scenes (edits) per level at most: the level's seed block
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: [list(c) for c in v] if k == "conditions" else (list(v) if isinstance(v, tuple) else v)
+                for k, v in asdict(self).items()}
+
+
+def study_identity(config: Any, study: StudyConfig, split: str) -> dict[str, Any]:
+    """``{"models": name -> checksum, "protocol": 12 hex digits}`` of a stored study: the models it ran on and a hash
+    of the pipeline settings (with (d)'s method and steps), the study's sizes and rule, the split and
+    :data:`STUDY_VERSION`. Equal identities give the same rows."""
+    import hashlib
+    import json
+
+    from ..evaluate import models_identity
+
+    cfg = study_pipeline_config(config, study)
+    stages = ("sam2", "clip") if study.inpaint_method == "classical" else ("sam2", "clip", "inpainting")
+    text = json.dumps({"pipeline": cfg.to_dict(), "study": study.to_dict(), "split": split, "version": STUDY_VERSION},
+                      sort_keys=True)
+    return {"models": models_identity(cfg, stages), "protocol": hashlib.sha256(text.encode()).hexdigest()[:12]}
+
+
+def study_pipeline_config(config: Any, study: StudyConfig) -> Any:
+    return config.replace(**{"inpainting.method": study.inpaint_method,
+                             "inpainting.num_inference_steps": study.inpaint_steps})
+
+
+def _study_levels(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig,
+                  split: str) -> list[tuple[str, Any, "Callable[[], Iterator[list[dict[str, Any]]]]"]]:
+    """(experiment, level, generator factory) of every level of the study, in the notebook's order."""
+    levels: list[tuple[str, Any, Callable[[], Iterator[list[dict[str, Any]]]]]] = []
+    for k, size in enumerate(study.sizes):
+        levels.append(("small_objects", size, lambda k=k, size=size: _small_level(pipe, k, size, split)))
+    for k, frac in enumerate(study.occlusions):
+        levels.append(("occlusion", float(frac), lambda k=k, frac=frac: _occlusion_level(pipe, k, frac, split)))
+    for style in study.styles:
+        levels.append(("domain_shift", style, lambda style=style: _domain_level(pipe, style, split)))
+    for surface, bg in study.conditions:
+        levels.append(("inpainting", f"{surface} object\n{bg} bg",
+                       lambda surface=surface, bg=bg: _inpaint_level(pipe, surface, bg, split)))
+    levels.append(("ambiguous_prompts", "all kinds", lambda: _ambiguous_level(pipe, split)))
+    return levels
+
+
+def _widest(rows: Sequence[dict[str, Any]], experiment: str) -> float:
+    """The largest 95% half-width among the headline metrics of ``rows`` (every level / prompt kind in them)."""
+    by, headline, _, _ = STUDY_EXPERIMENTS[experiment]
+    widths = half_widths(summarize(rows, by, headline), by, headline).values()
+    return max((w for w in widths if math.isfinite(w)), default=math.inf)
+
+
+def _jsonable(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for JSON: infinities as the string ``"inf"`` (strict JSON has none), numpy scalars as Python ones."""
+    out = []
+    for r in rows:
+        d = {}
+        for k, v in r.items():
+            v = v.item() if isinstance(v, np.generic) else v
+            d[k] = ("inf" if v > 0 else "-inf") if isinstance(v, float) and math.isinf(v) else v
+        out.append(d)
+    return out
+
+
+def _from_json(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: float(v) if v in ("inf", "-inf") else v for k, v in r.items()} for r in rows]
+
+
+def run_study(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig = StudyConfig(), split: str = "test",
+              out: "str | Path | None" = None, log: Any = print) -> dict[str, Any]:
+    """Run the five experiments, each level until its headline intervals are at most ``target_half_width`` wide
+    on each side (or ``max_scenes``), and return (and, with ``out``, store) the study.
+
+    Steps per level: 1. take scenes (edits) in seed order until the level has ``min_rows`` rows (for (e): its
+    rarest prompt kind); 2. then, every ``check_every`` rows more, stop when every headline interval
+    (:data:`STUDY_EXPERIMENTS`, seeded bootstrap as in :func:`summarize`) is narrow enough; 3. store the level
+    (``out`` is rewritten atomically after each level, so an interrupted run resumes at the first level not stored,
+    when the identity still matches). A test-split run
+    is logged per experiment once all its levels are done (:func:`log_test`).
+
+    Returns ``{"split", "models", "protocol", "study", "levels": {"<experiment>|<level>": {"scenes", "rows",
+    "half_width", "reached"}}, "complete"}``; rows as :func:`small_objects` & co. return them (no images).
+    """
+    from pathlib import Path
+
+    from ..io import write_json_atomic
+
+    # 1. the pipeline the study runs (d)'s edits with, and what a stored partial run must match to be resumed
+    ident = study_identity(pipe.config, study, split)
+    if (pipe.config.inpainting.method, pipe.config.inpainting.num_inference_steps) != \
+            (study.inpaint_method, study.inpaint_steps):
+        raise ValueError("run_study needs a pipeline configured as the study: "
+                         f"inpainting.method={study.inpaint_method!r}, num_inference_steps={study.inpaint_steps}; "
+                         "build it from study_pipeline_config(config, study)")
+    doc: dict[str, Any] = {"split": split, **ident, "study": study.to_dict(), "levels": {}, "complete": False}
+    path = Path(out) if out is not None else None
+    if path is not None and path.is_file():
+        import json
+
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if all(old.get(k) == doc[k] for k in ("split", "models", "protocol")):
+            doc["levels"] = old.get("levels", {})
+            log(f"[study] resuming {path}: {len(doc['levels'])} level(s) stored")
+    # 2. each level, until narrow enough
+    for experiment, level, factory in _study_levels(pipe, study, split):
+        key = f"{experiment}|{level}"
+        if key in doc["levels"]:
+            continue
+        rows: list[dict[str, Any]] = []
+        scenes, next_check, width = 0, study.min_rows, math.inf
+        t0 = time.perf_counter()
+        by = STUDY_EXPERIMENTS[experiment][0]
+        for unit in factory():
+            rows += unit
+            scenes += 1
+            counts: dict[Any, int] = {}
+            for r in rows:  # (e) has one level per prompt kind: its smallest kind counts
+                counts[r[by]] = counts.get(r[by], 0) + 1
+            if min(counts.values(), default=0) >= next_check:
+                width = _widest(rows, experiment)
+                if width <= study.target_half_width:
+                    break
+                next_check = min(counts.values()) + study.check_every
+            if scenes >= study.max_scenes:
+                break
+        width = _widest(rows, experiment) if rows else math.inf
+        doc["levels"][key] = {"scenes": scenes, "half_width": round(width, 4),
+                              "reached": width <= study.target_half_width, "rows": _jsonable(rows)}
+        log(f"[study] {key!r}: {scenes} scenes, {len(rows)} rows, widest half-width {width:.3f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+        if path is not None:
+            write_json_atomic(path, doc)
+    # 3. complete: log each experiment's test result once
+    doc["complete"] = True
+    if path is not None:
+        write_json_atomic(path, doc)
+    for experiment in STUDY_EXPERIMENTS:
+        by, headline, metrics, unit = STUDY_EXPERIMENTS[experiment]
+        rows = study_rows(doc, experiment)
+        if not rows:  # a study without this experiment's levels
+            continue
+        order = list(dict.fromkeys(r[by] for r in rows)) if experiment in ("domain_shift", "inpainting") else (
+            PROMPT_KINDS if experiment == "ambiguous_prompts" else None)
+        summary = summarize(rows, by, list(metrics), order=order, digits=2 if experiment == "inpainting" else 3)
+        if experiment == "inpainting":
+            summary = [{**r, "condition": r["condition"].replace("\n", ", ")} for r in summary]
+        log_test(experiment, summary, by, list(headline), study_pipeline_config(pipe.config, study), split,
+                 max(v["scenes"] for k, v in doc["levels"].items() if k.startswith(experiment + "|")),
+                 {"study": study.to_dict(), "stored": True}, unit=unit)
+    return doc
+
+
+def study_rows(doc: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
+    """The rows of one experiment of a study (:func:`run_study`), levels in the study's order."""
+    return [r for key, lv in doc["levels"].items() if key.split("|", 1)[0] == experiment
+            for r in _from_json(lv["rows"])]
+
+
+def shipped_study_path() -> "Path":
+    """``data/mini_world/results/limitations_test.json``: the stored test-split study of notebook 5.3
+    (``python scripts/limitations_study.py --split test``)."""
+    from ..paths import DATA_DIR
+
+    return DATA_DIR / "mini_world" / "results" / "limitations_test.json"
+
+
+def shipped_study(config: Any, study: StudyConfig = StudyConfig(), split: str = "test",
+                  path: "str | Path | None" = None) -> tuple[dict[str, Any] | None, str]:
+    """(study, why): the stored study if it is complete and was made by ``config``'s models and settings with
+    ``study`` on ``split``, else (None, the reason: missing, incomplete, other models, settings or sizes)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path) if path is not None else shipped_study_path()
+    if not p.is_file():
+        return None, f"{p} is missing"
+    doc = json.loads(p.read_text(encoding="utf-8"))
+    want = study_identity(config, study, split)
+    if doc.get("split") != split:
+        return None, f"{p.name} is of the {doc.get('split')} split, not {split}"
+    for key in ("models", "protocol"):
+        if doc.get(key) != want[key]:
+            return None, (f"{p.name} was made with {key} {doc.get(key)}, this configuration has {want[key]}; refresh "
+                          f"it: python scripts/limitations_study.py --split {split}")
+    if not doc.get("complete"):
+        return None, f"{p.name} is incomplete; finish it: python scripts/limitations_study.py --split {split}"
+    return doc, f"{p.name}: {sum(len(v['rows']) for v in doc['levels'].values())} stored rows, models and settings as configured"
 
 
 # ---- summaries and figures ------------------------------------------------------------------------------------------
