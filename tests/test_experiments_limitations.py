@@ -334,3 +334,17 @@ def test_study_resumes_stored_levels_and_the_stored_file_must_match(oracle, monk
     assert doc is None and "dev split" in why
     doc, why = L.shipped_study(pipe.config, study, "dev", path=tmp_path / "missing.json")
     assert doc is None and "missing" in why
+
+
+def test_reproduce_study_reruns_stored_rows_and_flags_a_changed_one(oracle, tmp_path):
+    study = L.StudyConfig(sizes=(40,), occlusions=(0.0,), styles=("filled",), conditions=(), min_rows=6,
+                          check_every=3, max_scenes=5)
+    pipe = _study_pipe(oracle, study)
+    doc = L.run_study(pipe, study, "dev", log=lambda m: None)
+    same = L.reproduce_study(pipe, doc, 1)
+    assert {e for e, _ in same} == {"small_objects", "occlusion", "domain_shift", "ambiguous_prompts"}
+    assert all(ok for _, ok in same)
+    doc["levels"]["small_objects|40"]["rows"][0]["detected"] = False  # a stored row the code no longer gives
+    doc["levels"]["occlusion|0.0"]["rows"][0]["referring_iou"] = 0.5
+    bad = [e for e, ok in L.reproduce_study(pipe, doc, 1) if not ok]
+    assert bad == ["small_objects", "occlusion"]

@@ -51,7 +51,7 @@ __all__ = ["HIT_IOU", "SEED_BASE", "mask_iou", "scene_seeds", "world_prompts", "
            "intended_prompts", "ambiguous_prompts", "summarize", "plot_metrics", "metric_figure", "inpainting_figure",
            "examples_figure", "example_panels", "remove_cases", "half_widths", "log_test", "PROMPT_KINDS",
            "INPAINT_CONDITIONS", "STUDY_EXPERIMENTS", "STUDY_VERSION", "StudyConfig", "study_identity",
-           "study_pipeline_config", "run_study", "study_rows", "shipped_study_path", "shipped_study"]
+           "study_pipeline_config", "run_study", "reproduce_study", "study_rows", "shipped_study_path", "shipped_study"]
 
 #: IoU at which a mask counts as finding the object.
 HIT_IOU = 0.5
@@ -531,6 +531,34 @@ def run_study(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig = StudyC
                  max(v["scenes"] for k, v in doc["levels"].items() if k.startswith(experiment + "|")),
                  {"study": study.to_dict(), "stored": True}, unit=unit)
     return doc
+
+
+def reproduce_study(pipe: "OpenVocabSegmentationPipeline", doc: dict[str, Any], k: int = 1,
+                    study: StudyConfig | None = None) -> list[tuple[str, bool]]:
+    """Re-run the first ``k`` scenes (edits) of the first level of each experiment of a stored study and compare
+    them with the stored rows: ``(experiment, agrees)`` per re-run row. Agreement: the same object / prompt with
+    the same ``detected`` / ``hit_intended`` / ``success`` and IoUs within 1e-3 ((d): the same ``found``; 50
+    sampling steps may move its PSNR by last-bit float differences between CPUs)."""
+    study = study or StudyConfig(**{key: tuple(tuple(c) for c in v) if key == "conditions" else
+                                    (tuple(v) if isinstance(v, list) else v) for key, v in doc["study"].items()})
+    out: list[tuple[str, bool]] = []
+    seen: set[str] = set()
+    for experiment, level, factory in _study_levels(pipe, study, doc["split"]):
+        if experiment in seen or k <= 0:
+            continue
+        seen.add(experiment)
+        stored = _from_json(doc["levels"][f"{experiment}|{level}"]["rows"])
+        new = [r for rs in _take(factory(), k) for r in rs]
+        for a, b in zip(stored, new):
+            if experiment == "inpainting":
+                same = a["seed"] == b["seed"] and a["found"] == b["found"]
+            else:
+                keys = [c for c in ("referring_iou", "semantic_iou", "iou_intended") if c in a]
+                flags = [c for c in ("detected", "hit_intended", "hit_any") if c in a]
+                same = (a.get("seed") == b.get("seed") and all(a[c] == b[c] for c in flags)
+                        and all(abs(float(a[c]) - float(b[c])) <= 1e-3 for c in keys))
+            out.append((experiment, bool(same)))
+    return out
 
 
 def study_rows(doc: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
