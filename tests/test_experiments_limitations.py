@@ -348,3 +348,12 @@ def test_reproduce_study_reruns_stored_rows_and_flags_a_changed_one(oracle, tmp_
     doc["levels"]["occlusion|0.0"]["rows"][0]["referring_iou"] = 0.5
     bad = [e for e, ok in L.reproduce_study(pipe, doc, 1) if not ok]
     assert bad == ["small_objects", "occlusion"]
+
+
+def test_study_refuses_a_pipeline_configured_otherwise(oracle):
+    from ovseg.errors import ConfigError
+
+    study = L.StudyConfig(sizes=(40,), occlusions=(), styles=(), conditions=())
+    pipe = _study_pipe(oracle, L.StudyConfig(inpaint_steps=20))
+    with pytest.raises(ConfigError, match="num_inference_steps=20.*50 steps"):
+        L.run_study(pipe, study, "dev", log=lambda m: None)

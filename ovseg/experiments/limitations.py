@@ -472,9 +472,13 @@ def run_study(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig = StudyC
     ident = study_identity(pipe.config, study, split)
     if (pipe.config.inpainting.method, pipe.config.inpainting.num_inference_steps) != \
             (study.inpaint_method, study.inpaint_steps):
-        raise ValueError("run_study needs a pipeline configured as the study: "
-                         f"inpainting.method={study.inpaint_method!r}, num_inference_steps={study.inpaint_steps}; "
-                         "build it from study_pipeline_config(config, study)")
+        from ..errors import ConfigError
+
+        raise ConfigError("run_study edits (d) with the study's inpainting method and steps",
+                          f"pipeline inpainting.method={pipe.config.inpainting.method!r}, "
+                          f"num_inference_steps={pipe.config.inpainting.num_inference_steps}",
+                          f"build the pipeline from study_pipeline_config(config, study) (method "
+                          f"{study.inpaint_method!r}, {study.inpaint_steps} steps)")
     doc: dict[str, Any] = {"split": split, **ident, "study": study.to_dict(), "levels": {}, "complete": False}
     path = Path(out) if out is not None else None
     if path is not None and path.is_file():
