@@ -384,8 +384,15 @@ class StudyConfig:
     max_scenes: int = 1000  # scenes (edits) per level at most: the level's seed block
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (tuples as lists), as stored in a study file and hashed in its identity."""
         return {k: [list(c) for c in v] if k == "conditions" else (list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StudyConfig":
+        """The inverse of :meth:`to_dict` (a stored study's ``"study"``)."""
+        return cls(**{k: tuple(tuple(c) for c in v) if k == "conditions" else (tuple(v) if isinstance(v, list) else v)
+                      for k, v in data.items()})
 
 
 def study_identity(config: Any, study: StudyConfig, split: str) -> dict[str, Any]:
@@ -458,8 +465,8 @@ def run_study(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig = StudyC
     rarest prompt kind); 2. then, every ``check_every`` rows more, stop when every headline interval
     (:data:`STUDY_EXPERIMENTS`, seeded bootstrap as in :func:`summarize`) is narrow enough; 3. store the level
     (``out`` is rewritten atomically after each level, so an interrupted run resumes at the first level not stored,
-    when the identity still matches). A test-split run
-    is logged per experiment once all its levels are done (:func:`log_test`).
+    when the identity still matches). A test-split run is logged per experiment once all its levels are done
+    (:func:`log_test`).
 
     Returns ``{"split", "models", "protocol", "study", "levels": {"<experiment>|<level>": {"scenes", "rows",
     "half_width", "reached"}}, "complete"}``; rows as :func:`small_objects` & co. return them (no images).
@@ -497,11 +504,11 @@ def run_study(pipe: "OpenVocabSegmentationPipeline", study: StudyConfig = StudyC
         scenes, next_check, width = 0, study.min_rows, math.inf
         t0 = time.perf_counter()
         by = STUDY_EXPERIMENTS[experiment][0]
+        counts: dict[Any, int] = {}  # rows per value of the knob: (e) has one per prompt kind, its smallest counts
         for unit in factory():
             rows += unit
             scenes += 1
-            counts: dict[Any, int] = {}
-            for r in rows:  # (e) has one level per prompt kind: its smallest kind counts
+            for r in unit:
                 counts[r[by]] = counts.get(r[by], 0) + 1
             if min(counts.values(), default=0) >= next_check:
                 width = _widest(rows, experiment)
@@ -543,8 +550,7 @@ def reproduce_study(pipe: "OpenVocabSegmentationPipeline", doc: dict[str, Any], 
     them with the stored rows: ``(experiment, agrees)`` per re-run row. Agreement: the same object / prompt with
     the same ``detected`` / ``hit_intended`` / ``success`` and IoUs within 1e-3 ((d): the same ``found``; 50
     sampling steps may move its PSNR by last-bit float differences between CPUs)."""
-    study = study or StudyConfig(**{key: tuple(tuple(c) for c in v) if key == "conditions" else
-                                    (tuple(v) if isinstance(v, list) else v) for key, v in doc["study"].items()})
+    study = study or StudyConfig.from_dict(doc["study"])
     out: list[tuple[str, bool]] = []
     seen: set[str] = set()
     for experiment, level, factory in _study_levels(pipe, study, doc["split"]):
