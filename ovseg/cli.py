@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "referring: segment(image, class name), "
                         "top-1 mask IoU against that class (OUT/referring.json); masks: object recall of the SAM 2 "
                         "masks at IoU >= 0.5 (OUT/masks.json); edits: edit quality of remove / replace / style on "
-                        "mini-world scenes of the split's edit range, --max-images edits (default 60; OUT/edits.json)")
+                        "mini-world scenes of the split's edit range, --max-images edits (default 60; OUT/edits.json; "
+                        "each finished edit is kept in OUT/edits_work, and a rerun resumes from it)")
 
     t = sub.add_parser("train", help="train an embedded mini model (resumable; see its --help)")
     t.add_argument("model", choices=("mini-clip", "mini-sam2", "mini-sam2-video", "mini-inpainting"))
@@ -713,7 +714,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from .edit_eval import build_edit_set, evaluate_edits
         from .io import write_json_atomic
 
-        summary = evaluate_edits(pipe, build_edit_set(protocol.max_images or 60, split=split), seed=0)
+        # each finished edit is kept in OUT/edits_work, so an interrupted run resumes where it stopped
+        summary = evaluate_edits(pipe, build_edit_set(protocol.max_images or 60, split=split), seed=0,
+                                 work_dir=Path(args.out) / "edits_work", progress=True)
         write_json_atomic(Path(args.out) / "edits.json", summary)
         keys = ("n_edits", "split", "method", "steps", "psnr_outside_min_db", "success_remove", "success_replace_base",
                 "success_replace_novel", "success_style", "fid", "clip_score", "seconds_per_edit")

@@ -28,13 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pathlib import Path
-
     from .pipeline import OpenVocabSegmentationPipeline
 
 __all__ = ["EditCase", "build_edit_set", "classify_region", "psnr_ssim_outside", "evaluate_edits", "exact_edit",
@@ -235,15 +234,85 @@ def _crop(image: np.ndarray, mask: np.ndarray, pad: int = 4) -> np.ndarray:
     return image[y0:y1, x0:x1]
 
 
+class _EditStore:
+    """The resume state of an edit evaluation (``work_dir``): per edit, ``edited/<seed>-<operation>.png`` (the
+    edited scene, HWC uint8, lossless) and ``rows/<seed>-<operation>.json`` (its scored row and a key), each
+    written atomically, the row after the image, so an edit counts as done only when both are complete.
+
+    The key hashes what decides the edit's outcome: the models' checksums, the pipeline settings, the sampling
+    seed and the case (scene seed, operation, object, prompt). A stored row with another key is refused rather
+    than mixed in or overwritten; rows are per case, so a larger run over the same (prefix-stable) edit set reuses
+    a smaller one's edits."""
+
+    def __init__(self, folder: "Path", pipe: "OpenVocabSegmentationPipeline", seed: int) -> None:
+        import hashlib
+        import json
+
+        from .evaluate import models_identity
+        from .io import check_output_dir, hold_lock
+
+        self.folder = check_output_dir(folder, "edit evaluation work folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lock = hold_lock(self.folder / ".lock", "one edit evaluation at a time may use a work folder",
+                              "wait for that run to end, or pass another --out",
+                              "the work folder's lock file must not be a symbolic link", "remove the link")
+        config = pipe.config
+        stages = ("sam2", "clip") if config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
+        base = json.dumps({"pipeline": config.to_dict(), "models": models_identity(config, stages), "seed": seed},
+                          sort_keys=True)
+        self._base = hashlib.sha256(base.encode()).hexdigest()
+
+    def close(self) -> None:
+        self.lock.close()
+
+    def _name(self, case: EditCase) -> str:
+        return f"{case.seed}-{case.operation}"
+
+    def key(self, case: EditCase) -> str:
+        import hashlib
+
+        text = f"{self._base}|{case.seed}|{case.operation}|{case.object_index}|{case.object_class}|{case.edit_prompt}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def load(self, case: EditCase) -> tuple[dict[str, Any], np.ndarray] | None:
+        """(row, edited image) of a completed edit, or None when it is not stored yet."""
+        import json
+
+        from .errors import InputError
+        from .io import load_image
+
+        row_path = self.folder / "rows" / f"{self._name(case)}.json"
+        img_path = self.folder / "edited" / f"{self._name(case)}.png"
+        if not row_path.is_file() or not img_path.is_file():
+            return None
+        row = json.loads(row_path.read_text(encoding="utf-8"))
+        if row.pop("key", None) != self.key(case):
+            raise InputError("a work folder must hold edits of the same models, settings and sampling seed to resume",
+                             str(row_path), "use a new --out folder, or delete that one to start over")
+        row["psnr_outside_db"] = float(row["psnr_outside_db"])  # "inf" -> inf
+        return row, load_image(img_path)
+
+    def save(self, case: EditCase, row: dict[str, Any], image: np.ndarray) -> None:
+        from .io import save_image_atomic, write_json_atomic
+
+        save_image_atomic(self.folder / "edited" / f"{self._name(case)}.png", image)
+        stored = {**row, "psnr_outside_db": "inf" if math.isinf(row["psnr_outside_db"]) else row["psnr_outside_db"]}
+        write_json_atomic(self.folder / "rows" / f"{self._name(case)}.json", {**stored, "key": self.key(case)})
+
+
 def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCase], seed: int = 0,
-                   realism: bool = True, log: bool = True) -> dict[str, Any]:
+                   realism: bool = True, log: bool = True, work_dir: "str | Path | None" = None,
+                   progress: bool = False) -> dict[str, Any]:
     """Run every edit with the pipeline's inpainter and score it; returns a JSON-friendly summary.
 
     Cases from the edits' test split are logged in the test-set log (:mod:`ovseg.testlog`) unless ``log`` is
-    False (:func:`reproduce_rows`: re-running edits of a result already logged reveals nothing new)."""
-    import time
+    False (:func:`reproduce_rows`: re-running edits of a result already logged reveals nothing new).
 
+    ``work_dir``: a folder for the resume state (:class:`_EditStore`): each finished edit is stored there at once,
+    and a rerun with the same models, settings and ``seed`` skips the edits already stored (realism reads their
+    stored images), so an interrupted long run loses at most one edit. ``progress``: a progress bar on stderr."""
     import torch
+    from tqdm.auto import tqdm
 
     from .metrics import clip_score_metric, fid_metric
     from .world import CLASS_NAMES
@@ -251,28 +320,29 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
     cfg = pipe.config.inpainting
     rows = []
     edited_imgs, real_imgs, crops, prompts = [], [], [], []
-    for case in cases:
-        # 1. edit with the exact object mask (evaluates the editor, not the segmenter)
-        start = time.perf_counter()
-        res = pipe.inpainter.edit(case.image, case.mask, case.operation, edit_prompt=case.edit_prompt,
-                                  object_prompt=case.object_class, seed=seed)
-        seconds = time.perf_counter() - start
-        out = np.array(res.image)  # (H, W, 3) uint8, writable copy
-        # 2. preservation outside the blended mask the edit used (dilated + blurred; for replace with
-        #    replace_region="box", the box's)
-        psnr, ssim = psnr_ssim_outside(case.image, out, res.mask)
-        # 3. success: what the segmentation stage now sees in the region
-        found = classify_region(pipe, out, case.mask, CLASS_NAMES)
-        success = found == case.target  # style's target is the same shape in the new colour
-        rows.append({"seed": case.seed, "operation": case.operation, "object": case.object_class,
-                     "edit_prompt": case.edit_prompt, "target": case.target, "novel_prompt": case.novel_prompt,
-                     "found": found, "success": bool(success), "psnr_outside_db": psnr, "ssim_outside": ssim,
-                     "seconds": round(seconds, 4)})
-        edited_imgs.append(torch.from_numpy(out).permute(2, 0, 1))
-        real_imgs.append(torch.from_numpy(case.image).permute(2, 0, 1))
-        if case.edit_prompt:
-            crops.append(torch.from_numpy(np.ascontiguousarray(_crop(out, case.mask))).permute(2, 0, 1))
-            prompts.append(case.edit_prompt)
+    store = None if work_dir is None else _EditStore(Path(work_dir), pipe, seed)
+    try:
+        stored = [None if store is None else store.load(case) for case in cases]
+        bar = tqdm(total=len(cases), initial=sum(s is not None for s in stored), desc="edits", unit="edit",
+                   disable=not progress)
+        for case, done in zip(cases, stored):
+            if done is not None:
+                row, out = done
+            else:
+                row, out = _run_edit(pipe, case, seed, CLASS_NAMES)
+                if store is not None:
+                    store.save(case, row, out)
+                bar.update(1)
+            rows.append(row)
+            edited_imgs.append(torch.from_numpy(out).permute(2, 0, 1))
+            real_imgs.append(torch.from_numpy(case.image).permute(2, 0, 1))
+            if case.edit_prompt:
+                crops.append(torch.from_numpy(np.ascontiguousarray(_crop(out, case.mask))).permute(2, 0, 1))
+                prompts.append(case.edit_prompt)
+        bar.close()
+    finally:
+        if store is not None:
+            store.close()
 
     psnrs = [r["psnr_outside_db"] for r in rows]
     summary: dict[str, Any] = {
@@ -306,6 +376,30 @@ def evaluate_edits(pipe: "OpenVocabSegmentationPipeline", cases: Sequence[EditCa
         _log_test(summary)
     summary["edits"] = rows
     return summary
+
+
+def _run_edit(pipe: "OpenVocabSegmentationPipeline", case: EditCase, seed: int,
+              class_names: Sequence[str]) -> tuple[dict[str, Any], np.ndarray]:
+    """One edit and its scores: (row, edited image (H, W, 3) uint8)."""
+    import time
+
+    # 1. edit with the exact object mask (evaluates the editor, not the segmenter)
+    start = time.perf_counter()
+    res = pipe.inpainter.edit(case.image, case.mask, case.operation, edit_prompt=case.edit_prompt,
+                              object_prompt=case.object_class, seed=seed)
+    seconds = time.perf_counter() - start
+    out = np.array(res.image)  # (H, W, 3) uint8, writable copy
+    # 2. preservation outside the blended mask the edit used (dilated + blurred; for replace with
+    #    replace_region="box", the box's)
+    psnr, ssim = psnr_ssim_outside(case.image, out, res.mask)
+    # 3. success: what the segmentation stage now sees in the region
+    found = classify_region(pipe, out, case.mask, class_names)
+    success = found == case.target  # style's target is the same shape in the new colour
+    row = {"seed": case.seed, "operation": case.operation, "object": case.object_class,
+           "edit_prompt": case.edit_prompt, "target": case.target, "novel_prompt": case.novel_prompt,
+           "found": found, "success": bool(success), "psnr_outside_db": psnr, "ssim_outside": ssim,
+           "seconds": round(seconds, 4)}
+    return row, out
 
 
 def _split_of(cases: Sequence[EditCase]) -> str | None:

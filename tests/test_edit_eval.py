@@ -303,3 +303,45 @@ def test_reproducing_stored_rows_logs_nothing(tmp_path, monkeypatch):
     pairs = reproduce_rows(pipe, {**stored, "n_edits": 2}, 1)
     assert len(pairs) == 1 and pairs[0][0]["seed"] == pairs[0][1]["seed"] and pairs[0][0]["found"] == pairs[0][1]["found"]
     assert testlog.entries(log) == [] and reproduce_rows(pipe, stored, 0) == []
+
+
+def test_an_interrupted_edit_evaluation_resumes_from_its_work_folder_with_the_same_result(tmp_path):
+    from test_pipeline import tiny_components, tiny_config
+
+    from ovseg.errors import InputError
+    from ovseg.pipeline import OpenVocabSegmentationPipeline
+
+    cfg = tiny_config().replace(profile="mini")  # realism on mini CLIP features (Inception needs a download)
+    pipe = OpenVocabSegmentationPipeline(cfg, **tiny_components(cfg))
+    cases = build_edit_set(4)
+    whole = evaluate_edits(pipe, cases, realism=True, log=False)  # no work folder: the reference
+
+    real_edit, calls = pipe.inpainter.edit, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is stopped during its third edit
+        return real_edit(*args, **kwargs)
+
+    pipe.inpainter.edit = crash_on_third
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_edits(pipe, cases, realism=True, log=False, work_dir=tmp_path / "work")
+    assert len(list((tmp_path / "work" / "rows").glob("*.json"))) == 2  # the two finished edits were kept
+    calls.clear()
+    pipe.inpainter.edit = lambda *a, **k: (calls.append(a[2]), real_edit(*a, **k))[1]
+    resumed = evaluate_edits(pipe, cases, realism=True, log=False, work_dir=tmp_path / "work")
+    assert calls == [cases[2].operation, cases[3].operation]  # only the edits not stored ran again
+    # stored rows and lossless stored images give the uninterrupted run's numbers, FID and CLIP score included
+    def timeless(summary):  # wall-clock seconds differ between runs; everything else must not
+        rows = [{k: v for k, v in r.items() if k != "seconds"} for r in summary["edits"]]
+        return {**{k: v for k, v in summary.items() if k != "seconds_per_edit"}, "edits": rows}
+
+    assert timeless(resumed) == timeless(whole)
+    assert math.isfinite(whole["fid"]) and whole["clip_score"] is not None
+    calls.clear()
+    smaller = evaluate_edits(pipe, cases[:3], realism=False, log=False, work_dir=tmp_path / "work")
+    assert timeless(smaller)["edits"] == timeless(whole)["edits"][:3] and calls == []  # every edit reused
+    # another sampling seed decides other edits: its run must not mix in these rows
+    with pytest.raises(InputError, match="same models, settings and sampling seed"):
+        evaluate_edits(pipe, cases, seed=1, realism=False, log=False, work_dir=tmp_path / "work")
