@@ -25,6 +25,7 @@ prints no transport warning and listens on no port.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -349,6 +350,10 @@ def execute_notebook(notebook: Path, dest: Path, parameters: dict[str, Any], cwd
     name = Path(notebook).stem
     kernel_log = Path(kernel_log or Path(dest).with_suffix(".kernel.log"))
     kernel_log.parent.mkdir(parents=True, exist_ok=True)
+    # the kernel inherits this: a test-set log line it writes names the notebook and its parameters (ovseg.testlog)
+    before = os.environ.get("OVSEG_NOTEBOOK")
+    shown = {k: v for k, v in parameters.items() if k != "out_dir"}
+    os.environ["OVSEG_NOTEBOOK"] = f"notebooks/{Path(notebook).name}" + (f" {json.dumps(shown, default=str)}" if shown else "")
     try:
         os.chmod(sockets, 0o700)
         with open(kernel_log, "w") as log_fh:
@@ -376,6 +381,10 @@ def execute_notebook(notebook: Path, dest: Path, parameters: dict[str, Any], cwd
         raise NotebookFailed(name, i, n, title, f"the kernel died (out of memory? see {kernel_log})") from None
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
+        if before is None:
+            os.environ.pop("OVSEG_NOTEBOOK", None)
+        else:
+            os.environ["OVSEG_NOTEBOOK"] = before
 
 
 def _first_line(text: str) -> str:

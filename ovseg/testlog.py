@@ -58,6 +58,32 @@ def _key(entry: dict[str, Any]) -> str:
     return json.dumps({k: entry.get(k) for k in _KEY_FIELDS}, sort_keys=True)
 
 
+def _default_command() -> str:
+    """What this process runs, as a reader would type it: ``notebook notebooks/<name>.ipynb {parameters}`` inside a
+    kernel started by :func:`ovseg.nbrun.execute_notebook` (which sets ``OVSEG_NOTEBOOK``), ``python <script> ...``
+    for a script, ``python -m <package> ...`` for a module, else the program's name and arguments."""
+    import shlex
+    import sys
+
+    if "ipykernel" in sys.modules:
+        return f"notebook {os.environ['OVSEG_NOTEBOOK']}" if os.environ.get("OVSEG_NOTEBOOK") else "a Jupyter notebook"
+    argv = list(sys.argv) or [""]
+    prog, args = Path(argv[0]), [shlex.quote(a) for a in argv[1:]]
+    if prog.name == "__main__.py":
+        head = ["python", "-m", prog.parent.name]
+    elif prog.suffix == ".py":
+        from .paths import REPO_ROOT
+
+        try:
+            shown = prog.resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+        except ValueError:
+            shown = prog.as_posix()
+        head = ["python", shown]
+    else:
+        head = [prog.name or "python"]
+    return " ".join(head + args)
+
+
 def record(task: str, models: dict[str, str], protocol: str, n: int, headline: dict[str, Any],
            split: str = "test", command: Sequence[str] | str | None = None,
            path: str | os.PathLike | None = None, method: str | None = None) -> bool:
@@ -74,15 +100,13 @@ def record(task: str, models: dict[str, str], protocol: str, n: int, headline: d
         method: the segmentation method, for semantic evaluations (``ovseg`` or a baseline).
     """
     import fcntl
-    import sys
 
     p = Path(path) if path is not None else log_path()
     if isinstance(command, (list, tuple)):
         command = " ".join(command)
     entry = {"date": _dt.date.today().isoformat(), "task": task, "split": split, "models": dict(sorted(models.items())),
              "protocol": protocol, "n": int(n), "headline": headline, **({"method": method} if method else {}),
-             "command": command if command is not None else " ".join(["ovseg" if i == 0 else a
-                                                                      for i, a in enumerate(sys.argv)])}
+             "command": command if command is not None else _default_command()}
     entry = json.loads(json.dumps(entry))  # plain JSON types, so that the key compares equal to a read-back line
     p.parent.mkdir(parents=True, exist_ok=True)
     try:

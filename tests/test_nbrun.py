@@ -250,3 +250,19 @@ def test_ctrl_c_stops_the_main_job_within_seconds_and_leaves_nothing_behind(tmp_
     assert not list(tmp_path.glob(".figures-*")) and not (tmp_path / "figures").exists()
     psutil.wait_procs(kernels, timeout=10)
     assert not any(k.is_running() and k.status() != psutil.STATUS_ZOMBIE for k in kernels)
+
+
+def test_a_test_log_line_written_in_a_notebook_names_the_notebook_and_its_parameters(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))  # the kernel inherits it
+    cell = ('from ovseg import testlog\n'
+            'testlog.record("t", {"m": "a" * 16}, "p", 1, {"r": {"value": 1, "ci95": [1, 1], "n": 1, "unit": "x"}})')
+    nb = _notebook(tmp_path / "logs.ipynb", cell, parameters="split = 'dev'\nout_dir = 'x'")
+    err, _, _ = _run(tmp_path, nb, regen.RunSpec(timeout=60, stall=30), parameters={"split": "test"})
+    assert err is None, err
+    from ovseg import testlog
+
+    assert [e["command"] for e in testlog.entries(log)] == ['notebook notebooks/logs.ipynb {"split": "test"}']
+    import os
+
+    assert "OVSEG_NOTEBOOK" not in os.environ  # set for the kernel only while it runs

@@ -126,6 +126,32 @@ def test_log_appends_once_per_distinct_result(tmp_path):
     assert testlog.consultations({"mini-sam2": "a" * 16}, path=log) == {"semantic": 1}
 
 
+def test_log_names_the_command_a_reader_would_run(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from ovseg import testlog
+    from ovseg.paths import REPO_ROOT
+
+    head = {"r": {"value": 0.5, "ci95": [0.4, 0.6], "n": 100, "unit": "cases"}}
+
+    def logged(argv, n):
+        monkeypatch.setattr(sys, "argv", argv)
+        testlog.record("t", {"m": "a" * 16}, "p", n, head, path=tmp_path / "log.jsonl")
+        return testlog.entries(tmp_path / "log.jsonl")[-1]["command"]
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    script = str(REPO_ROOT / "scripts" / "limitations_study.py")
+    assert logged([script, "--split", "test"], 1) == "python scripts/limitations_study.py --split test"
+    assert logged(["/venv/bin/ovseg", "evaluate", "--task", "edits"], 2) == "ovseg evaluate --task edits"
+    assert logged([str(REPO_ROOT / "ovseg" / "__main__.py"), "evaluate"], 3) == "python -m ovseg evaluate"
+    # inside a kernel started for a notebook, its argv (-f connection.json) says nothing: the notebook is named
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setenv("OVSEG_NOTEBOOK", 'notebooks/6_video.ipynb {"split": "test"}')
+    assert logged(["/venv/lib/ipykernel_launcher.py", "-f", "/tmp/k.json"], 4) == \
+        'notebook notebooks/6_video.ipynb {"split": "test"}'
+
+
 def test_log_is_never_written_through_a_symlink(tmp_path):
     from ovseg import testlog
 
