@@ -138,11 +138,13 @@ def interval(value: float, lo: float, hi: float, n: int, unit: str) -> dict[str,
 
 
 def record_experiment(task: str, config: Any, n: int, headline: dict[str, Any], protocol: dict[str, Any],
-                      split: str, stages: Sequence[str] = ("sam2", "clip")) -> bool:
+                      split: str, stages: Sequence[str] = ("sam2", "clip"),
+                      extra_models: dict[str, str] | None = None) -> bool:
     """:func:`record` for a notebook experiment run on a mini-world test split: the models of ``stages`` from
-    ``config`` (:func:`ovseg.evaluate.models_identity`), the protocol hash of ``protocol`` (the experiment's
-    parameters) with the pipeline settings. Does nothing (returns False) unless the profile is ``mini`` and
-    ``split`` (``"<task>/<split>"`` of :data:`ovseg.world.EVAL_SPLITS`) ends in ``/test``."""
+    ``config`` (:func:`ovseg.evaluate.models_identity`) and ``extra_models`` (weights no stage names, e.g. the video
+    tracker's), the protocol hash of ``protocol`` (the experiment's parameters) with the pipeline settings. Does
+    nothing (returns False) unless the profile is ``mini`` and ``split`` (``"<task>/<split>"`` of
+    :data:`ovseg.world.EVAL_SPLITS`) ends in ``/test``."""
     import hashlib
 
     from .evaluate import models_identity
@@ -151,7 +153,7 @@ def record_experiment(task: str, config: Any, n: int, headline: dict[str, Any], 
         return False
     doc = {"task": task, "split": split, "pipeline": config.to_dict(), **protocol}
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return record(task, models_identity(config, stages), digest, n, headline, split=split)
+    return record(task, {**models_identity(config, stages), **(extra_models or {})}, digest, n, headline, split=split)
 
 
 def consultations(models: dict[str, str] | None = None, path: str | os.PathLike | None = None) -> dict[str, int]:
@@ -237,7 +239,9 @@ def card_section(name: str, folder: str | os.PathLike, path: str | os.PathLike |
         hits = [(e["n"], i, e) for i, e in enumerate(entries(path)) if e["task"] == task
                 and e["models"].get(name) == checksum]
         if not hits:
-            cmd = {"edits": "mini --task edits --split test --max-images 1200",
+            from .edit_eval import SHIPPED_TEST_EDITS_N
+
+            cmd = {"edits": f"mini --task edits --split test --max-images {SHIPPED_TEST_EDITS_N}",
                    "video": "mini-video --task video --split test"}.get(task, f"mini --task {task} --split test")
             lines.append(f"- {task}: not evaluated on the test split with these weights ({checksum}) yet: "
                          f"`ovseg evaluate --dataset {cmd} --out OUT`")

@@ -98,3 +98,24 @@ def test_removal_rows_pair_flicker_with_the_baseline():
         XV.removal_comparison(None, [], ["magic"], 4)
     with pytest.raises(InputError, match="n_frames must be an integer >= 2"):
         XV.removal_comparison(None, [], ["reuse"], 1)
+
+
+def test_a_logged_removal_comparison_names_the_tracker_weights(tmp_path, monkeypatch):
+    from ovseg import testlog
+    from ovseg.config import PipelineConfig
+    from ovseg.evaluate import folder_identity
+    from ovseg.paths import REPO_ROOT
+    from ovseg.video_edit import StrategyMeasurement
+    from ovseg.weights import REGISTRY
+
+    log = tmp_path / "log.jsonl"
+    monkeypatch.setenv("OVSEG_TEST_LOG", str(log))
+    base = StrategyMeasurement("independent", ["a"], [20.0], [True], [8.0], [1.0], [4], [1.0])
+    tracked = StrategyMeasurement("reuse, tracked", ["a"], [21.0], [True], [2.0], [1.0], [1], [0.5])
+    cfg = PipelineConfig()  # the mini profile's defaults: mini-sam2 detects, mini-sam2-video tracks
+    assert XV.log_removal_test({"independent": base, "reuse, tracked": tracked}, cfg, 24, "test")
+    models = testlog.entries(log)[0]["models"]
+    video = REGISTRY["mini-sam2-video"]
+    assert models["mini-sam2-video"] == folder_identity(REPO_ROOT / video.local_dir, video.files)
+    assert {"mini-sam2", "mini-clip", "mini-inpainting"} <= set(models)
+    assert not XV.log_removal_test({"independent": base}, cfg, 24, "dev")  # dev is never logged

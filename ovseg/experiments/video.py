@@ -311,11 +311,13 @@ def log_removal_test(measured: dict[str, Any], config: Any, n_frames: int, split
         if "flicker_reduction_vs_baseline" in s:
             headline[f"flicker_reduction[{name}]"] = s["flicker_reduction_vs_baseline"]
     from ..testlog import record_experiment
+    from ..video_eval import video_models_identity
 
     n = len(next(iter(measured.values())).clips) if measured else 0
+    # the tracked entries' masks come from the video tracker's weights, which no image stage names
     return record_experiment("video_removal", config, n, headline,
                              {"n_frames": n_frames, "entries": list(measured)}, f"video/{split}",
-                             stages=("sam2", "clip", "inpainting"))
+                             stages=("sam2", "clip", "inpainting"), extra_models=video_models_identity(config))
 
 
 def removal_strip_figure(frames: np.ndarray, edited: np.ndarray, exact: np.ndarray, every: int = 3,
