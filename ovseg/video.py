@@ -753,6 +753,38 @@ def _step(predictor: Any, state: dict[str, Any], t: int) -> tuple[list[int], Any
     return out
 
 
+def _forget_frames(predictor: Any, state: dict[str, Any], t: int, max_cond_frames: int) -> int:
+    """Drop the per-frame outputs of ``state`` that no frame after ``t`` reads when tracking forward; returns how many.
+
+    sam2 keeps every frame's outputs (memory features, mask logits, object pointer) for the whole clip, which grows
+    without bound on a long one. A forward step at frame f reads (``SAM2Base._prepare_memory_conditioned_features``)
+    the non-conditioning outputs of frames f - 1 ... f - num_maskmem * stride (memory) and f - 1 ... f -
+    (max_obj_ptrs_in_encoder - 1) (object pointers), and of the conditioning (prompted) frames, the
+    ``max_cond_frames_in_attn`` closest ones (forward: the most recent), plus unselected ones inside those windows.
+    So non-conditioning outputs older than the larger window are never read again, and neither are conditioning
+    outputs older than the window and outside the ``max_cond_frames`` most recent (the predictor attends to those
+    only: :func:`segment_video` sets its ``max_cond_frames_in_attn``). Dropping them changes no later output.
+    """
+    per_objects = state.get("output_dict_per_obj") if isinstance(state, dict) else None
+    if per_objects is None or not hasattr(predictor, "num_maskmem"):
+        return 0  # not sam2's layout (a stand-in predictor): nothing known to drop
+    stride = max(1, int(getattr(predictor, "memory_temporal_stride_for_eval", 1)))
+    window = max(int(predictor.num_maskmem) * stride, int(getattr(predictor, "max_obj_ptrs_in_encoder", 0))) + 1
+    oldest = t + 1 - window  # the next frame, t + 1, reads frames >= t + 1 - window
+    dropped = 0
+    for per_obj in per_objects.values():
+        non_cond = per_obj["non_cond_frame_outputs"]
+        for f in [f for f in non_cond if f < oldest]:
+            del non_cond[f]
+            dropped += 1
+        cond = per_obj["cond_frame_outputs"]
+        recent = set(sorted(cond)[-max_cond_frames:])
+        for f in [f for f in cond if f < oldest and f not in recent]:
+            del cond[f]
+            dropped += 1
+    return dropped
+
+
 def _to_numpy_logits(logits: Any) -> np.ndarray:
     """(N, 1, H, W) torch logits -> (N, H, W) float32 numpy."""
     return logits[:, 0].detach().float().cpu().numpy()
@@ -862,6 +894,11 @@ class VideoTrackConfig:
     # is given to the predictor as its mask; False: it starts a new object. Off by default: on the 12 dev clips it
     # changed neither the id switches (0.83 per clip either way) nor J&F beyond noise (0.824 vs 0.831).
     reidentify: bool = False
+    # Prompted (conditioning) frames of an object that each frame attends to: the most recent ones (sam2's
+    # max_cond_frames_in_attn, which otherwise attends to all); older ones are dropped from the state, so that memory
+    # and time per frame stay bounded on long clips however often refresh prompts. A 32-frame clip at
+    # keyframe_every 4 has at most 8 per object, so the mini-world clips' results do not depend on it.
+    max_cond_frames: int = 16
 
     def validate(self) -> "VideoTrackConfig":
         def integer(name: str, lo: int) -> None:
@@ -875,6 +912,7 @@ class VideoTrackConfig:
         integer("max_objects", 1)
         integer("top_k", 1)
         integer("min_area", 0)
+        integer("max_cond_frames", 1)
         for name, eg in (("iou_threshold", 0.3), ("contain_threshold", 0.5)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
@@ -1010,6 +1048,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                   lost_timeout: int = 15, max_objects: int = 10, top_k: int = 5, min_area: int = 16,
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                   refresh: bool = True, contain_threshold: float = 0.5, reidentify: bool = False,
+                  max_cond_frames: int = 16,
                   max_frames: int = DEFAULT_MAX_FRAMES,
                   predictor: Any = None,
                   progress: bool = False, keep_frames: bool = True) -> VideoSegmentationResult:
@@ -1029,6 +1068,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
        object's mask is its positive logits; the id map gives each pixel to the object of the highest logit.
     4. An object whose mask stays empty for more than ``lost_timeout`` frames is removed from the predictor
        (``remove_object``); its id is not reused.
+    5. sam2's per-frame outputs that no later frame reads are dropped as tracking moves on (:func:`_forget_frames`),
+       so the state's size does not grow with the clip's length.
 
     Args:
         pipe: an :class:`~ovseg.pipeline.OpenVocabSegmentationPipeline` (or any object whose ``segment(image, prompt,
@@ -1037,7 +1078,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
         frames: (T, H, W, 3) uint8 RGB, a list of (H, W, 3) uint8 frames, or a path for :func:`read_video`.
         text_prompt: what to segment, e.g. ``"red circle"``.
         keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area, offload_video_to_cpu,
-            offload_state_to_cpu, refresh, contain_threshold, reidentify: :class:`VideoTrackConfig`.
+            offload_state_to_cpu, refresh, contain_threshold, reidentify, max_cond_frames: :class:`VideoTrackConfig`.
         max_frames: the clip-length limit of :func:`read_video` (also applied to arrays).
         predictor: a ``SAM2VideoPredictor`` (or an object with its ``init_state`` / ``add_new_mask`` /
             ``propagate_in_video`` / ``remove_object`` / ``reset_state``); default :func:`video_predictor_for`
@@ -1066,7 +1107,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     prompt = check_prompts(text_prompt)[0]
     cfg = VideoTrackConfig(keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area,
                            offload_video_to_cpu, offload_state_to_cpu, refresh, contain_threshold,
-                           reidentify).validate()
+                           reidentify, max_cond_frames).validate()
     max_frames = _check_max_frames(max_frames)
     source, fps = None, None
     if isinstance(frames, (str, os.PathLike)):
@@ -1089,7 +1130,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     active: list[int] = []  # ids in the predictor
     missing: dict[int, int] = {}  # id -> consecutive empty frames
     counts = {"detections": 0, "new_objects": 0, "matched": 0, "refreshed": 0, "reidentified": 0, "too_small": 0,
-              "over_max_objects": 0}
+              "over_max_objects": 0, "outputs_dropped": 0}
     last_masks: dict[int, np.ndarray] = {}  # id -> (H, W) bool, its last non-empty mask
     state: dict[str, Any] | None = None
     provenance: Any = None
@@ -1098,118 +1139,126 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     bar = _bar(n, progress, "ovseg video")
     warned_ids = False
     with _sam2_hooks(), torch.inference_mode():
-        for t in range(n):
-            # 2a. track the objects already known onto frame t
-            masks: dict[int, np.ndarray] = {}  # id -> (H, W) float32 logits at frame t
-            if state is not None and active:
-                t0 = time.perf_counter()
-                obj_ids, logits = _step(predictor, state, t)
-                masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
-                t_track += time.perf_counter() - t0
-            # 2b. keyframe: detect, match, add new objects
-            if t % cfg.keyframe_every == 0:
-                keyframes.append(t)
-                t0 = time.perf_counter()
-                detected = pipe.segment(frames[t], prompt, top_k=cfg.top_k)
-                found = detected.segmentation_masks
-                provenance = detected  # the last keyframe's result names every model loaded so far
-                t_detect += time.perf_counter() - t0
-                accepted: list[np.ndarray] = [m > 0 for m in masks.values()]
-                owners: list[int | None] = list(masks)
-                for det in found:
-                    dm = np.asarray(det.mask, dtype=bool)
-                    if dm.shape != (h, w):
-                        raise InputError("detection masks must have the frames' size",
-                                         f"a mask of shape {dm.shape} on frame {t} of {w}x{h} px",
-                                         "return masks at the input image's size from pipe.segment")
-                    counts["detections"] += 1
-                    if int(dm.sum()) < cfg.min_area:
-                        counts["too_small"] += 1
-                        continue
-                    area = int(dm.sum())
-                    overlaps = [_iou(dm, m) for m in accepted]
-                    inside = [int(np.logical_and(dm, m).sum()) / area for m in accepted]
-                    best = int(np.argmax(overlaps)) if overlaps else -1
-                    by_iou = best >= 0 and overlaps[best] >= cfg.iou_threshold
-                    if best >= 0 and not by_iou:  # a part of a known object, or a new one
-                        best = int(np.argmax(inside)) if max(inside) >= cfg.contain_threshold else -1
-                    if best >= 0:
-                        owner = owners[best]
-                        if owner is not None and owner not in text_scores[t]:
-                            text_scores[t][owner] = float(det.final_score)
-                            counts["matched"] += 1
-                            if cfg.refresh and by_iou and owner in active:  # the best match corrects the track
-                                t0 = time.perf_counter()
-                                _, obj_ids, logits = predictor.add_new_mask(state, t, owner, torch.from_numpy(dm))
-                                masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
-                                t_track += time.perf_counter() - t0
-                                counts["refreshed"] += 1
-                        continue
-                    # a tracked object that is empty on this frame, whose last mask this detection overlaps: it reappears
-                    lost = [k for k in active if k in last_masks and k not in text_scores[t]
-                            and not (k in masks and bool((masks[k] > 0).any()))] if cfg.reidentify else []
-                    back = [_iou(dm, last_masks[k]) for k in lost]
-                    if back and max(back) >= cfg.iou_threshold:
-                        k = lost[int(np.argmax(back))]
+        try:
+            for t in range(n):
+                # 2a. track the objects already known onto frame t
+                masks: dict[int, np.ndarray] = {}  # id -> (H, W) float32 logits at frame t
+                if state is not None and active:
+                    t0 = time.perf_counter()
+                    obj_ids, logits = _step(predictor, state, t)
+                    masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                    t_track += time.perf_counter() - t0
+                # 2b. keyframe: detect, match, add new objects
+                if t % cfg.keyframe_every == 0:
+                    keyframes.append(t)
+                    t0 = time.perf_counter()
+                    detected = pipe.segment(frames[t], prompt, top_k=cfg.top_k)
+                    found = detected.segmentation_masks
+                    provenance = detected  # the last keyframe's result names every model loaded so far
+                    t_detect += time.perf_counter() - t0
+                    accepted: list[np.ndarray] = [m > 0 for m in masks.values()]
+                    owners: list[int | None] = list(masks)
+                    for det in found:
+                        dm = np.asarray(det.mask, dtype=bool)
+                        if dm.shape != (h, w):
+                            raise InputError("detection masks must have the frames' size",
+                                             f"a mask of shape {dm.shape} on frame {t} of {w}x{h} px",
+                                             "return masks at the input image's size from pipe.segment")
+                        counts["detections"] += 1
+                        if int(dm.sum()) < cfg.min_area:
+                            counts["too_small"] += 1
+                            continue
+                        area = int(dm.sum())
+                        overlaps = [_iou(dm, m) for m in accepted]
+                        inside = [int(np.logical_and(dm, m).sum()) / area for m in accepted]
+                        best = int(np.argmax(overlaps)) if overlaps else -1
+                        by_iou = best >= 0 and overlaps[best] >= cfg.iou_threshold
+                        if best >= 0 and not by_iou:  # a part of a known object, or a new one
+                            best = int(np.argmax(inside)) if max(inside) >= cfg.contain_threshold else -1
+                        if best >= 0:
+                            owner = owners[best]
+                            if owner is not None and owner not in text_scores[t]:
+                                text_scores[t][owner] = float(det.final_score)
+                                counts["matched"] += 1
+                                if cfg.refresh and by_iou and owner in active:  # the best match corrects the track
+                                    t0 = time.perf_counter()
+                                    _, obj_ids, logits = predictor.add_new_mask(state, t, owner, torch.from_numpy(dm))
+                                    masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                                    t_track += time.perf_counter() - t0
+                                    counts["refreshed"] += 1
+                            continue
+                        # a tracked object that is empty on this frame, whose last mask this detection overlaps: it reappears
+                        lost = [k for k in active if k in last_masks and k not in text_scores[t]
+                                and not (k in masks and bool((masks[k] > 0).any()))] if cfg.reidentify else []
+                        back = [_iou(dm, last_masks[k]) for k in lost]
+                        if back and max(back) >= cfg.iou_threshold:
+                            k = lost[int(np.argmax(back))]
+                            t0 = time.perf_counter()
+                            _, obj_ids, logits = predictor.add_new_mask(state, t, k, torch.from_numpy(dm))
+                            masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                            t_track += time.perf_counter() - t0
+                            text_scores[t][k] = float(det.final_score)
+                            counts["reidentified"] += 1
+                            accepted.append(dm)
+                            owners.append(k)
+                            continue
+                        if len(active) >= cfg.max_objects or next_id > _MAX_IDS:
+                            counts["over_max_objects"] += 1
+                            if next_id > _MAX_IDS and not warned_ids:
+                                warnings.warn(f"segment_video: all {_MAX_IDS} object ids are used; later objects are not "
+                                              "tracked", OvsegWarning, stacklevel=2)
+                                warned_ids = True
+                            accepted.append(dm)
+                            owners.append(None)
+                            continue
+                        # a new object: the predictor is built (and the state initialised) at the first one
                         t0 = time.perf_counter()
+                        if state is None:
+                            predictor = video_predictor_for(pipe) if predictor is None else predictor
+                            state = init_video_state(predictor, frames, cfg.offload_video_to_cpu, cfg.offload_state_to_cpu)
+                            # each frame attends to an object's max_cond_frames most recent prompted frames (restored below)
+                            saved_cond_cap = getattr(predictor, "max_cond_frames_in_attn", None)
+                            predictor.max_cond_frames_in_attn = cfg.max_cond_frames
+                        k = next_id
+                        next_id += 1
                         _, obj_ids, logits = predictor.add_new_mask(state, t, k, torch.from_numpy(dm))
-                        masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                        masks = dict(zip(obj_ids, _to_numpy_logits(logits)))  # every object on frame t, the new one too
                         t_track += time.perf_counter() - t0
+                        active.append(k)
+                        missing[k] = 0
+                        objects[k] = VideoObject(k, t, t, None, float(det.final_score))
                         text_scores[t][k] = float(det.final_score)
-                        counts["reidentified"] += 1
+                        counts["new_objects"] += 1
                         accepted.append(dm)
                         owners.append(k)
-                        continue
-                    if len(active) >= cfg.max_objects or next_id > _MAX_IDS:
-                        counts["over_max_objects"] += 1
-                        if next_id > _MAX_IDS and not warned_ids:
-                            warnings.warn(f"segment_video: all {_MAX_IDS} object ids are used; later objects are not "
-                                          "tracked", OvsegWarning, stacklevel=2)
-                            warned_ids = True
-                        accepted.append(dm)
-                        owners.append(None)
-                        continue
-                    # a new object: the predictor is built (and the state initialised) at the first one
-                    t0 = time.perf_counter()
-                    if state is None:
-                        predictor = video_predictor_for(pipe) if predictor is None else predictor
-                        state = init_video_state(predictor, frames, cfg.offload_video_to_cpu, cfg.offload_state_to_cpu)
-                    k = next_id
-                    next_id += 1
-                    _, obj_ids, logits = predictor.add_new_mask(state, t, k, torch.from_numpy(dm))
-                    masks = dict(zip(obj_ids, _to_numpy_logits(logits)))  # every object on frame t, the new one too
-                    t_track += time.perf_counter() - t0
-                    active.append(k)
-                    missing[k] = 0
-                    objects[k] = VideoObject(k, t, t, None, float(det.final_score))
-                    text_scores[t][k] = float(det.final_score)
-                    counts["new_objects"] += 1
-                    accepted.append(dm)
-                    owners.append(k)
-            # 2c. the frame's id map, confidences, lost objects
-            ids = [k for k in masks if k in objects]
-            if ids:
-                stack = np.stack([masks[k] for k in ids])  # (N, H, W) logits
-                id_maps[t] = _compose(stack, ids)
-                for k, lg in zip(ids, stack):
-                    pos = lg > 0
-                    if pos.any():
-                        scores[t][k] = float((1.0 / (1.0 + np.exp(-lg[pos].astype(np.float64)))).mean())
-                        objects[k].last_frame = t
-                        missing[k] = 0
-                        last_masks[k] = pos
-                    else:
-                        missing[k] += 1
-            for k in [k for k in active if missing[k] > cfg.lost_timeout]:
-                predictor.remove_object(state, k, need_output=False)
-                active.remove(k)
-                objects[k].dropped_frame = t
-            bar.update(1)
-            if progress:
-                bar.set_postfix_str(f"{len(active)} tracked, {len(objects)} found")
-        bar.close()
-        if state is not None:
-            predictor.reset_state(state)  # frees sam2's per-frame outputs
+                # 2c. the frame's id map, confidences, lost objects
+                ids = [k for k in masks if k in objects]
+                if ids:
+                    stack = np.stack([masks[k] for k in ids])  # (N, H, W) logits
+                    id_maps[t] = _compose(stack, ids)
+                    for k, lg in zip(ids, stack):
+                        pos = lg > 0
+                        if pos.any():
+                            scores[t][k] = float((1.0 / (1.0 + np.exp(-lg[pos].astype(np.float64)))).mean())
+                            objects[k].last_frame = t
+                            missing[k] = 0
+                            last_masks[k] = pos
+                        else:
+                            missing[k] += 1
+                for k in [k for k in active if missing[k] > cfg.lost_timeout]:
+                    predictor.remove_object(state, k, need_output=False)
+                    active.remove(k)
+                    objects[k].dropped_frame = t
+                if state is not None:
+                    counts["outputs_dropped"] += _forget_frames(predictor, state, t, cfg.max_cond_frames)
+                bar.update(1)
+                if progress:
+                    bar.set_postfix_str(f"{len(active)} tracked, {len(objects)} found")
+        finally:
+            bar.close()
+            if state is not None:
+                predictor.reset_state(state)  # frees sam2's per-frame outputs
+                predictor.max_cond_frames_in_attn = saved_cond_cap
     total = time.perf_counter() - start
     result = VideoSegmentationResult(prompt, id_maps, [objects[k] for k in sorted(objects)], scores, text_scores,
                                      keyframes, asdict(cfg) | {"max_frames": max_frames},

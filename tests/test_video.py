@@ -502,3 +502,42 @@ def test_segment_video_mini_pipeline_end_to_end(tmp_path):
     written = r.save(tmp_path / "out")
     assert written[-1].name == "result.json" and (tmp_path / "out" / "overlay.mp4").stat().st_size > 0
     assert V.video_predictor_for(pipe) is V.video_predictor_for(pipe)  # cached per pipeline
+
+
+@pytest.fixture(scope="module")
+def tracking_predictor():
+    return V.build_sam2_video_predictor_from(REPO_ROOT / "data" / "models" / "mini-sam2-video")
+
+
+def test_tracking_forgets_only_outputs_no_later_frame_reads(tracking_predictor, monkeypatch):
+    """sam2 keeps every frame's outputs; segment_video drops those a forward step never reads again, so the state
+    stays bounded on long clips while the id maps are exactly those of a run that keeps everything."""
+    from ovseg.world_video import ClipConfig, render_clip
+
+    clip = render_clip(5, ClipConfig(n_frames=30, n_entering=(0, 0), n_objects=(2, 2)))
+    gt = np.stack([clip.instance_maps == k for k in (1, 2)], axis=1)  # (T, 2, H, W)
+    window = max(tracking_predictor.num_maskmem, tracking_predictor.max_obj_ptrs_in_encoder) + 1
+    sizes = []
+    real_propagate = tracking_predictor.propagate_in_video
+
+    def spy(state, *args, **kwargs):  # the state's stored frames per object, before each step
+        sizes.append(max((len(o["non_cond_frame_outputs"]), len(o["cond_frame_outputs"]))
+                         for o in state["output_dict_per_obj"].values()))
+        yield from real_propagate(state, *args, **kwargs)
+
+    monkeypatch.setattr(tracking_predictor, "propagate_in_video", spy)
+    cap = tracking_predictor.max_cond_frames_in_attn
+
+    def run():
+        return V.segment_video(_StubPipe(clip.frames, gt, duplicate=False), clip.frames, "x", keyframe_every=2,
+                               max_cond_frames=3, predictor=tracking_predictor, keep_frames=False)
+
+    bounded = run()
+    assert tracking_predictor.max_cond_frames_in_attn == cap  # the predictor's own setting is restored
+    assert bounded.counts["outputs_dropped"] > 0 and max(s[0] for s in sizes) <= window
+    assert max(s[1] for s in sizes) <= 3 + window // 2  # the 3 most recent prompts + those inside the window
+    sizes.clear()
+    monkeypatch.setattr(V, "_forget_frames", lambda *a: 0)  # keep everything
+    kept = run()
+    assert max(s[0] for s in sizes) >= 20  # without forgetting, the state holds (nearly) every frame
+    assert np.array_equal(bounded.id_maps, kept.id_maps) and bounded.scores == kept.scores
