@@ -36,6 +36,7 @@ import contextlib
 import math
 import os
 import re
+import tempfile
 import threading
 import time
 import warnings
@@ -55,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 __all__ = ["DEFAULT_MAX_FRAMES", "IMAGE_SUFFIXES", "VideoInfo", "read_video", "write_video", "write_id_masks",
            "read_id_masks", "overlay_frames", "build_sam2_video_predictor_from", "video_predictor_for",
            "init_video_state", "propagate_masks", "VideoTrackConfig", "VideoObject", "VideoSegmentationResult",
-           "segment_video"]
+           "segment_video", "clip_array", "FRAME_MEMORY_MB"]
 
 #: Longest clip read or segmented by default, frames (about 80 s at 25 fps); ``max_frames=`` lifts it.
 DEFAULT_MAX_FRAMES = 2000
@@ -71,6 +72,98 @@ DEFAULT_FPS = 24.0
 _MASK_FILE = re.compile(r"\d{5}\.png")
 #: Most object ids a result can hold (palette PNG indices 1..255).
 _MAX_IDS = 255
+
+
+#: Clip-sized arrays (decoded frames, id maps, edit masks) of more than this many MiB are kept in an unlinked
+#: temporary file in ``$TMPDIR``, memory-mapped, rather than in RAM: a long clip then costs disk, and its pages are
+#: in RAM only while the OS caches them. ``memory_mb=`` (read_video, segment_video, edit_video) sets it per call.
+FRAME_MEMORY_MB = 1024.0
+
+
+def _check_memory_mb(memory_mb: Any) -> float:
+    if memory_mb is None:
+        return FRAME_MEMORY_MB
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, (int, float, np.integer, np.floating)) \
+            or not float(memory_mb) >= 0:
+        raise InputError("memory_mb must be a number of MiB >= 0", repr(memory_mb),
+                         f"pass e.g. memory_mb={FRAME_MEMORY_MB:g} (0: always a temporary file)")
+    return float(memory_mb)
+
+
+def _temporary_file() -> Any:
+    try:
+        return tempfile.TemporaryFile(prefix="ovseg-clip-")  # unlinked at once: gone when the last map closes
+    except OSError as err:
+        raise InputError("a long clip is kept in a temporary file, and the temporary folder must be writable",
+                         f"{tempfile.gettempdir()}: {err.strerror}",
+                         "set TMPDIR to a writable folder with room for the clip, or raise memory_mb") from None
+
+
+def _no_room(err: OSError, what: str) -> InputError:
+    return InputError("a long clip is kept in a temporary file, and the temporary folder must have room for it",
+                      f"{what} in {tempfile.gettempdir()}: {err.strerror}",
+                      "free space there, set TMPDIR to a folder with room, or cut the clip (max_frames)")
+
+
+def clip_array(shape: Sequence[int], dtype: Any = np.uint8, memory_mb: float | None = None) -> np.ndarray:
+    """A zero-filled array of ``shape`` for one value per frame (id maps, masks, frames): in RAM when it takes at
+    most ``memory_mb`` MiB (default :data:`FRAME_MEMORY_MB`), else a writable memory map of an unlinked temporary
+    file (an ``np.memmap``: indexing and slicing as usual)."""
+    limit = _check_memory_mb(memory_mb)
+    shape = tuple(int(d) for d in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if nbytes <= limit * 2 ** 20:
+        return np.zeros(shape, dtype)
+    fh = _temporary_file()
+    try:
+        fh.truncate(nbytes)  # a sparse file of zeros
+        return np.memmap(fh, dtype=dtype, mode="r+", shape=shape)
+    except OSError as err:
+        raise _no_room(err, f"{nbytes / 2 ** 20:.0f} MiB") from None
+    finally:
+        fh.close()  # the map keeps the data
+
+
+class _FrameCollector:
+    """Frames appended one at a time (each (H, W, 3) uint8, one size): in a list while they take at most ``limit``
+    bytes, then all of them in an unlinked temporary file; :meth:`finish` gives (T, H, W, 3) uint8, a read-only
+    ``np.memmap`` in the second case, so memory stays bounded however long the clip."""
+
+    def __init__(self, memory_mb: float | None):
+        self.limit = _check_memory_mb(memory_mb) * 2 ** 20
+        self.frames: list[np.ndarray] = []
+        self.fh: Any = None
+        self.n = 0
+        self.shape: tuple[int, ...] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def append(self, arr: np.ndarray) -> None:
+        self.shape = self.shape or arr.shape
+        try:
+            if self.fh is None and (self.n + 1) * arr.nbytes > self.limit:
+                self.fh = _temporary_file()
+                for f in self.frames:
+                    self.fh.write(np.ascontiguousarray(f).tobytes())
+                self.frames = []
+            if self.fh is not None:
+                self.fh.write(np.ascontiguousarray(arr).tobytes())
+            else:
+                self.frames.append(arr)
+        except OSError as err:
+            raise _no_room(err, f"frame {self.n}") from None
+        self.n += 1
+
+    def finish(self) -> np.ndarray:
+        if self.fh is None:
+            return np.stack(self.frames)
+        try:
+            self.fh.flush()
+            return np.memmap(self.fh, dtype=np.uint8, mode="r", shape=(self.n, *self.shape))
+        finally:
+            self.fh.close()
+            self.fh = None
 
 
 # ---- reading ------------------------------------------------------------------------------------------
@@ -123,7 +216,7 @@ def _frames_folder(root: Path, video: str) -> Path:
 
 
 def read_video(source: str | os.PathLike, max_frames: int = DEFAULT_MAX_FRAMES,
-               video: str | None = None) -> tuple[np.ndarray, VideoInfo]:
+               video: str | None = None, memory_mb: float | None = None) -> tuple[np.ndarray, VideoInfo]:
     """Decode a video file or read a folder of frames.
 
     Args:
@@ -135,11 +228,14 @@ def read_video(source: str | os.PathLike, max_frames: int = DEFAULT_MAX_FRAMES,
             folder of ``<source>/<video>/frames`` (ovseg mini-world clips), ``<source>/JPEGImages/480p/<video>``
             (DAVIS), ``<source>/JPEGImages/Full-Resolution/<video>``, ``<source>/JPEGImages/<video>``,
             ``<source>/<video>``.
+        memory_mb: frames taking more MiB than this are decoded into a temporary file and returned memory-mapped
+            (read-only); default :data:`FRAME_MEMORY_MB`.
 
     Returns:
-        ``(frames, info)``: frames (T, H, W, 3) uint8 RGB, values in [0, 255], T >= 1; :class:`VideoInfo` (fps of a
-        file, None for a folder). Frames of a folder are loaded as :func:`ovseg.io.load_image` loads images (EXIF
-        orientation applied, RGBA over white, ...); frames of a file as decoded (a rotation tag is not applied).
+        ``(frames, info)``: frames (T, H, W, 3) uint8 RGB, values in [0, 255], T >= 1 (an ``np.memmap`` above
+        ``memory_mb``); :class:`VideoInfo` (fps of a file, None for a folder). Frames of a folder are loaded as
+        :func:`ovseg.io.load_image` loads images (EXIF orientation applied, RGBA over white, ...); frames of a file
+        as decoded (a rotation tag is not applied).
 
     Raises:
         InputError: a missing source, a file FFmpeg cannot read (corrupt, truncated, not a video), no video stream,
@@ -147,6 +243,7 @@ def read_video(source: str | os.PathLike, max_frames: int = DEFAULT_MAX_FRAMES,
             ``max_frames`` frames, a folder without image files, an unknown clip name.
     """
     max_frames = _check_max_frames(max_frames)
+    memory_mb = _check_memory_mb(memory_mb)
     if not isinstance(source, (str, os.PathLike)):
         raise InputError("a video source must be a file or folder path", type(source).__name__,
                          "pass e.g. 'clip.mp4' or 'DAVIS/JPEGImages/480p/bear'")
@@ -160,15 +257,15 @@ def read_video(source: str | os.PathLike, max_frames: int = DEFAULT_MAX_FRAMES,
         raise InputError("a video file or frame folder must exist", str(path),
                          "check the path (relative paths start at the current directory)")
     if path.is_dir():
-        return _read_folder(path, max_frames)
+        return _read_folder(path, max_frames, memory_mb)
     if not path.is_file():
         raise InputError("a video path must be a regular file or a folder", str(path), "pass a video file or a frame folder")
     if path.stat().st_size == 0:
         raise InputError("a video file must not be empty", f"{path} (0 bytes)", "re-export or re-download it")
-    return _read_file(path, max_frames)
+    return _read_file(path, max_frames, memory_mb)
 
 
-def _read_folder(folder: Path, max_frames: int) -> tuple[np.ndarray, VideoInfo]:
+def _read_folder(folder: Path, max_frames: int, memory_mb: float) -> tuple[np.ndarray, VideoInfo]:
     from .io import load_image
 
     # 1. the image files, in natural order
@@ -184,16 +281,16 @@ def _read_folder(folder: Path, max_frames: int) -> tuple[np.ndarray, VideoInfo]:
     if len(files) > max_frames:  # before decoding anything
         raise _too_long(str(folder), len(files), max_frames)
     # 2. decode, every frame the size of the first
-    frames = []
+    frames = _FrameCollector(memory_mb)
     for p in files:
         arr = load_image(p)  # (H, W, 3) uint8 RGB; InputError for a corrupt or unreadable file
-        if frames and arr.shape != frames[0].shape:
-            h0, w0 = frames[0].shape[:2]
+        if frames.shape is not None and arr.shape != frames.shape:
+            h0, w0 = frames.shape[:2]
             raise InputError("all frames of a video must have the same size",
                              f"{p.name} is {arr.shape[1]}x{arr.shape[0]} px, but {files[0].name} is {w0}x{h0} px "
                              f"(in {folder})", "resize the frames to one size, or remove the odd one")
         frames.append(arr)
-    return np.stack(frames), VideoInfo(str(folder), "folder", None, [p.name for p in files])
+    return frames.finish(), VideoInfo(str(folder), "folder", None, [p.name for p in files])
 
 
 def _ffmpeg_reason(err: BaseException) -> str:
@@ -201,7 +298,7 @@ def _ffmpeg_reason(err: BaseException) -> str:
     return text[:300]
 
 
-def _read_file(path: Path, max_frames: int) -> tuple[np.ndarray, VideoInfo]:
+def _read_file(path: Path, max_frames: int, memory_mb: float) -> tuple[np.ndarray, VideoInfo]:
     import av  # PyAV: FFmpeg bindings (heavy, optional for the image pipeline)
 
     fix = "check the file; re-encode it, e.g. ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4"
@@ -225,14 +322,14 @@ def _read_file(path: Path, max_frames: int) -> tuple[np.ndarray, VideoInfo]:
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else None
         # 2. decode to RGB
-        frames: list[np.ndarray] = []
+        frames = _FrameCollector(memory_mb)
         try:
             for frame in container.decode(stream):
                 if len(frames) >= max_frames:
                     raise _too_long(str(path), f"more than {max_frames}", max_frames)
                 arr = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
-                if frames and arr.shape != frames[0].shape:
-                    h0, w0 = frames[0].shape[:2]
+                if frames.shape is not None and arr.shape != frames.shape:
+                    h0, w0 = frames.shape[:2]
                     raise InputError("all frames of a video must have the same size",
                                      f"frame {len(frames)} of {path} is {arr.shape[1]}x{arr.shape[0]} px, but frame 0 "
                                      f"is {w0}x{h0} px", "re-encode it at one size, e.g. ffmpeg -i IN -vf scale=W:H OUT.mp4")
@@ -242,11 +339,11 @@ def _read_file(path: Path, max_frames: int) -> tuple[np.ndarray, VideoInfo]:
                 raise
             raise InputError("a video file must decode completely", f"{path} (after {len(frames)} frames): "
                              f"{_ffmpeg_reason(err)}", fix) from None
-    if not frames:
+    if not len(frames):
         raise InputError("a video must have at least one frame", f"{path}: 0 frames decoded", fix)
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         fps = None
-    return np.stack(frames), VideoInfo(str(path), "file", fps)
+    return frames.finish(), VideoInfo(str(path), "file", fps)
 
 
 # ---- writing ------------------------------------------------------------------------------------------
@@ -1049,7 +1146,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
                   refresh: bool = True, contain_threshold: float = 0.5, reidentify: bool = False,
                   max_cond_frames: int = 16,
-                  max_frames: int = DEFAULT_MAX_FRAMES,
+                  max_frames: int = DEFAULT_MAX_FRAMES, memory_mb: float | None = None,
                   predictor: Any = None,
                   progress: bool = False, keep_frames: bool = True) -> VideoSegmentationResult:
     """Segment and track every object matching ``text_prompt`` through a video.
@@ -1080,6 +1177,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
         keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area, offload_video_to_cpu,
             offload_state_to_cpu, refresh, contain_threshold, reidentify, max_cond_frames: :class:`VideoTrackConfig`.
         max_frames: the clip-length limit of :func:`read_video` (also applied to arrays).
+        memory_mb: a clip read from a path, and the id maps, above this many MiB are kept in a temporary file
+            (:func:`clip_array`; default :data:`FRAME_MEMORY_MB`).
         predictor: a ``SAM2VideoPredictor`` (or an object with its ``init_state`` / ``add_new_mask`` /
             ``propagate_in_video`` / ``remove_object`` / ``reset_state``); default :func:`video_predictor_for`
             ``(pipe)``, built only once a keyframe found an object.
@@ -1109,9 +1208,10 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                            offload_video_to_cpu, offload_state_to_cpu, refresh, contain_threshold,
                            reidentify, max_cond_frames).validate()
     max_frames = _check_max_frames(max_frames)
+    memory_mb = _check_memory_mb(memory_mb)
     source, fps = None, None
     if isinstance(frames, (str, os.PathLike)):
-        frames, info = read_video(frames, max_frames=max_frames)
+        frames, info = read_video(frames, max_frames=max_frames, memory_mb=memory_mb)
         source, fps = info.source, info.fps
     frames = _check_video_array(frames)
     n, h, w = frames.shape[:3]
@@ -1122,7 +1222,7 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                          "use a larger video or upscale it first")
 
     # 2. the per-frame loop
-    id_maps = np.zeros((n, h, w), np.uint8)  # (T, H, W)
+    id_maps = clip_array((n, h, w), np.uint8, memory_mb)  # (T, H, W); a temporary file's map when large
     scores: list[dict[int, float]] = [{} for _ in range(n)]
     text_scores: list[dict[int, float]] = [{} for _ in range(n)]
     keyframes: list[int] = []

@@ -280,8 +280,12 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
         raise InputError("there must be one mask per frame, at the frames' size",
                          f"masks {masks.shape}, frames ({n_frames}, {shape[0]}, {shape[1]})",
                          "pass the masks computed on these frames")
+    from .video import clip_array
+
     if masks.dtype == np.bool_:
-        ids_map = masks.astype(np.uint8)
+        ids_map = clip_array(masks.shape, np.uint8)  # frame by frame: a long clip's copy stays out of RAM
+        for t in range(masks.shape[0]):
+            ids_map[t] = masks[t]
     elif np.issubdtype(masks.dtype, np.integer):
         if masks.size and (int(masks.min()) < 0 or int(masks.max()) > 255):
             raise InputError("object ids must be in [0, 255]", f"ids from {int(masks.min())} to {int(masks.max())}",
@@ -290,7 +294,10 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
     else:
         raise InputError("masks must hold bools or integer ids", f"dtype {masks.dtype}",
                          "convert them, e.g. masks > 0 or masks.astype(np.uint8)")
-    present = [int(k) for k in np.unique(ids_map) if k != 0]
+    counts = np.zeros(256, np.int64)
+    for frame in ids_map:  # per frame: np.unique would sort a copy of the whole clip
+        counts += np.bincount(frame.ravel(), minlength=256)
+    present = [int(k) for k in np.flatnonzero(counts) if k != 0]
     if isinstance(objects, str):
         if objects == "all" or not present:
             chosen = present
@@ -303,7 +310,11 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
             raise InputError("objects must name ids present in the masks", f"{missing} (present: {present})",
                              "pick ids from the masks (result.json's objects), or objects='all'")
     if chosen != present:
-        ids_map = np.where(np.isin(ids_map, chosen), ids_map, 0).astype(np.uint8)
+        keep = np.isin(np.arange(256), chosen)  # id -> kept
+        out = clip_array(ids_map.shape, np.uint8)
+        for t in range(ids_map.shape[0]):
+            out[t] = np.where(keep[ids_map[t]], ids_map[t], 0)
+        ids_map = out
     return ids_map, chosen
 
 
@@ -488,7 +499,7 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
                ring: int = 4, static_threshold: float = 3.0, window: int = 24, max_frames: int | None = None,
                predictor: Any = None,
                progress: bool = False, keep_frames: bool = True, out_dir: str | os.PathLike | None = None,
-               fps: float | None = None) -> VideoEditResult:
+               fps: float | None = None, memory_mb: float | None = None) -> VideoEditResult:
     """Remove, replace or restyle the object ``text_prompt`` names in every frame of a clip.
 
     Args:
@@ -511,6 +522,8 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
         out_dir: stream the edited frames into ``out_dir/edited.mp4`` as they are made, then write ``masks/`` and
             ``result.json`` (:meth:`VideoEditResult.save`'s folder); with it the result keeps no frames.
         fps: frame rate of ``edited.mp4`` (default the source's, else 24).
+        memory_mb: clip-sized arrays (a clip read from a path, id maps, edit masks, kept frames) above this many MiB
+            are kept in temporary files (:func:`ovseg.video.clip_array`; default :data:`ovseg.video.FRAME_MEMORY_MB`).
 
     Returns:
         :class:`VideoEditResult`: every pixel whose ``edit_masks`` value is 0 equals the input exactly.
@@ -550,7 +563,7 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
     # 2. the clip
     source, src_fps = None, None
     if isinstance(frames, (str, os.PathLike)):
-        frames, info = read_video(frames, max_frames=max_frames)
+        frames, info = read_video(frames, max_frames=max_frames, memory_mb=memory_mb)
         source, src_fps = info.source, info.fps
     frames = _check_video_array(frames)
     n, h, w = frames.shape[:3]
@@ -565,7 +578,7 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NoMatchWarning)  # said by NoObjectError below
             track = segment_video(pipe, frames, prompt, cfg.keyframe_every, top_k=cfg.top_k, max_frames=max_frames,
-                                  predictor=predictor, progress=progress, keep_frames=False)
+                                  predictor=predictor, progress=progress, keep_frames=False, memory_mb=memory_mb)
         if track.empty:
             raise _no_object(prompt, f"matched no object in any of the {len(track.keyframes)} keyframe(s) of {n} "
                                       f"frames ({track.counts.get('detections', 0)} detection(s))")
@@ -578,11 +591,11 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
     inpainter = pipe.inpainter
     frame_seed = inpainter.config.seed if cfg.seed is None else cfg.seed
     records: list[dict[str, Any]] = []
-    from .video import _bar
+    from .video import _bar, clip_array
 
     bar = _bar(n, progress, f"ovseg {cfg.operation}")
-    edit_masks = np.zeros((n, h, w), np.uint8)
-    kept = np.empty_like(frames) if keep_frames and out_dir is None else None
+    edit_masks = clip_array((n, h, w), np.uint8, memory_mb)  # (T, H, W); a temporary file's map when large
+    kept = clip_array(frames.shape, np.uint8, memory_mb) if keep_frames and out_dir is None else None
     t_edit = [0.0]
 
     def produce() -> Iterator[np.ndarray]:

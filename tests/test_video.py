@@ -85,6 +85,36 @@ def test_png_folder_round_trip_is_exact_in_natural_order(tmp_path):
     assert info.kind == "folder" and info.fps is None and info.frame_names == ["1.png", "2.png", "10.png"]
 
 
+def test_a_clip_over_the_memory_budget_is_read_into_a_temporary_file_with_the_same_frames(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    frames = _smooth_frames(5)  # (5, H, W, 3)
+    for i, f in enumerate(frames):
+        _save_png(tmp_path / "clip" / f"{i:05d}.png", f)
+    V.write_video(tmp_path / "clip.mp4", frames, fps=5)
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    one_and_a_half = 1.5 * frames[0].nbytes / 2 ** 20  # MiB: two frames do not fit
+    for source in (tmp_path / "clip", tmp_path / "clip.mp4"):
+        in_ram, _ = V.read_video(source)
+        on_disk, _ = V.read_video(source, memory_mb=one_and_a_half)
+        assert not isinstance(in_ram, np.memmap) and isinstance(on_disk, np.memmap) and not on_disk.flags.writeable
+        assert np.array_equal(in_ram, on_disk)
+    assert np.array_equal(V.read_video(tmp_path / "clip", memory_mb=one_and_a_half)[0], frames)
+    assert os.listdir(spill) == []  # the temporary file is unlinked at once: nothing is left behind
+    ids = V.clip_array((4, 8, 8), np.uint8, memory_mb=0)
+    assert isinstance(ids, np.memmap) and not ids.any()
+    ids[2, 3, 3] = 7
+    assert ids[2, 3, 3] == 7 and type(V.clip_array((4, 8, 8))) is np.ndarray
+    with pytest.raises(InputError, match="memory_mb must be a number of MiB >= 0"):
+        V.read_video(tmp_path / "clip", memory_mb=-1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="temporary folder must be writable"):
+        V.read_video(tmp_path / "clip", memory_mb=0)
+
+
 def test_dataset_root_with_video_name(tmp_path):
     from ovseg.world_video import ClipConfig, clip_name, write_clips
 
@@ -374,6 +404,10 @@ def test_segment_video_ids_entering_and_timeout(tmp_path):
     assert doc["text_prompt"] == "square" and doc["settings"]["keyframe_every"] == 3
     assert [o["id"] for o in doc["objects"]] == [1, 2, 3] and doc["frames"][4]["ids"] == [1]
     assert doc["files"][-1] == "result.json" and len(doc["files"]) == 14
+    # over the memory budget, the id maps are a temporary file's map, with the same values
+    spilled = V.segment_video(_StubPipe(frames, gt), frames, "square", keyframe_every=3, lost_timeout=2,
+                              predictor=_OracleTracker(gt), memory_mb=0)
+    assert isinstance(spilled.id_maps, np.memmap) and np.array_equal(spilled.id_maps, r.id_maps)
 
 
 def test_segment_video_iou_threshold_and_max_objects():
