@@ -486,6 +486,47 @@ def test_segment_video_parts_of_a_tracked_object_get_no_new_id():
         V.segment_video(_PartPipe(frames, gt), frames, "square", contain_threshold=0)
 
 
+class _StillTracker(_OracleTracker):
+    """Tracks each id by the last mask it was given (a still scene)."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def _logits(self, state, t):
+        import torch
+
+        ids = list(state["objects"])
+        masks = np.stack([state["objects"][k] for k in ids]) if ids else np.zeros((0, 40, 40), bool)
+        return ids, (torch.tensor(masks, dtype=torch.float32) * 20 - 10)[:, None]
+
+    def add_new_mask(self, state, frame_idx, obj_id, mask):
+        state["objects"][obj_id] = mask.numpy().copy()
+        return (frame_idx, *self._logits(state, frame_idx))
+
+
+def test_segment_video_merges_an_object_tracked_in_two_parts_when_asked():
+    frames = np.zeros((8, 40, 40, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None]  # each frame unique
+    whole = np.zeros((40, 40), bool)
+    whole[10:30, 10:30] = True
+    left, right = whole.copy(), whole.copy()
+    left[:, 20:], right[:, :20] = False, False
+
+    class Pipe:  # frame 0: the object in two halves (SAM 2 split it); frame 4: whole
+        def segment(self, frame, prompt, top_k=5):
+            found = [whole] if frame[0, 0, 0] == 4 else [left, right]
+            return SimpleNamespace(segmentation_masks=[SimpleNamespace(mask=m, final_score=0.5) for m in found])
+
+    merged = V.segment_video(Pipe(), frames, "square", keyframe_every=4, merge_parts=True, predictor=_StillTracker())
+    assert merged.counts["merged"] == 1 and merged.first_frames == {1: 0, 2: 0}
+    assert merged.objects[1].dropped_frame == 4 and merged.objects[0].dropped_frame is None
+    assert set(np.unique(merged.id_maps[:4])) == {0, 1, 2} and np.all(merged.id_maps[4:][:, whole] == 1)
+    kept = V.segment_video(Pipe(), frames, "square", keyframe_every=4, predictor=_StillTracker())
+    assert kept.counts["merged"] == 0 and kept.objects[1].dropped_frame is None  # default: both parts stay
+    with pytest.raises(InputError, match="merge_parts must be True or False"):
+        V.segment_video(Pipe(), frames, "square", merge_parts=1)
+
+
 def test_segment_video_no_match_writes_nothing(tmp_path):
     frames, gt = _scene()
     tracker = _OracleTracker(gt)
