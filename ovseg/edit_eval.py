@@ -285,8 +285,12 @@ class _EditStore:
         img_path = self.folder / "edited" / f"{self._name(case)}.png"
         if not row_path.is_file() or not img_path.is_file():
             return None
-        row = json.loads(row_path.read_text(encoding="utf-8"))
-        if row.pop("key", None) != self.key(case):
+        try:
+            row = json.loads(row_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:
+            raise InputError("a work folder's row files must be the JSON ovseg wrote", f"{row_path}: {err}",
+                             "delete that file (its edit is re-run), or use a new --out folder") from None
+        if not isinstance(row, dict) or row.pop("key", None) != self.key(case):
             raise InputError("a work folder must hold edits of the same models, settings and sampling seed to resume",
                              str(row_path), "use a new --out folder, or delete that one to start over")
         row["psnr_outside_db"] = float(row["psnr_outside_db"])  # "inf" -> inf

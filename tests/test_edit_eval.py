@@ -342,6 +342,13 @@ def test_an_interrupted_edit_evaluation_resumes_from_its_work_folder_with_the_sa
     calls.clear()
     smaller = evaluate_edits(pipe, cases[:3], realism=False, log=False, work_dir=tmp_path / "work")
     assert timeless(smaller)["edits"] == timeless(whole)["edits"][:3] and calls == []  # every edit reused
+    # a damaged row file is named, not a JSON traceback
+    row = next((tmp_path / "work" / "rows").glob("*.json"))
+    good = row.read_text()
+    row.write_text(good[:10])
+    with pytest.raises(InputError, match="row files must be the JSON ovseg wrote"):
+        evaluate_edits(pipe, cases, realism=False, log=False, work_dir=tmp_path / "work")
+    row.write_text(good)
     # another sampling seed decides other edits: its run must not mix in these rows
     with pytest.raises(InputError, match="same models, settings and sampling seed"):
         evaluate_edits(pipe, cases, seed=1, realism=False, log=False, work_dir=tmp_path / "work")
