@@ -257,9 +257,8 @@ class _EditStore:
                               "wait for that run to end, or pass another --out",
                               "the work folder's lock file must not be a symbolic link", "remove the link")
         config = pipe.config
-        stages = ("sam2", "clip") if config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
-        base = json.dumps({"pipeline": config.to_dict(), "models": models_identity(config, stages), "seed": seed},
-                          sort_keys=True)
+        base = json.dumps({"pipeline": config.to_dict(), "models": models_identity(config, _edit_stages(config)),
+                           "seed": seed}, sort_keys=True)
         self._base = hashlib.sha256(base.encode()).hexdigest()
 
     def close(self) -> None:
@@ -426,10 +425,15 @@ def result_identity(config: Any, cases: Sequence[EditCase]) -> dict[str, Any]:
 
     from .evaluate import models_identity
 
-    stages = ("sam2", "clip") if config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
     text = json.dumps({"pipeline": config.to_dict(), "seeds": [c.seed for c in cases],
                        "operations": [c.operation for c in cases]}, sort_keys=True)
-    return {"models": models_identity(config, stages), "protocol": hashlib.sha256(text.encode()).hexdigest()[:12]}
+    return {"models": models_identity(config, _edit_stages(config)),
+            "protocol": hashlib.sha256(text.encode()).hexdigest()[:12]}
+
+
+def _edit_stages(config: Any) -> tuple[str, ...]:
+    """The pipeline stages whose models decide an edit evaluation's numbers (classical removal runs no model)."""
+    return ("sam2", "clip") if config.inpainting.method == "classical" else ("sam2", "clip", "inpainting")
 
 
 def _log_test(summary: dict[str, Any]) -> None:

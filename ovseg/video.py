@@ -1278,8 +1278,9 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                         area = int(dm.sum())
                         # parts: two or more tracked objects lying mostly inside this one detection are one object
                         parts = sorted({k for k, m in zip(owners, accepted) if k is not None and k in active
-                                        and m.any() and np.logical_and(m, dm).sum() >= cfg.contain_threshold * m.sum()})
-                        if cfg.merge_parts and len(parts) >= 2:
+                                        and m.any() and np.logical_and(m, dm).sum() >= cfg.contain_threshold * m.sum()}
+                                       ) if cfg.merge_parts else []
+                        if len(parts) >= 2:
                             keep, merged = parts[0], parts[1:]  # the oldest id stays
                             t0 = time.perf_counter()
                             for k in merged:

@@ -251,7 +251,8 @@ def _write_folder(out_dir: str | os.PathLike, result: VideoEditResult, frames: I
 # ---- masks ----------------------------------------------------------------------------------------------------
 
 def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: str | Sequence[int] = "all",
-                   scores: dict[int, float] | None = None) -> tuple[np.ndarray, list[int]]:
+                   scores: dict[int, float] | None = None,
+                   memory_mb: float | None = None) -> tuple[np.ndarray, list[int]]:
     """The id maps of the objects to edit.
 
     Args:
@@ -260,6 +261,7 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
         n_frames, shape: the clip's T and (H, W).
         objects: "all", "best" (the id of highest ``scores``; the lowest id without scores) or a list of ids.
         scores: {id: detection score} for "best".
+        memory_mb: a new id map above this many MiB is a temporary file's map (:func:`ovseg.video.clip_array`).
 
     Returns:
         ``(id_maps, ids)``: (T, H, W) uint8 with only the chosen ids kept (others 0), and the chosen ids present.
@@ -283,7 +285,7 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
     from .video import clip_array
 
     if masks.dtype == np.bool_:
-        ids_map = clip_array(masks.shape, np.uint8)  # frame by frame: a long clip's copy stays out of RAM
+        ids_map = clip_array(masks.shape, np.uint8, memory_mb)  # frame by frame: a long clip's copy stays out of RAM
         for t in range(masks.shape[0]):
             ids_map[t] = masks[t]
     elif np.issubdtype(masks.dtype, np.integer):
@@ -311,7 +313,7 @@ def select_regions(masks: Any, n_frames: int, shape: tuple[int, int], objects: s
                              "pick ids from the masks (result.json's objects), or objects='all'")
     if chosen != present:
         keep = np.isin(np.arange(256), chosen)  # id -> kept
-        out = clip_array(ids_map.shape, np.uint8)
+        out = clip_array(ids_map.shape, np.uint8, memory_mb)
         for t in range(ids_map.shape[0]):
             out[t] = np.where(keep[ids_map[t]], ids_map[t], 0)
         ids_map = out
@@ -584,7 +586,7 @@ def edit_video(pipe: Any, frames: Any, text_prompt: str, operation: str = "remov
                                       f"frames ({track.counts.get('detections', 0)} detection(s))")
         tracking, masks = track, track
     t_track = time.perf_counter() - t0
-    id_maps, ids = select_regions(masks, n, (h, w), cfg.objects)
+    id_maps, ids = select_regions(masks, n, (h, w), cfg.objects, memory_mb=memory_mb)
     if not ids or not id_maps.any():
         raise _no_object(prompt, f"has an empty mask in all {n} frames")
     # 4. the inpainter (loads the model), then the frames

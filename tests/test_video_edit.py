@@ -166,6 +166,8 @@ def test_replace_edits_each_object_and_objects_selection(inpainter):
     assert np.array_equal(one.frames[:, 12:24, 8:20], frames[:, 12:24, 8:20])  # object 1 is not touched
     sel, chosen = select_regions(ids, T, (H, W), "best", scores={1: 0.2, 2: 0.9})
     assert chosen == [2] and set(np.unique(sel)) == {0, 2}
+    on_disk, again = select_regions(ids, T, (H, W), "best", scores={1: 0.2, 2: 0.9}, memory_mb=0)
+    assert again == [2] and isinstance(on_disk, np.memmap) and np.array_equal(on_disk, sel)  # same ids, in a file
 
 
 def test_tracking_save_and_no_match(inpainter, tmp_path):
