@@ -988,9 +988,9 @@ class VideoTrackConfig:
     contain_threshold: float = 0.5
     # A detection matching no visible object but overlapping (IoU >= iou_threshold) the last mask of a tracked object
     # that is empty on this frame (occluded, lost by the tracker) is that object reappearing: it gets its id back and
-    # is given to the predictor as its mask; False: it starts a new object. Off by default: on the 12 dev clips it
-    # changed neither the id switches (0.83 per clip either way) nor J&F beyond noise (0.824 vs 0.831).
-    reidentify: bool = False
+    # is given to the predictor as its mask; False: it starts a new object. Alone (recover_drift off) it changed
+    # neither the id switches nor J&F beyond noise on the first 12 dev clips; on with recover_drift (see there).
+    reidentify: bool = True
     # Prompted (conditioning) frames of an object that each frame attends to: the most recent ones (sam2's
     # max_cond_frames_in_attn, which otherwise attends to all); older ones are dropped from the state, so that memory
     # and time per frame stay bounded on long clips however often refresh prompts. A 32-frame clip at
@@ -1002,6 +1002,38 @@ class VideoTrackConfig:
     # against 21 without it (5.7 [1.3, 11.7] vs 7.0 [1.0, 16.0] per 10 clips; per clip -5 to +5: noise; it added 5
     # in a clip that had none) and J&F 0.816 vs 0.819.
     merge_parts: bool = False
+    # A detection starts a new object only if its text score (final_score) is at least this fraction of the best
+    # detection's on that keyframe; weaker ones (typically another class the prompt resembles) are ignored. In [0, 1];
+    # 0: every detection passing the pipeline's alignment.similarity_threshold may start one. 0.7 was chosen on the
+    # first 30 dev clips with group_detections and recover_drift (id switches: 0.6 -> 4, 0.7 and 0.8 -> 1, J&F 0.820
+    # for all three; the lowest ratio of the fewest switches): on those clips the detections of the prompt's class
+    # kept 98% of their scores at >= 0.7 x the keyframe's best, those of other classes 31%.
+    new_object_ratio: float = 0.7
+    # A keyframe's detections matched to one object form its region on that keyframe: a further detection overlapping
+    # any of them (iou_threshold, contain_threshold) is that object too, not a new one (SAM 2's overlapping parts of
+    # one object, e.g. a ring's arcs); the object is prompted with its best-scoring match, or with a matched detection
+    # at least twice as large that holds >= 90% of it (the whole of which the best match is a part). False: each
+    # detection is compared with the tracks and the new objects only, the first match corrects the track. On: it
+    # removed the 11 id switches of a ring tracked as two arcs on the first 30 dev clips (J&F 0.819 either way).
+    group_detections: bool = True
+    # With reidentify: a tracked object that no detection supports on a keyframe (its track empty, or drifted onto
+    # something else) is "lost" too, and is compared through its last *detected* mask (its last keyframe detection)
+    # rather than its last tracked one; False: only empty tracks, through their last tracked mask. With reidentify,
+    # it removed 2 of the 21 id switches on the first 30 dev clips (a track that drifted onto a neighbour, and one
+    # lost on frame 1, each found again under a new id).
+    recover_drift: bool = True
+    # With group_detections and refresh: the matched detection that corrects a track is the one of highest
+    # final_score + refresh_fit x IoU(detection, track), so that a detection spanning the object and a neighbour does
+    # not replace a close fit that scores a little lower; 0: the best text score alone. >= 0. Chosen on the first 60
+    # dev clips (with the settings above): 0 -> 14 id switches, 0.1 -> 14, 0.25 -> 10, 0.5 -> 9, 1.0 -> 9; J&F 0.823
+    # to 0.827 (noise); the fewest switches, then the higher J&F.
+    refresh_fit: float = 0.5
+    # A tracked object whose matched detection scores below new_object_ratio x the keyframe's best detection on this
+    # many of its matched keyframes in a row (keyframes without a match of it do not count) is dropped (remove_object;
+    # its id is not reused): another class the prompt resembles, tracked while the prompt's object was not in view.
+    # 0: never (on the first 60 dev clips, with refresh_fit 0.5: 1 -> 10 id switches, 2 -> 9, off -> 9; J&F 0.825,
+    # 0.827, 0.827).
+    prune_weak: int = 0
 
     def validate(self) -> "VideoTrackConfig":
         def integer(name: str, lo: int) -> None:
@@ -1016,11 +1048,19 @@ class VideoTrackConfig:
         integer("top_k", 1)
         integer("min_area", 0)
         integer("max_cond_frames", 1)
+        integer("prune_weak", 0)
         for name, eg in (("iou_threshold", 0.3), ("contain_threshold", 0.5)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
                 raise InputError(f"{name} must be a number in (0, 1]", repr(v), f"pass e.g. {name}={eg}")
-        for name in ("offload_video_to_cpu", "offload_state_to_cpu", "refresh", "reidentify", "merge_parts"):
+        v = self.new_object_ratio
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) <= 1:
+            raise InputError("new_object_ratio must be a number in [0, 1]", repr(v), "pass e.g. new_object_ratio=0.7")
+        v = self.refresh_fit
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) < 1e6:
+            raise InputError("refresh_fit must be a number >= 0", repr(v), "pass e.g. refresh_fit=0.25")
+        for name in ("offload_video_to_cpu", "offload_state_to_cpu", "refresh", "reidentify", "merge_parts",
+                     "group_detections", "recover_drift"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False", repr(getattr(self, name)), f"pass {name}=True")
         return self
@@ -1150,8 +1190,10 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                   iou_threshold: float = 0.1,
                   lost_timeout: int = 15, max_objects: int = 10, top_k: int = 5, min_area: int = 16,
                   offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                  refresh: bool = True, contain_threshold: float = 0.5, reidentify: bool = False,
-                  max_cond_frames: int = 16, merge_parts: bool = False,
+                  refresh: bool = True, contain_threshold: float = 0.5, reidentify: bool = True,
+                  max_cond_frames: int = 16, merge_parts: bool = False, new_object_ratio: float = 0.7,
+                  group_detections: bool = True, recover_drift: bool = True, refresh_fit: float = 0.5,
+                  prune_weak: int = 0,
                   max_frames: int = DEFAULT_MAX_FRAMES, memory_mb: float | None = None,
                   predictor: Any = None,
                   progress: bool = False, keep_frames: bool = True) -> VideoSegmentationResult:
@@ -1165,8 +1207,12 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
        (``add_new_mask``); a detection overlapping a tracked object records its text score for that object and, with
        ``refresh``, is given to the predictor as that object's mask on this frame (a correction). A detection lying
        mostly inside a known object (``contain_threshold`` of its area) is a part of it: no new id, no refresh. With
-       ``reidentify``, a detection overlapping the last mask of an object that is empty on this frame is that object
-       reappearing (its id, given to the predictor again).
+       ``group_detections``, every detection matched to an object joins its region on the keyframe (further parts
+       match it too) and the object is prompted with its best match or the whole that holds it. With
+       ``reidentify``, a detection overlapping the last mask of an object that is empty on this frame (with
+       ``recover_drift``: the last detection of any object no detection supports) is that object reappearing (its
+       id, given to the predictor again). A detection scoring below ``new_object_ratio`` x the keyframe's best starts
+       no object; with ``prune_weak``, a track matched only that weakly on that many keyframes in a row is dropped.
     3. Every frame, the predictor tracks all objects from its memory (``propagate_in_video`` over that frame). An
        object's mask is its positive logits; the id map gives each pixel to the object of the highest logit.
     4. An object whose mask stays empty for more than ``lost_timeout`` frames is removed from the predictor
@@ -1181,7 +1227,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
         frames: (T, H, W, 3) uint8 RGB, a list of (H, W, 3) uint8 frames, or a path for :func:`read_video`.
         text_prompt: what to segment, e.g. ``"red circle"``.
         keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area, offload_video_to_cpu,
-            offload_state_to_cpu, refresh, contain_threshold, reidentify, max_cond_frames, merge_parts:
+            offload_state_to_cpu, refresh, contain_threshold, reidentify, max_cond_frames, merge_parts,
+            new_object_ratio, group_detections, recover_drift, refresh_fit, prune_weak:
             :class:`VideoTrackConfig`.
         max_frames: the clip-length limit of :func:`read_video` (also applied to arrays).
         memory_mb: a clip read from a path, and the id maps, above this many MiB are kept in a temporary file
@@ -1213,7 +1260,8 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     prompt = check_prompts(text_prompt)[0]
     cfg = VideoTrackConfig(keyframe_every, iou_threshold, lost_timeout, max_objects, top_k, min_area,
                            offload_video_to_cpu, offload_state_to_cpu, refresh, contain_threshold,
-                           reidentify, max_cond_frames, merge_parts).validate()
+                           reidentify, max_cond_frames, merge_parts, new_object_ratio, group_detections,
+                           recover_drift, refresh_fit, prune_weak).validate()
     max_frames = _check_max_frames(max_frames)
     memory_mb = _check_memory_mb(memory_mb)
     source, fps = None, None
@@ -1237,8 +1285,11 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
     active: list[int] = []  # ids in the predictor
     missing: dict[int, int] = {}  # id -> consecutive empty frames
     counts = {"detections": 0, "new_objects": 0, "matched": 0, "refreshed": 0, "reidentified": 0, "too_small": 0,
-              "over_max_objects": 0, "outputs_dropped": 0, "merged": 0}
+              "over_max_objects": 0, "outputs_dropped": 0, "merged": 0, "weak": 0, "pruned": 0}
+    weak_run: dict[int, int] = {}  # id -> keyframes in a row its matched detection was weak (prune_weak)
     last_masks: dict[int, np.ndarray] = {}  # id -> (H, W) bool, its last non-empty mask
+    last_detected: dict[int, np.ndarray] = {}  # id -> (H, W) bool, its last keyframe detection (recover_drift)
+    grouped = cfg.group_detections
     state: dict[str, Any] | None = None
     provenance: Any = None
     next_id = 1
@@ -1265,6 +1316,11 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                     t_detect += time.perf_counter() - t0
                     accepted: list[np.ndarray] = [m > 0 for m in masks.values()]
                     owners: list[int | None] = list(masks)
+                    tracked = dict(zip(owners, accepted))  # id -> (H, W) bool, its track on frame t before any prompt
+                    top_score = max((float(d.final_score) for d in found), default=0.0)
+                    chosen: dict[int, np.ndarray] = {}  # grouped: id -> the detection it is prompted with
+                    to_prompt: set[int] = set()  # grouped: ids whose chosen detection is still to be given
+                    values: dict[int, float] = {}  # grouped: id -> how well its chosen detection fits (see refresh_fit)
                     for det in found:
                         dm = np.asarray(det.mask, dtype=bool)
                         if dm.shape != (h, w):
@@ -1302,11 +1358,35 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                         by_iou = best >= 0 and overlaps[best] >= cfg.iou_threshold
                         if best >= 0 and not by_iou:  # a part of a known object, or a new one
                             best = int(np.argmax(inside)) if max(inside) >= cfg.contain_threshold else -1
+                        if best >= 0 and grouped:
+                            owner = owners[best]
+                            if owner is not None:
+                                if owner not in text_scores[t]:
+                                    text_scores[t][owner] = float(det.final_score)
+                                    counts["matched"] += 1
+                                    last_detected[owner] = dm
+                                accepted.append(dm)  # the object's region on this keyframe grows by the detection
+                                owners.append(owner)
+                                base = chosen.get(owner)
+                                if cfg.refresh and by_iou and owner in active and owner in tracked:
+                                    # its best match corrects the track: text score + refresh_fit x IoU with the track
+                                    value = float(det.final_score) + cfg.refresh_fit * _iou(dm, tracked[owner])
+                                    if base is None or value > values[owner]:
+                                        chosen[owner], values[owner] = dm, value
+                                        to_prompt.add(owner)
+                                        continue
+                                # the whole of which the chosen detection is a part replaces it
+                                if base is not None and area >= 2 * base.sum() and \
+                                        np.logical_and(base, dm).sum() >= 0.9 * base.sum():
+                                    chosen[owner] = dm
+                                    to_prompt.add(owner)
+                            continue
                         if best >= 0:
                             owner = owners[best]
                             if owner is not None and owner not in text_scores[t]:
                                 text_scores[t][owner] = float(det.final_score)
                                 counts["matched"] += 1
+                                last_detected[owner] = dm
                                 if cfg.refresh and by_iou and owner in active:  # the best match corrects the track
                                     t0 = time.perf_counter()
                                     _, obj_ids, logits = predictor.add_new_mask(state, t, owner, torch.from_numpy(dm))
@@ -1315,9 +1395,14 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                                     counts["refreshed"] += 1
                             continue
                         # a tracked object that is empty on this frame, whose last mask this detection overlaps: it reappears
-                        lost = [k for k in active if k in last_masks and k not in text_scores[t]
-                                and not (k in masks and bool((masks[k] > 0).any()))] if cfg.reidentify else []
-                        back = [_iou(dm, last_masks[k]) for k in lost]
+                        if cfg.recover_drift:  # every unsupported object, through its last detection
+                            lost = [k for k in active if k in last_detected and k not in text_scores[t]] \
+                                if cfg.reidentify else []
+                            back = [_iou(dm, last_detected[k]) for k in lost]
+                        else:
+                            lost = [k for k in active if k in last_masks and k not in text_scores[t]
+                                    and not (k in masks and bool((masks[k] > 0).any()))] if cfg.reidentify else []
+                            back = [_iou(dm, last_masks[k]) for k in lost]
                         if back and max(back) >= cfg.iou_threshold:
                             k = lost[int(np.argmax(back))]
                             t0 = time.perf_counter()
@@ -1328,6 +1413,14 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                             counts["reidentified"] += 1
                             accepted.append(dm)
                             owners.append(k)
+                            last_detected[k] = dm
+                            chosen[k], values[k] = dm, float("inf")  # final for this keyframe
+                            to_prompt.discard(k)
+                            continue
+                        if float(det.final_score) < cfg.new_object_ratio * top_score:  # too weak to start an object
+                            counts["weak"] += 1
+                            accepted.append(dm)
+                            owners.append(None)
                             continue
                         if len(active) >= cfg.max_objects or next_id > _MAX_IDS:
                             counts["over_max_objects"] += 1
@@ -1358,6 +1451,29 @@ def segment_video(pipe: Any, frames: Any, text_prompt: str, keyframe_every: int 
                         counts["new_objects"] += 1
                         accepted.append(dm)
                         owners.append(k)
+                        last_detected[k] = dm
+                        chosen[k], values[k] = dm, float("inf")
+                    # objects matched only weakly on prune_weak keyframes in a row are dropped
+                    if cfg.prune_weak:
+                        for k in [k for k in active if k in text_scores[t]]:
+                            weak = text_scores[t][k] < cfg.new_object_ratio * top_score
+                            weak_run[k] = weak_run.get(k, 0) + 1 if weak else 0
+                            if weak_run[k] >= cfg.prune_weak:
+                                predictor.remove_object(state, k, need_output=False)
+                                active.remove(k)
+                                objects[k].dropped_frame = t
+                                masks.pop(k, None)
+                                chosen.pop(k, None)
+                                to_prompt.discard(k)
+                                counts["pruned"] += 1
+                    # grouped: prompt each matched object with its chosen detection (a new one again if it grew)
+                    for k in sorted(to_prompt):
+                        t0 = time.perf_counter()
+                        _, obj_ids, logits = predictor.add_new_mask(state, t, k, torch.from_numpy(chosen[k]))
+                        masks = dict(zip(obj_ids, _to_numpy_logits(logits)))
+                        t_track += time.perf_counter() - t0
+                        last_detected[k] = chosen[k]
+                        counts["refreshed"] += 1
                 # 2c. the frame's id map, confidences, lost objects
                 ids = [k for k in masks if k in objects]
                 if ids:

@@ -69,7 +69,11 @@ def test_compare_tracking_refuses_bad_arguments():
         XV.compare_tracking(None, [XV.TrackSetting()], 0)
     with pytest.raises(InputError, match="at least one setting"):
         XV.compare_tracking(None, [], 2)
-    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.1, parts 0.5"
+    assert XV.TrackSetting(4, False).label == "K=4, refresh off, IoU 0.1, parts 0.5, re-id, new >= 0.7 x best, " \
+                                              "grouped, drift, fit 0.5"
+    old = XV.TrackSetting(4, True, reidentify=False, new_object_ratio=0, group_detections=False, recover_drift=False,
+                          refresh_fit=0)
+    assert old.label == "K=4, refresh on, IoU 0.1, parts 0.5" and old.kwargs()["new_object_ratio"] == 0
 
 
 def test_removal_clips_take_static_test_clips_and_their_largest_object():
@@ -119,3 +123,4 @@ def test_a_logged_removal_comparison_names_the_tracker_weights(tmp_path, monkeyp
     assert models["mini-sam2-video"] == folder_identity(REPO_ROOT / video.local_dir, video.files)
     assert {"mini-sam2", "mini-clip", "mini-inpainting"} <= set(models)
     assert not XV.log_removal_test({"independent": base}, cfg, 24, "dev")  # dev is never logged
+

@@ -330,7 +330,7 @@ class _StubPipe:
             for k in range(self.gt.shape[1]):
                 if self.gt[t, k].any():
                     m = self.gt[t, k] if self.shape is None else np.zeros(self.shape, bool)
-                    found.append(SimpleNamespace(mask=m, final_score=0.5 - 0.1 * k))
+                    found.append(SimpleNamespace(mask=m, final_score=0.5 - 0.02 * k))  # all >= 0.7 x best
             if self.duplicate and self.gt[t, 0].any():
                 eroded = self.gt[t, 0].copy()
                 eroded[np.flatnonzero(eroded.any(axis=1))[0]] = False  # A without its top row
@@ -480,7 +480,7 @@ def test_segment_video_parts_of_a_tracked_object_get_no_new_id():
                         predictor=_OracleTracker(gt))
     assert [o.id for o in r.objects] == [1] and r.settings["contain_threshold"] == 0.5
     r = V.segment_video(_PartPipe(frames, gt), frames, "square", keyframe_every=3, min_area=4, contain_threshold=1.0,
-                        predictor=_OracleTracker(gt))
+                        new_object_ratio=0, predictor=_OracleTracker(gt))  # (its 0.3 is under 0.7 x 0.5)
     assert len(r.objects) > 1  # the patch is only 60% inside A: a new object when parts must lie wholly inside
     with pytest.raises(InputError, match=r"contain_threshold must be a number in \(0, 1\]"):
         V.segment_video(_PartPipe(frames, gt), frames, "square", contain_threshold=0)
@@ -525,6 +525,129 @@ def test_segment_video_merges_an_object_tracked_in_two_parts_when_asked():
     assert kept.counts["merged"] == 0 and kept.objects[1].dropped_frame is None  # default: both parts stay
     with pytest.raises(InputError, match="merge_parts must be True or False"):
         V.segment_video(Pipe(), frames, "square", merge_parts=1)
+
+
+def _halves_scene():
+    """8 unique frames; a 20 x 20 square and its left / right halves (40 x 40 px)."""
+    frames = np.zeros((8, 40, 40, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None]  # each frame unique
+    whole = np.zeros((40, 40), bool)
+    whole[10:30, 10:30] = True
+    left, right = whole.copy(), whole.copy()
+    left[:, 20:], right[:, :20] = False, False
+    return frames, whole, left, right
+
+
+def _pipe_of(per_frame):
+    """A pipe whose segment returns per_frame(frame index) = [(mask, final_score), ...]."""
+
+    class Pipe:
+        def segment(self, frame, prompt, top_k=5):
+            return SimpleNamespace(segmentation_masks=[SimpleNamespace(mask=m, final_score=s)
+                                                       for m, s in per_frame(int(frame[0, 0, 0]))])
+
+    return Pipe()
+
+
+def test_segment_video_groups_the_parts_of_one_object_on_a_keyframe():
+    frames, whole, left, right = _halves_scene()
+    # SAM 2's masks of one object: a half (best text score), the whole, the other half (no overlap with the first)
+    pipe = _pipe_of(lambda t: [(left, 0.6), (whole, 0.55), (right, 0.5)])
+    apart = V.segment_video(pipe, frames, "square", keyframe_every=4, group_detections=False,
+                            predictor=_StillTracker())
+    assert apart.first_frames == {1: 0, 2: 0}  # ungrouped: the other half is no part of the first: a second id
+    grouped = V.segment_video(pipe, frames, "square", keyframe_every=4, predictor=_StillTracker())  # the default
+    # grouped: the whole matches the first half, so the other half matches the whole: one object, prompted with
+    # the whole (it holds the first half and is twice its size)
+    assert grouped.first_frames == {1: 0} and grouped.settings["group_detections"] is True
+    assert all(np.array_equal(grouped.id_maps[t], whole.astype(np.uint8)) for t in range(8))
+    # on keyframe 4 only halves are found: both are id 1, the track is corrected with the best-scoring one
+    halves = _pipe_of(lambda t: [(whole, 0.6)] if t == 0 else [(left, 0.6), (right, 0.4)])
+    r = V.segment_video(halves, frames, "square", keyframe_every=4, group_detections=True, predictor=_StillTracker())
+    assert list(r.first_frames) == [1] and r.counts["refreshed"] == 1
+    assert np.array_equal(r.id_maps[4], left.astype(np.uint8))
+    with pytest.raises(InputError, match="group_detections must be True or False"):
+        V.segment_video(pipe, frames, "square", group_detections="yes")
+
+
+def test_segment_video_new_object_ratio_ignores_weak_detections():
+    frames, whole, left, right = _halves_scene()
+    other = np.zeros((40, 40), bool)
+    other[32:38, 2:8] = True  # another object, far from the square
+    pipe = _pipe_of(lambda t: [(whole, 0.6), (other, 0.3)])
+    both = V.segment_video(pipe, frames, "square", keyframe_every=4, new_object_ratio=0, predictor=_StillTracker())
+    assert both.first_frames == {1: 0, 2: 0} and both.counts["weak"] == 0
+    strong = V.segment_video(pipe, frames, "square", keyframe_every=4, predictor=_StillTracker())  # default 0.7
+    assert strong.first_frames == {1: 0} and strong.counts["weak"] == 2  # 0.3 < 0.7 x 0.6 on both keyframes
+    assert V.segment_video(pipe, frames, "square", keyframe_every=4, new_object_ratio=0.5,
+                           predictor=_StillTracker()).first_frames == {1: 0, 2: 0}  # 0.3 >= 0.5 x 0.6
+    for bad in (1.5, -0.1, True, "0.7"):
+        with pytest.raises(InputError, match=r"new_object_ratio must be a number in \[0, 1\]"):
+            V.segment_video(pipe, frames, "square", new_object_ratio=bad)
+
+
+class _DriftingTracker(_StillTracker):
+    """Like _StillTracker, but on frame 2 object 1's track slides onto ``onto`` (another object) and stays there."""
+
+    def __init__(self, onto):
+        super().__init__()
+        self.onto = onto
+
+    def _logits(self, state, t):
+        if t == 2 and 1 in state["objects"]:
+            state["objects"][1] = self.onto.copy()
+        return super()._logits(state, t)
+
+
+def test_segment_video_recover_drift_gives_a_drifted_track_its_object_back():
+    frames, whole, left, right = _halves_scene()
+    neighbour = np.zeros((40, 40), bool)
+    neighbour[31:39, 31:39] = True  # not the prompt's object: no detection supports it
+    pipe = _pipe_of(lambda t: [(whole, 0.6)])
+    plain = V.segment_video(pipe, frames, "square", keyframe_every=4, reidentify=True, recover_drift=False,
+                            predictor=_DriftingTracker(neighbour))
+    # id 1 drifted onto the neighbour on frame 2: on keyframe 4 the square overlaps no track: a new id (a switch)
+    assert plain.first_frames == {1: 0, 2: 4} and np.all(plain.id_maps[4][whole] == 2)
+    back = V.segment_video(pipe, frames, "square", keyframe_every=4, predictor=_DriftingTracker(neighbour))  # default
+    # recover_drift: id 1, unsupported on keyframe 4, has the square as its last detection: the square is id 1 again
+    assert back.first_frames == {1: 0} and back.counts["reidentified"] == 1
+    assert np.all(back.id_maps[4][whole] == 1) and not (back.id_maps[4][neighbour]).any()
+    assert np.all(back.id_maps[2][neighbour] == 1)  # frames 2-3 keep the drift: only a keyframe corrects it
+    # recover_drift needs reidentify
+    assert V.segment_video(pipe, frames, "square", keyframe_every=4, reidentify=False,
+                           predictor=_DriftingTracker(neighbour)).first_frames == {1: 0, 2: 4}
+
+
+def test_segment_video_refresh_fit_prefers_the_detection_that_fits_the_track():
+    frames, whole, left, right = _halves_scene()
+    blob = whole.copy()
+    blob[10:30, 30:40] = True  # the object and a strip of its neighbour: 600 px, IoU 0.67 with the object
+    pipe = _pipe_of(lambda t: [(whole, 0.6)] if t == 0 else [(blob, 0.6), (whole, 0.55)])
+    by_score = V.segment_video(pipe, frames, "square", keyframe_every=4, refresh_fit=0, predictor=_StillTracker())
+    assert np.array_equal(by_score.id_maps[4], blob.astype(np.uint8))  # the best text score corrects the track
+    fit = V.segment_video(pipe, frames, "square", keyframe_every=4, predictor=_StillTracker())  # default 0.5
+    # 0.6 + 0.5 x 0.67 < 0.55 + 0.5 x 1.0: the close fit corrects it; both are the one object
+    assert fit.settings["refresh_fit"] == 0.5 and list(fit.first_frames) == [1]
+    assert np.array_equal(fit.id_maps[4], whole.astype(np.uint8))
+    with pytest.raises(InputError, match="refresh_fit must be a number >= 0"):
+        V.segment_video(pipe, frames, "square", refresh_fit=-1)
+
+
+def test_segment_video_prune_weak_drops_a_track_matched_only_weakly():
+    frames, whole, left, right = _halves_scene()
+    other = np.zeros((40, 40), bool)
+    other[32:38, 2:8] = True
+    # frame 0 shows only `other` (the prompt's object is not in view): it starts a track; from frame 2 the square
+    # is there and scores twice as high: `other` matches its track weakly on keyframes 2, 4, 6
+    pipe = _pipe_of(lambda t: [(other, 0.6)] if t == 0 else [(whole, 0.6), (other, 0.3)])
+    kept = V.segment_video(pipe, frames, "square", keyframe_every=2, predictor=_StillTracker())
+    assert kept.first_frames == {1: 0, 2: 2} and kept.objects[0].dropped_frame is None and kept.counts["pruned"] == 0
+    pruned = V.segment_video(pipe, frames, "square", keyframe_every=2, prune_weak=2, predictor=_StillTracker())
+    assert pruned.counts["pruned"] == 1 and pruned.objects[0].dropped_frame == 4  # weak on keyframes 2 and 4
+    assert (pruned.id_maps[3][other] == 1).all() and not (pruned.id_maps[4:] == 1).any()
+    assert np.all(pruned.id_maps[7][whole] == 2)
+    with pytest.raises(InputError, match="prune_weak must be an integer >= 0"):
+        V.segment_video(pipe, frames, "square", prune_weak=-1)
 
 
 def test_segment_video_no_match_writes_nothing(tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,12 +38,25 @@ class TrackSetting:
     refresh: bool = True  # matched keyframe detections correct the track
     iou_threshold: float = 0.1  # a detection overlapping a track this much is that track
     contain_threshold: float = 0.5  # a detection this much inside a track is a part of it
-    reidentify: bool = False  # a detection on a lost track's last mask gives it its id back
+    reidentify: bool = True  # a detection on a lost track's last mask gives it its id back
+    new_object_ratio: float = 0.7  # a new object needs this fraction of the keyframe's best text score
+    group_detections: bool = True  # a keyframe's detections of one object form its region (parts match it)
+    recover_drift: bool = True  # with reidentify: unsupported tracks too, through their last detection
+    refresh_fit: float = 0.5  # the correcting detection: text score + this x IoU with the track
+    prune_weak: int = 0  # drop a track matched only weakly on this many keyframes in a row (0: never)
 
     @property
     def label(self) -> str:
         return (f"K={self.keyframe_every}, refresh {'on' if self.refresh else 'off'}, IoU {self.iou_threshold:g}, "
-                f"parts {self.contain_threshold:g}" + (", re-id" if self.reidentify else ""))
+                f"parts {self.contain_threshold:g}" + (", re-id" if self.reidentify else "")
+                + (f", new >= {self.new_object_ratio:g} x best" if self.new_object_ratio else "")
+                + (", grouped" if self.group_detections else "") + (", drift" if self.recover_drift else "")
+                + (f", fit {self.refresh_fit:g}" if self.refresh_fit else "")
+                + (f", prune {self.prune_weak}" if self.prune_weak else ""))
+
+    def kwargs(self) -> dict[str, Any]:
+        """The :func:`ovseg.video.segment_video` keyword arguments of this setting (all but keyframe_every)."""
+        return {k: v for k, v in asdict(self).items() if k != "keyframe_every"}
 
 
 def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int = 8, *, predictor: Any = None,
@@ -80,18 +93,14 @@ def compare_tracking(pipe: Any, settings: Sequence[TrackSetting], n_clips: int =
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoMatchWarning)
-                r = video.segment_video(p, frames, prompt, k, refresh=s.refresh, iou_threshold=s.iou_threshold,
-                                        contain_threshold=s.contain_threshold, reidentify=s.reidentify,
-                                        predictor=pred, keep_frames=False)
+                r = video.segment_video(p, frames, prompt, k, **s.kwargs(), predictor=pred, keep_frames=False)
             spent["s"] += time.perf_counter() - t0
             spent["frames"] += int(frames.shape[0])
             return r.id_maps
 
         summary = evaluate_video(pipe, clips, keyframe_every=s.keyframe_every, dataset="mini-video", split="dev",
                                  segment=seg, progress=progress)
-        summary.update(setting={"keyframe_every": s.keyframe_every, "refresh": s.refresh,
-                                "iou_threshold": s.iou_threshold, "contain_threshold": s.contain_threshold,
-                                "reidentify": s.reidentify},
+        summary.update(setting=asdict(s),
                        label=s.label,
                        seconds_per_frame=spent["s"] / max(spent["frames"], 1))
         out.append(summary)
