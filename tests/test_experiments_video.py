@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from types import SimpleNamespace  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -124,3 +126,28 @@ def test_a_logged_removal_comparison_names_the_tracker_weights(tmp_path, monkeyp
     assert {"mini-sam2", "mini-clip", "mini-inpainting"} <= set(models)
     assert not XV.log_removal_test({"independent": base}, cfg, 24, "dev")  # dev is never logged
 
+
+def test_removal_comparison_scores_every_pixel_the_object_changes_as_inside(monkeypatch):
+    import ovseg.video_edit as VE
+    import ovseg.video_eval as VEV
+
+    frames = np.full((4, 32, 32, 3), 100, np.uint8)
+    obj = np.zeros((4, 32, 32), bool)
+    obj[:, 10:20, 10:20] = True  # the object's visible pixels
+    frames[obj] = (0, 0, 255)
+    exact = np.full_like(frames, 100)
+    exact[:, 22, 10] = (110, 100, 100)  # an occluder's rim over the object's hidden part: it changes without it
+    clip = SimpleNamespace(name="c", frames=frames, background_drift=0.0,
+                           objects=[SimpleNamespace(class_name="blue square")])
+    monkeypatch.setattr(VEV, "removal_reference", lambda c, k: (exact, obj))
+
+    def perfect_inside_the_object(pipe, fr, prompt, op, seed=0, masks=None, strategy=None, objects="all"):
+        out = fr.copy()
+        out[obj[:len(fr)]] = exact[:len(fr)][obj[:len(fr)]]  # a removal that is exact on the object's pixels
+        return SimpleNamespace(frames=out, edit_masks=obj[:len(fr)].astype(np.uint8), counts={"model_calls": 1},
+                               timings={"total": 0.1})
+
+    monkeypatch.setattr(VE, "edit_video", perfect_inside_the_object)
+    m = XV.removal_comparison(None, [(clip, 0)], ["reuse"], 4, tracked=False)["reuse"]
+    # the rim pixel (2 px beyond the object's grown mask) is scored inside: the edit kept every pixel it must keep
+    assert m.exact_outside == [True] and 20 < m.psnr_inside[0] < 60

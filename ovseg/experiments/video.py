@@ -269,9 +269,11 @@ def removal_comparison(pipe: Any, clips: Sequence[tuple[Any, int]], strategies: 
                 r = None
             edited = r.frames if r is not None else frames
             region = (r.edit_masks > 0) if r is not None else np.zeros_like(obj)
-            # scored inside: the edit region and the object grown by 2 px (its anti-aliased rim differs from the exact
-            # clip too: removal_reference); a missed part of the object counts inside, against the edit
-            sc = removal_metrics(edited, exact, region | _grow(obj, 2), clip.background_drift)
+            # scored inside: the edit region, the object grown by 2 px (its anti-aliased rim differs from the exact
+            # clip too: removal_reference) and every other pixel the object changes (an occluder's anti-aliased rim
+            # over the object's hidden part blends with it); a missed part of the object counts inside, against the edit
+            changed = np.any(frames != exact, axis=-1)  # (T, H, W): where the exact clip differs from the input
+            sc = removal_metrics(edited, exact, region | _grow(obj, 2) | changed, clip.background_drift)
             m = out[name]
             m.clips.append(clip.name)
             m.psnr_inside.append(sc.psnr_inside)
