@@ -271,9 +271,13 @@ def test_shipped_video_test_set_is_a_fresh_render_of_its_seeds():
     index = load_clip_index(root)
     cfg = index["config"]
     seeds = [c["seed"] for c in index["clips"]]
-    assert cfg.split == "all" and seeds == list(seed_range("video", "test").seeds[:len(seeds)])
+    from ovseg.video_eval import RETIRED_VIDEO_TEST_SEEDS
+
+    first = RETIRED_VIDEO_TEST_SEEDS  # the retired first test clips are not among them
+    assert cfg.split == "all" and seeds == list(seed_range("video", "test").seeds[first:first + len(seeds)])
+    assert len(seeds) >= 30  # enough to show <= 1 id switch per 10 clips (rule of three: 3 / 30 per clip)
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(c["name"] for c in index["clips"])
-    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 8_000_000
+    assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 34_000_000
     late = occlusions = 0
     for seed in seeds:
         clip = render_clip(seed, cfg)
