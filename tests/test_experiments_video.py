@@ -125,6 +125,18 @@ def test_a_logged_removal_comparison_names_the_tracker_weights(tmp_path, monkeyp
     assert models["mini-sam2-video"] == folder_identity(REPO_ROOT / video.local_dir, video.files)
     assert {"mini-sam2", "mini-clip", "mini-inpainting"} <= set(models)
     assert not XV.log_removal_test({"independent": base}, cfg, 24, "dev")  # dev is never logged
+    # the protocol names the scoring and the tracker's settings: a change of either is a new protocol
+    import functools
+
+    from ovseg import video
+
+    first = testlog.entries(log)[0]["protocol"]
+    monkeypatch.setattr(video, "VideoTrackConfig", functools.partial(video.VideoTrackConfig, refresh_fit=0.25))
+    assert XV.log_removal_test({"independent": base, "reuse, tracked": tracked}, cfg, 24, "test")
+    monkeypatch.setattr(XV, "REMOVAL_SCORING", "object only")
+    assert XV.log_removal_test({"independent": base, "reuse, tracked": tracked}, cfg, 24, "test")
+    protocols = [e["protocol"] for e in testlog.entries(log)]
+    assert len(set(protocols)) == 3 and protocols[0] == first
 
 
 def test_removal_comparison_scores_every_pixel_the_object_changes_as_inside(monkeypatch):

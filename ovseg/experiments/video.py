@@ -197,6 +197,11 @@ def track_strip_figure(frames: np.ndarray, id_maps: np.ndarray, every: int = 4, 
 
 # ---- removal across frames ---------------------------------------------------------------------------------------
 
+#: How removal_comparison draws the scored inside (part of the logged protocol): the edit region, the object grown by
+#: 2 px and every pixel where the exact object-free clip differs from the input.
+REMOVAL_SCORING = "edit region | object grown 2 px | pixels the object changes"
+
+
 def removal_clips(split: str, n_clips: int) -> list[tuple[Any, int]]:
     """Mini-world clips for removal: the first ``n_clips`` of ``split`` whose background is static (flicker is
     measured there), each with the object to remove, the one with the largest visible area over the clip.
@@ -322,12 +327,15 @@ def log_removal_test(measured: dict[str, Any], config: Any, n_frames: int, split
         if "flicker_reduction_vs_baseline" in s:
             headline[f"flicker_reduction[{name}]"] = s["flicker_reduction_vs_baseline"]
     from ..testlog import record_experiment
+    from ..video import VideoTrackConfig
     from ..video_eval import video_models_identity
 
     n = len(next(iter(measured.values())).clips) if measured else 0
-    # the tracked entries' masks come from the video tracker's weights, which no image stage names
+    # the tracked entries' masks come from the video tracker's weights, which no image stage names, and its settings
+    # (removal_comparison tracks with segment_video's defaults); REMOVAL_SCORING names how the inside is drawn
     return record_experiment("video_removal", config, n, headline,
-                             {"n_frames": n_frames, "entries": list(measured)}, f"video/{split}",
+                             {"n_frames": n_frames, "entries": list(measured), "scoring": REMOVAL_SCORING,
+                              "tracker": asdict(VideoTrackConfig())}, f"video/{split}",
                              stages=("sam2", "clip", "inpainting"), extra_models=video_models_identity(config))
 
 
