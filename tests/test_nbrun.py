@@ -233,8 +233,12 @@ def test_ctrl_c_stops_the_main_job_within_seconds_and_leaves_nothing_behind(tmp_
     (tmp_path / "notebooks" / "figures.yaml").write_text("defaults: {timeout: 600, stall: 300}\nnotebooks: {long: {}}\n")
     _notebook(tmp_path / "notebooks" / "long.ipynb", "md:Long", "import time\nt = time.time()\nwhile time.time() - t < 120: pass")
     env = {**os.environ, "OVSEG_ROOT": str(tmp_path)}  # the repository root the paths are anchored at
+    # the child gets SIGINT's default disposition, as a job started from a terminal has: a test run started in the
+    # background of a non-interactive shell (`pytest ... &`) ignores SIGINT, and a child inherits that (Python then
+    # never turns Ctrl-C into KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, "-m", "ovseg.regen", "run"], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:  # wait until the long cell runs
         lines.append(line)
