@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,15 +63,22 @@ def main() -> int:
     predictor = build_sam2_video_predictor_from(args.model) if args.model else None
     out = Path(args.out)
     done = json.loads(out.read_text()) if out.is_file() else {}
+    fields = [f.name for f in dataclass_fields(TrackSetting) if f.name != "keyframe_every"]
     for spec in args.only:
         k, refresh, *rest = spec.split(":")
         named = dict(r.split("=", 1) for r in rest if "=" in r)  # FIELD=VALUE overrides of TrackSetting
         rest = [r for r in rest if "=" not in r]
+        unknown = sorted(set(named) - set(fields) - {"keyframe_every"})
+        if unknown:
+            ap.error(f"setting {spec!r}: unknown field(s) {', '.join(unknown)}; use one of {', '.join(fields)}")
         setting = TrackSetting(int(k), refresh != "off", float(rest[0]) if rest else 0.3,  # the grid's base IoU
                                float(rest[1]) if len(rest) > 1 else 0.5,
                                rest[2] == "reid" if len(rest) > 2 else TrackSetting.reidentify)
-        setting = replace(setting, **{f: (v.lower() in ("1", "true", "on")) if isinstance(getattr(setting, f), bool)
-                                      else type(getattr(setting, f))(v) for f, v in named.items()})
+        try:
+            setting = replace(setting, **{f: (v.lower() in ("1", "true", "on")) if isinstance(getattr(setting, f), bool)
+                                          else type(getattr(setting, f))(v) for f, v in named.items()})
+        except ValueError as exc:
+            ap.error(f"setting {spec!r}: {exc}; e.g. new_object_ratio=0.7 prune_weak=2 group_detections=0")
         summary = compare_tracking(pipe, [setting], args.clips, predictor=predictor)[0]
         summary.pop("per_clip", None)
         done[f"{setting.label} | {args.clips} clips | {args.model or 'registry'}"] = summary
