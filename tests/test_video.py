@@ -504,29 +504,6 @@ class _StillTracker(_OracleTracker):
         return (frame_idx, *self._logits(state, frame_idx))
 
 
-def test_segment_video_merges_an_object_tracked_in_two_parts_when_asked():
-    frames = np.zeros((8, 40, 40, 3), np.uint8)
-    frames[:, :, :, 0] = np.arange(8, dtype=np.uint8)[:, None, None]  # each frame unique
-    whole = np.zeros((40, 40), bool)
-    whole[10:30, 10:30] = True
-    left, right = whole.copy(), whole.copy()
-    left[:, 20:], right[:, :20] = False, False
-
-    class Pipe:  # frame 0: the object in two halves (SAM 2 split it); frame 4: whole
-        def segment(self, frame, prompt, top_k=5):
-            found = [whole] if frame[0, 0, 0] == 4 else [left, right]
-            return SimpleNamespace(segmentation_masks=[SimpleNamespace(mask=m, final_score=0.5) for m in found])
-
-    merged = V.segment_video(Pipe(), frames, "square", keyframe_every=4, merge_parts=True, predictor=_StillTracker())
-    assert merged.counts["merged"] == 1 and merged.first_frames == {1: 0, 2: 0}
-    assert merged.objects[1].dropped_frame == 4 and merged.objects[0].dropped_frame is None
-    assert set(np.unique(merged.id_maps[:4])) == {0, 1, 2} and np.all(merged.id_maps[4:][:, whole] == 1)
-    kept = V.segment_video(Pipe(), frames, "square", keyframe_every=4, predictor=_StillTracker())
-    assert kept.counts["merged"] == 0 and kept.objects[1].dropped_frame is None  # default: both parts stay
-    with pytest.raises(InputError, match="merge_parts must be True or False"):
-        V.segment_video(Pipe(), frames, "square", merge_parts=1)
-
-
 def _halves_scene():
     """8 unique frames; a 20 x 20 square and its left / right halves (40 x 40 px)."""
     frames = np.zeros((8, 40, 40, 3), np.uint8)
@@ -547,6 +524,20 @@ def _pipe_of(per_frame):
                                                        for m, s in per_frame(int(frame[0, 0, 0]))])
 
     return Pipe()
+
+
+def test_segment_video_merges_an_object_tracked_in_two_parts_when_asked():
+    frames, whole, left, right = _halves_scene()
+    # frame 0: the object in two halves (SAM 2 split it); frame 4: whole
+    pipe = _pipe_of(lambda t: [(whole, 0.5)] if t == 4 else [(left, 0.5), (right, 0.5)])
+    merged = V.segment_video(pipe, frames, "square", keyframe_every=4, merge_parts=True, predictor=_StillTracker())
+    assert merged.counts["merged"] == 1 and merged.first_frames == {1: 0, 2: 0}
+    assert merged.objects[1].dropped_frame == 4 and merged.objects[0].dropped_frame is None
+    assert set(np.unique(merged.id_maps[:4])) == {0, 1, 2} and np.all(merged.id_maps[4:][:, whole] == 1)
+    kept = V.segment_video(pipe, frames, "square", keyframe_every=4, predictor=_StillTracker())
+    assert kept.counts["merged"] == 0 and kept.objects[1].dropped_frame is None  # default: both parts stay
+    with pytest.raises(InputError, match="merge_parts must be True or False"):
+        V.segment_video(pipe, frames, "square", merge_parts=1)
 
 
 def test_segment_video_groups_the_parts_of_one_object_on_a_keyframe():
