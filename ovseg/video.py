@@ -41,7 +41,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1049,16 +1049,15 @@ class VideoTrackConfig:
         integer("min_area", 0)
         integer("max_cond_frames", 1)
         integer("prune_weak", 0)
-        for name, eg in (("iou_threshold", 0.3), ("contain_threshold", 0.5)):
+        def number(name: str, ok: Callable[[float], bool], rule: str, eg: float) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 < float(v) <= 1:
-                raise InputError(f"{name} must be a number in (0, 1]", repr(v), f"pass e.g. {name}={eg}")
-        v = self.new_object_ratio
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) <= 1:
-            raise InputError("new_object_ratio must be a number in [0, 1]", repr(v), "pass e.g. new_object_ratio=0.7")
-        v = self.refresh_fit
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= float(v) < 1e6:
-            raise InputError("refresh_fit must be a number >= 0", repr(v), "pass e.g. refresh_fit=0.25")
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not ok(float(v)):
+                raise InputError(f"{name} must be {rule}", repr(v), f"pass e.g. {name}={eg}")
+
+        number("iou_threshold", lambda v: 0 < v <= 1, "a number in (0, 1]", 0.3)
+        number("contain_threshold", lambda v: 0 < v <= 1, "a number in (0, 1]", 0.5)
+        number("new_object_ratio", lambda v: 0 <= v <= 1, "a number in [0, 1]", 0.7)
+        number("refresh_fit", lambda v: 0 <= v < 1e6, "a number >= 0", 0.25)  # (NaN and inf fail)
         for name in ("offload_video_to_cpu", "offload_state_to_cpu", "refresh", "reidentify", "merge_parts",
                      "group_detections", "recover_drift"):
             if not isinstance(getattr(self, name), bool):
